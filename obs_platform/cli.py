@@ -1,0 +1,88 @@
+"""`obs-platform`: the command line a new user and an operator start from."""
+
+import os
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from obs_platform.settings import LANDING_PREFIX, Settings
+from obs_platform.storage import StorageError, storage_from_uri
+
+app = typer.Typer(help="Tag early-years observations with curriculum learning domains.", no_args_is_help=True)
+DEFAULT_DAGSTER_HOME = Path("~/.local/share/obs-platform/dagster").expanduser()
+SAMPLE_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def sample_data_files() -> list[Path]:
+    """The corpus shipped in the package: two raw exports and the deliberately malformed records."""
+    folder = Path(str(resources.files("obs_platform") / "sample_data"))
+    return sorted(p for p in folder.iterdir() if p.suffix in SAMPLE_SUFFIXES)
+
+
+@app.command()
+def init(
+    with_sample_data: Annotated[
+        bool, typer.Option("--with-sample-data", help="Copy the sample corpus into the landing area.")
+    ] = False,
+) -> None:
+    """Create the storage root (OBS_PLATFORM_HOME) and, optionally, land the sample corpus."""
+    settings = Settings.from_env()
+    storage = storage_from_uri(settings.home)
+    try:
+        storage.write_bytes(f"{LANDING_PREFIX}/.keep", b"")
+        if with_sample_data:
+            for file in sample_data_files():
+                storage.write_bytes(f"{LANDING_PREFIX}/{file.name}", file.read_bytes())
+                typer.echo(f"landed {storage.uri(f'{LANDING_PREFIX}/{file.name}')}")
+    except StorageError as exc:
+        _fail(str(exc))
+    typer.echo(f"storage root: {storage.root_uri}")
+    typer.echo(f"taxonomy:     {settings.taxonomy_path}")
+
+
+def _dagster_home() -> Path:
+    """DAGSTER_HOME, created on first use with the project's instance config (sqlite, no telemetry)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DAGSTER_HOME))).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and project_config.exists():
+        shutil.copyfile(project_config, home / "dagster.yaml")
+    return home
+
+
+@app.command()
+def run() -> None:
+    """Run the main job: the whole local asset graph, recorded in DAGSTER_HOME so the UI shows it."""
+    import dagster as dg
+
+    from obs_platform.definitions import defs
+    from obs_platform.defs.jobs import MAIN_JOB
+    from obs_platform.run_summary import print_summary
+
+    home = _dagster_home()
+    settings = Settings.from_env()
+    storage = storage_from_uri(settings.home)
+    if not storage.list_files(LANDING_PREFIX):
+        _fail(f"nothing in {storage.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data` first")
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, raise_on_error=False)
+        typer.echo(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} (DAGSTER_HOME={home})")
+        print_summary(instance, defs, echo=typer.echo)
+    if not result.success:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,194 @@
+"""Training-file formats: Vertex Gemini supervised tuning, chat messages for TRL, and the model's answer.
+
+The answer a model is taught to give (and that serving parses back) is one JSON object:
+`{"domain": "<domain key>", "attribute": "<attribute name>", "level": "<level title>",
+  "secondary": [{"domain": ..., "attribute": ..., "level": ...}]}`.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from obs_platform.taxonomy import Label, Taxonomy
+from obs_platform.taxonomy.model import normalise_key
+
+PHOTO_MIME_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+                    ".heic": "image/heic", ".heif": "image/heif"}
+OSS_SYSTEM_PROMPT = (
+    "You tag early-years observations with a curriculum area, goal and progression level. "
+    'Answer with JSON: {"domain": ..., "attribute": ..., "level": ..., "secondary": [...]}.'
+)
+
+
+def system_instruction(taxonomy: Taxonomy) -> str:
+    """The label space spelled out, so a general model can answer with valid labels only."""
+    lines = [
+        "You tag early-years observations written by educators with the curriculum framework below.",
+        'Reply with one JSON object and nothing else: {"domain": "<domain key>", "attribute": "<attribute name>", '
+        '"level": "<level>", "secondary": [<up to two more tags of the same shape>]}.',
+        "Domains (key: attributes):",
+    ]
+    for domain in taxonomy.domains:
+        lines.append(f"- {domain.key}: " + "; ".join(a.name for a in domain.attributes))
+    lines.append("Levels, youngest first: " + "; ".join(level.title for level in taxonomy.levels) + ".")
+    return "\n".join(lines)
+
+
+def user_text(notes: str, child_age_months: float | None) -> str:
+    text = f"Observation: {notes}"
+    if child_age_months is not None and child_age_months == child_age_months:  # not NaN
+        text += f"\nChild's age: {int(round(child_age_months))} months"
+    return text
+
+
+def answer_json(label: Label, secondary: list[Label], taxonomy: Taxonomy) -> str:
+    def tag(lbl: Label) -> dict[str, str]:
+        return {
+            "domain": taxonomy.domain(lbl.domain_id).key,
+            "attribute": taxonomy.attribute(lbl.attribute_id).name,
+            "level": lbl.level_title,
+        }
+
+    return orjson.dumps({**tag(label), "secondary": [tag(s) for s in secondary]}).decode()
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One redacted, labelled observation: what every training format is rendered from."""
+
+    observation_id: str
+    text: str
+    child_age_months: float | None
+    label: Label
+    secondary: tuple[Label, ...]
+    photo_uris: tuple[str, ...]
+
+
+def gemini_line(example: TrainingExample, taxonomy: Taxonomy, instruction: str) -> dict[str, Any]:
+    """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` file data)."""
+    parts: list[dict[str, Any]] = [{"text": user_text(example.text, example.child_age_months)}]
+    for uri in example.photo_uris:
+        mime = photo_mime_type(uri)
+        if uri.startswith("gs://") and mime:
+            parts.append({"fileData": {"mimeType": mime, "fileUri": uri}})
+    return {
+        "systemInstruction": {"role": "system", "parts": [{"text": instruction}]},
+        "contents": [
+            {"role": "user", "parts": parts},
+            {"role": "model", "parts": [{"text": answer_json(example.label, list(example.secondary), taxonomy)}]},
+        ],
+    }
+
+
+def chat_line(example: TrainingExample, taxonomy: Taxonomy) -> dict[str, Any]:
+    """One line of conversational JSONL as TRL's SFTTrainer reads it."""
+    return {
+        "messages": [
+            {"role": "system", "content": OSS_SYSTEM_PROMPT},
+            {"role": "user", "content": user_text(example.text, example.child_age_months)},
+            {"role": "assistant", "content": answer_json(example.label, list(example.secondary), taxonomy)},
+        ]
+    }
+
+
+def photo_mime_type(uri: str) -> str | None:
+    suffix = "." + uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+    return PHOTO_MIME_TYPES.get(suffix) or (mimetypes.guess_type(uri)[0] if suffix else None)
+
+
+# ----- reading answers back ------------------------------------------------------------------------
+
+
+class AnswerError(ValueError):
+    """A model answer that is not a valid label of the taxonomy."""
+
+
+def parse_answer(text: str, taxonomy: Taxonomy) -> tuple[Label, list[Label]]:
+    """Parse the model's JSON answer into labels, resolving names forgivingly; AnswerError when invalid."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise AnswerError(f"no JSON object in answer {text[:80]!r}")
+    try:
+        value = orjson.loads(text[start : end + 1])
+    except orjson.JSONDecodeError as exc:
+        raise AnswerError(f"answer is not valid JSON: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise AnswerError("answer is not a JSON object")
+    primary = _resolve_tag(value, taxonomy)
+    secondary_raw = value.get("secondary") or []
+    if not isinstance(secondary_raw, list):
+        raise AnswerError("'secondary' must be a list")
+    return primary, [_resolve_tag(s, taxonomy) for s in secondary_raw]
+
+
+def _resolve_tag(tag: Any, taxonomy: Taxonomy) -> Label:
+    if not isinstance(tag, Mapping):
+        raise AnswerError(f"tag {tag!r} is not an object")
+    domain_name, attribute_name, level_name = tag.get("domain"), tag.get("attribute"), tag.get("level")
+    if not all(isinstance(v, str) for v in (domain_name, attribute_name, level_name)):
+        raise AnswerError(f"tag {dict(tag)!r} needs string 'domain', 'attribute' and 'level'")
+    domain = next(
+        (d for d in taxonomy.domains if normalise_key(domain_name) in (d.key, normalise_key(d.name))),
+        None,
+    )
+    if domain is None:
+        raise AnswerError(f"unknown domain {domain_name!r}")
+    attribute = next((a for a in domain.attributes if a.key == normalise_key(attribute_name)), None)
+    if attribute is None:
+        raise AnswerError(f"attribute {attribute_name!r} is not in domain {domain.key!r}")
+    try:
+        level = taxonomy.level(level_name)
+    except KeyError as exc:
+        raise AnswerError(str(exc)) from None
+    label = Label(domain.id, attribute.id, level.title)
+    problems = taxonomy.label_problems(label.domain_id, label.attribute_id, label.level_title)
+    if problems:
+        raise AnswerError("; ".join(problems))
+    return label
+
+
+def gemini_line_problems(line: Any, taxonomy: Taxonomy) -> list[str]:
+    """Why a decoded Gemini tuning line is unusable (format or label); empty when it is fine."""
+    problems: list[str] = []
+    if not isinstance(line, Mapping):
+        return ["line is not a JSON object"]
+    system = line.get("systemInstruction")
+    if not isinstance(system, Mapping) or not _texts(system.get("parts")):
+        problems.append("systemInstruction needs parts with text")
+    contents = line.get("contents")
+    if not isinstance(contents, list) or len(contents) < 2:
+        return problems + ["contents needs a user turn and a model turn"]
+    roles = [c.get("role") if isinstance(c, Mapping) else None for c in contents]
+    if roles[-1] != "model" or "user" not in roles or any(r not in ("user", "model") for r in roles):
+        problems.append(f"contents roles must be user/model ending with model, got {roles}")
+    for turn in contents:
+        parts = turn.get("parts") if isinstance(turn, Mapping) else None
+        if not isinstance(parts, list) or not parts:
+            problems.append("every turn needs a non-empty parts list")
+            continue
+        for part in parts:
+            if not isinstance(part, Mapping) or not (("text" in part) ^ ("fileData" in part)):
+                problems.append(f"a part must hold exactly one of text or fileData: {part!r:.80}")
+            elif "fileData" in part:
+                data = part["fileData"]
+                if not isinstance(data, Mapping) or not str(data.get("fileUri", "")).startswith("gs://") or not data.get(
+                    "mimeType"
+                ):
+                    problems.append(f"fileData needs a gs:// fileUri and a mimeType: {data!r:.80}")
+    answer = _texts(contents[-1].get("parts") if isinstance(contents[-1], Mapping) else None)
+    try:
+        parse_answer(answer, taxonomy)
+    except AnswerError as exc:
+        problems.append(f"model answer invalid: {exc}")
+    return problems
+
+
+def _texts(parts: Any) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping) and isinstance(p.get("text"), str))

@@ -1,0 +1,146 @@
+"""Canonical observations → redacted records → splits → training files.
+
+Plain functions over DataFrames; the Dagster assets call them and add metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import orjson
+import pandas as pd
+
+from obs_platform.data.formats import TrainingExample, chat_line, gemini_line, photo_mime_type, system_instruction
+from obs_platform.data.redaction import Redactor, Roster
+from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
+from obs_platform.taxonomy import Label, Taxonomy
+
+REDACTED_COLUMNS = [
+    "observation_id",
+    "text",
+    "child_age_months",
+    "domain_id",
+    "domain_key",
+    "attribute_id",
+    "attribute_name",
+    "progression_title",
+    "level_index",
+    "secondary_tags",
+    "photo_uris",
+    "observation_date",
+    "setting",
+    "record_hash",
+]
+# What a split file holds per observation: enough to train a classifier and to trace a row back.
+SPLIT_RECORD_COLUMNS = [
+    "observation_id",
+    "text",
+    "child_age_months",
+    "domain_id",
+    "domain_key",
+    "attribute_id",
+    "progression_title",
+    "level_index",
+    "secondary_tags",
+    "photo_uris",
+]
+CHUNK_ROWS = 20_000
+
+
+def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
+    """Every child and adult name in the data set, quarantined rows included (they name people too)."""
+    children = pd.concat([canonical["child_name"], quarantined.get("child_name", pd.Series(dtype=object))])
+    adults = pd.concat([canonical["educator_name"], quarantined.get("educator_name", pd.Series(dtype=object))])
+    return Roster.from_names(children.dropna().unique(), adults.dropna().unique())
+
+
+def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame:
+    """Notes become `text` with names, e-mails and phone numbers replaced; name fields are dropped."""
+    redactor = Redactor(roster)
+    text = redactor.redact_many(canonical["notes"].tolist(), canonical["child_name"].tolist())
+    return canonical.assign(text=text)[REDACTED_COLUMNS].reset_index(drop=True)
+
+
+@dataclass
+class SplitOutcome:
+    frame: pd.DataFrame  # redacted rows plus `group_key` and `split`
+    result: SplitResult
+
+
+def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> SplitOutcome:
+    keyed = redacted.assign(group_key=group_keys(redacted["text"]))
+    result = assign_splits(keyed, ledger)
+    split = result.assignments.set_index("observation_id")["split"]
+    return SplitOutcome(frame=keyed.assign(split=keyed["observation_id"].map(split)), result=result)
+
+
+# ----- rendering JSONL -----------------------------------------------------------------------------
+
+
+def examples(frame: pd.DataFrame) -> Iterator[TrainingExample]:
+    columns = ["observation_id", "text", "child_age_months", "domain_id", "attribute_id", "progression_title",
+               "secondary_tags", "photo_uris"]
+    for oid, text, age, domain, attribute, level, secondary, photos in zip(*(frame[c] for c in columns)):
+        yield TrainingExample(
+            observation_id=oid,
+            text=text,
+            child_age_months=None if pd.isna(age) else float(age),
+            label=Label(int(domain), int(attribute), level),
+            secondary=tuple(Label(t["domain_id"], t["attribute_id"], t["level"]) for t in secondary),
+            photo_uris=tuple(photos),
+        )
+
+
+def _jsonl_chunks(records: Iterable[object]) -> Iterator[bytes]:
+    """orjson lines, joined in chunks: fast, and bounded in memory however many rows there are."""
+    batch: list[bytes] = []
+    for record in records:
+        batch.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        if len(batch) >= CHUNK_ROWS:
+            yield b"".join(batch)
+            batch = []
+    if batch:
+        yield b"".join(batch)
+
+
+def _split_records(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
+    subset = frame[SPLIT_RECORD_COLUMNS]
+    ages = subset["child_age_months"].astype(object).where(subset["child_age_months"].notna(), None)
+    subset = subset.assign(child_age_months=ages, domain_id=subset["domain_id"].astype(int),
+                           attribute_id=subset["attribute_id"].astype(int), level_index=subset["level_index"].astype(int))
+    columns = list(subset.columns)
+    for values in zip(*(subset[c].tolist() for c in columns)):
+        yield dict(zip(columns, values))
+
+
+def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
+    """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
+    ordered = frame.sort_values("observation_id", kind="stable")
+    return {f"{s}.jsonl": _jsonl_chunks(_split_records(ordered[ordered["split"] == s])) for s in SPLITS}
+
+
+def _rendered(frame: pd.DataFrame, render: Callable[[TrainingExample], dict[str, object]]) -> Iterator[bytes]:
+    return _jsonl_chunks(render(example) for example in examples(frame))
+
+
+def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
+    """Vertex Gemini tuning takes a training and a validation file (the test split stays for evaluation)."""
+    instruction = system_instruction(taxonomy)
+    ordered = frame.sort_values("observation_id", kind="stable")
+    return {
+        f"{s}.jsonl": _rendered(ordered[ordered["split"] == s], lambda e: gemini_line(e, taxonomy, instruction))
+        for s in ("train", "valid")
+    }
+
+
+def chat_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
+    ordered = frame.sort_values("observation_id", kind="stable")
+    return {f"{s}.jsonl": _rendered(ordered[ordered["split"] == s], lambda e: chat_line(e, taxonomy)) for s in SPLITS}
+
+
+def photo_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """How many photos reach Gemini as file parts, and how many cannot (not gs:// or not an image)."""
+    uris = [u for photos in frame["photo_uris"] for u in photos]
+    usable = sum(1 for u in uris if u.startswith("gs://") and photo_mime_type(u))
+    return {"photos_attached": usable, "photos_skipped": len(uris) - usable}

@@ -1,0 +1,182 @@
+"""The data assets: raw exports → canonical (+ quarantine) → redacted → splits → training JSONL."""
+
+
+import io
+
+import dagster as dg
+import pandas as pd
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from obs_platform.data import prepare, reports
+from obs_platform.data.artifacts import TrainingFiles
+from obs_platform.data.canonical import canonicalise
+from obs_platform.data.raw import read_landing
+from obs_platform.data.schema import CanonicalObservationsSchema
+from obs_platform.data.splits import empty_ledger
+from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
+from obs_platform.defs.metadata import table
+from obs_platform.settings import LANDING_PREFIX
+from obs_platform.storage import write_content_addressed
+
+GROUP = "data"
+LEDGER_PATH = "splits/ledger.parquet"
+CanonicalObservations = pandera_schema_to_dagster_type(CanonicalObservationsSchema)
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_io_manager")
+def raw_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> pd.DataFrame:
+    """Every CSV/JSON/JSONL export in the landing area, one row per record with its source file and line;
+    unreadable lines are rows too, so nothing is lost before quarantine."""
+    client = storage.client()
+    result = read_landing(client, LANDING_PREFIX)
+    if not result.files:
+        context.log.warning(f"no exports under {client.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data`")
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(result.table),
+            "landing_uri": dg.MetadataValue.path(client.uri(LANDING_PREFIX)),
+            "rows_per_file": table(reports.rows_per_file(result.table)),
+            "ignored_files": dg.MetadataValue.json(result.ignored_files),
+        }
+    )
+    return result.table
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "canonical_observations": dg.AssetOut(dagster_type=CanonicalObservations, kinds={"pandas"}),
+        "quarantined_observations": dg.AssetOut(kinds={"pandas"}),
+    },
+)
+def canonical_and_quarantined_observations(
+    context: dg.AssetExecutionContext, raw_observations: pd.DataFrame, taxonomy: TaxonomyResource
+):
+    """Alias mapping, type coercion and the taxonomy-bound pandera schema; rejected rows go to quarantine
+    with every reason, duplicates are resolved by the rule in `obs_platform.data.canonical`."""
+    tax = taxonomy.load()
+    result = canonicalise(raw_observations, tax)
+    canonical, quarantined = result.canonical, result.quarantined
+    yield dg.Output(
+        canonical,
+        output_name="canonical_observations",
+        metadata={
+            "dagster/row_count": len(canonical),
+            "taxonomy": tax.source,
+            "taxonomy_sha256": tax.sha256[:16],
+            "labels": table(reports.label_distribution(canonical)),
+            "levels": table(reports.level_distribution(canonical)),
+            "with_secondary_tags": int(canonical["secondary_tags"].map(len).gt(0).sum()),
+            "preview": dg.MetadataValue.md(
+                reports.markdown_preview(canonical, ["observation_id", "notes", "attribute_name", "progression_title"])
+            ),
+        },
+    )
+    yield dg.Output(
+        quarantined,
+        output_name="quarantined_observations",
+        metadata={
+            "dagster/row_count": len(quarantined),
+            "share_of_raw": round(len(quarantined) / max(len(raw_observations), 1), 4),
+            "reasons": table(reports.quarantine_reasons(quarantined)),
+            "preview": dg.MetadataValue.md(
+                reports.markdown_preview(quarantined, ["source_file", "source_line", "reasons"], rows=10, width=100)
+            ),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def redacted_observations(
+    context: dg.AssetExecutionContext,
+    canonical_observations: pd.DataFrame,
+    quarantined_observations: pd.DataFrame,
+) -> pd.DataFrame:
+    """Names (from the roster of every name in the data set), e-mail addresses and phone numbers replaced
+    by placeholders; the name fields are dropped. Nothing downstream of this asset sees personal data."""
+    roster = prepare.build_roster(canonical_observations, quarantined_observations)
+    redacted = prepare.redact_observations(canonical_observations, roster)
+    changed = int((redacted["text"] != canonical_observations["notes"].reset_index(drop=True)).sum())
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(redacted),
+            "roster_people": len(roster),
+            "notes_changed": changed,
+            "preview": dg.MetadataValue.md(reports.markdown_preview(redacted, ["observation_id", "text"], width=120)),
+        }
+    )
+    return redacted
+
+
+@dg.asset(group_name=GROUP, kinds={"pandas"})
+def training_splits(
+    context: dg.AssetExecutionContext, redacted_observations: pd.DataFrame, storage: StorageResource
+) -> dg.Output[pd.DataFrame]:
+    """Stable train/valid/test assignment (a ledger keeps every observation in its first split; near-duplicate
+    notes share a split), written as redacted JSONL under `splits/<version>/`."""
+    client = storage.client()
+    ledger = pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
+    outcome = prepare.split_observations(redacted_observations, ledger)
+    written = write_content_addressed(client, "splits", prepare.split_files(outcome.frame))
+    buffer = io.BytesIO()
+    outcome.result.ledger.to_parquet(buffer, index=False)
+    client.write_bytes(LEDGER_PATH, buffer.getvalue())
+
+    counts = outcome.frame["split"].value_counts().to_dict()
+    return dg.Output(
+        outcome.frame,
+        data_version=dg.DataVersion(written.version),
+        metadata={
+            "dagster/row_count": len(outcome.frame),
+            "dataset_version": written.version,
+            "splits_uri": dg.MetadataValue.path(written.folder_uri),
+            "written": written.written,
+            **{f"{name}_rows": int(counts.get(name, 0)) for name in ("train", "valid", "test")},
+            "label_distribution": table(reports.label_distribution(outcome.frame)),
+            "attributes_missing_a_split": dg.MetadataValue.json(outcome.result.uncovered),
+            "groups_moved_for_coverage": outcome.result.moved_for_coverage,
+            "near_duplicate_groups": int(outcome.frame["group_key"].duplicated().sum()),
+            "ledger_size": len(outcome.result.ledger),
+        },
+    )
+
+
+def _training_files_output(
+    fmt: str, files: dict, storage: StorageResource, frame: pd.DataFrame, extra: dict
+) -> dg.Output[TrainingFiles]:
+    client = storage.client()
+    counted = {name: int((frame["split"] == name.removesuffix(".jsonl")).sum()) for name in files}
+    written = write_content_addressed(client, f"training-data/{fmt}", files)
+    artefact = TrainingFiles.from_write(fmt, written, client, counted)
+    return dg.Output(
+        artefact,
+        data_version=dg.DataVersion(written.version),
+        metadata={
+            "dagster/row_count": sum(counted.values()),
+            "dataset_version": written.version,
+            "folder_uri": dg.MetadataValue.path(written.folder_uri),
+            "written": written.written,
+            "bytes": dg.MetadataValue.json(dict(written.sizes)),
+            **{f"{name} rows": rows for name, rows in counted.items()},
+            **extra,
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"json", "gemini"})
+def gemini_sft_jsonl(
+    training_splits: pd.DataFrame, storage: StorageResource, taxonomy: TaxonomyResource
+) -> dg.Output[TrainingFiles]:
+    """`train.jsonl` and `valid.jsonl` in Vertex AI's Gemini supervised-tuning format."""
+    files = prepare.gemini_files(training_splits, taxonomy.load())
+    photos = prepare.photo_counts(training_splits[training_splits["split"].isin(["train", "valid"])])
+    return _training_files_output("gemini", files, storage, training_splits, photos)
+
+
+@dg.asset(group_name=GROUP, kinds={"json", "huggingface"})
+def oss_sft_jsonl(
+    training_splits: pd.DataFrame, storage: StorageResource, taxonomy: TaxonomyResource
+) -> dg.Output[TrainingFiles]:
+    """The same examples as chat `messages` for TRL's SFTTrainer (train, valid and test)."""
+    files = prepare.chat_files(training_splits, taxonomy.load())
+    return _training_files_output("oss-chat", files, storage, training_splits, {})

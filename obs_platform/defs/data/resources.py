@@ -1,0 +1,125 @@
+"""Resources of the data layer: the storage root, the taxonomy in use, and an IO manager on storage."""
+
+
+import io
+import pickle
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from obs_platform.settings import Settings
+from obs_platform.storage import Storage, storage_from_uri
+from obs_platform.taxonomy import Taxonomy, load_taxonomy
+
+
+class StorageResource(dg.ConfigurableResource):
+    """The storage root (`OBS_PLATFORM_HOME`): a local folder or `gs://bucket/prefix`."""
+
+    root_uri: str
+
+    def client(self) -> Storage:
+        return _storage(self.root_uri)
+
+
+class TaxonomyResource(dg.ConfigurableResource):
+    """The curriculum taxonomy file in use (`OBS_PLATFORM_TAXONOMY`)."""
+
+    path: str
+
+    def load(self) -> Taxonomy:
+        file = Path(self.path)
+        return _taxonomy(str(file), file.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _storage(root_uri: str) -> Storage:
+    return storage_from_uri(root_uri)
+
+
+@lru_cache(maxsize=8)
+def _taxonomy(path: str, _mtime_ns: int) -> Taxonomy:
+    return load_taxonomy(path)
+
+
+class StorageIOManager(dg.ConfigurableIOManager):
+    """Asset values live under the storage root (`assets/<key>.parquet` or `.json`), beside the data files,
+    so the local and the GCS deployment keep everything in one place.
+
+    Tables are parquet, readable by any analyst's tool. `format="pickle"` is for the one table whose
+    columns hold whatever the exports held (raw rows: an age that is an int in one row and "three" in the
+    next), which parquet's typed columns cannot store without changing the values.
+    """
+
+    storage: dg.ResourceDependency[StorageResource]
+    format: Literal["parquet", "pickle"] = "parquet"
+
+    def _base(self, key: dg.AssetKey) -> str:
+        return "assets/" + "/".join(key.path)
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is None:
+            return
+        storage, base = self.storage.client(), self._base(context.asset_key)
+        if isinstance(obj, pd.DataFrame) and self.format == "pickle":
+            storage.write_bytes(f"{base}.pkl", pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+            context.add_output_metadata({"stored_at": dg.MetadataValue.path(storage.uri(f"{base}.pkl"))})
+        elif isinstance(obj, pd.DataFrame):
+            buffer = io.BytesIO()
+            obj.to_parquet(buffer, index=False)
+            storage.write_bytes(f"{base}.parquet", buffer.getvalue())
+            context.add_output_metadata({"stored_at": dg.MetadataValue.path(storage.uri(f"{base}.parquet"))})
+        elif isinstance(obj, BaseModel):
+            storage.write_bytes(f"{base}.json", obj.model_dump_json(indent=2).encode())
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()}: cannot store a {type(obj).__name__}")
+
+    def load_input(self, context: dg.InputContext) -> object:
+        storage, base = self.storage.client(), self._base(context.asset_key)
+        if self.format == "pickle" and storage.exists(f"{base}.pkl"):
+            return pickle.loads(storage.read_bytes(f"{base}.pkl"))
+        if storage.exists(f"{base}.parquet"):
+            return _lists_restored(pd.read_parquet(io.BytesIO(storage.read_bytes(f"{base}.parquet"))))
+        if storage.exists(f"{base}.json"):
+            model = context.dagster_type.typing_type
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                return model.model_validate_json(storage.read_bytes(f"{base}.json"))
+            raise TypeError(f"{context.asset_key.to_user_string()}: annotate the input with its model type")
+        raise FileNotFoundError(
+            f"{context.asset_key.to_user_string()} has not been materialised under {storage.root_uri} yet"
+        )
+
+
+def _lists_restored(frame: pd.DataFrame) -> pd.DataFrame:
+    """Parquet hands list columns back as numpy arrays; the library works with plain lists."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value.tolist()]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    for column in frame.columns[frame.dtypes == object]:
+        first = frame[column].dropna().head(1)
+        if len(first) and isinstance(first.iloc[0], np.ndarray):
+            frame[column] = frame[column].map(plain)
+    return frame
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = Settings.from_env()
+    storage = StorageResource(root_uri=settings.home)
+    return dg.Definitions(
+        resources={
+            "storage": storage,
+            "taxonomy": TaxonomyResource(path=settings.taxonomy_path),
+            "io_manager": StorageIOManager(storage=storage),
+            "raw_io_manager": StorageIOManager(storage=storage, format="pickle"),
+        }
+    )

@@ -1,0 +1,34 @@
+"""What `obs-platform run` prints when the main job ends: each asset's latest figures and locations."""
+
+from collections.abc import Callable
+
+import dagster as dg
+
+SHOWN_KEYS = ("dagster/row_count", "dataset_version", "splits_uri", "folder_uri", "landing_uri")
+
+
+def asset_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str]]:
+    """(asset, short description of its latest materialisation) in topological order."""
+    graph = defs.resolve_asset_graph()
+    rows = []
+    for key in graph.toposorted_asset_keys:
+        event = instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization is None:
+            rows.append((key.to_user_string(), "not materialised"))
+            continue
+        metadata = event.asset_materialization.metadata
+        parts = []
+        for name in SHOWN_KEYS:
+            if name in metadata:
+                label = "rows" if name == "dagster/row_count" else name
+                parts.append(f"{label}={metadata[name].value}")
+        rows.append((key.to_user_string(), "  ".join(parts)))
+    return rows
+
+
+def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions, echo: Callable[[str], None]) -> None:
+    rows = asset_rows(instance, defs)
+    width = max(len(name) for name, _ in rows)
+    echo("")
+    for name, description in rows:
+        echo(f"  {name.ljust(width)}  {description}")

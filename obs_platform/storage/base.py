@@ -1,0 +1,114 @@
+"""The storage protocol every backend implements, and helpers built only on that protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the path."""
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Paths are POSIX-style and relative to the storage root (`landing/export.csv`)."""
+
+    @property
+    def root_uri(self) -> str:
+        """`/abs/folder` or `gs://bucket/prefix`: printed to users and recorded in metadata."""
+        ...
+
+    def uri(self, path: str) -> str:
+        """Full URI of a path, the form other systems (a trainer, Vertex) are given."""
+        ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def read_bytes(self, path: str) -> bytes: ...
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomic: readers see the old content or the new, never half a file."""
+        ...
+
+    def put_file(self, path: str, local_file: Path) -> None:
+        """Store a finished local file at `path` (moved or uploaded); atomic like `write_bytes`."""
+        ...
+
+    def list_files(self, prefix: str) -> list[str]:
+        """Every file below `prefix`, recursively, as root-relative paths, sorted."""
+        ...
+
+    def delete(self, path: str) -> None: ...
+
+
+def content_hash(file_digests: Mapping[str, str]) -> str:
+    """A digest over file names and their sha256 digests: the identity of a data version."""
+    digest = hashlib.sha256()
+    for name in sorted(file_digests):
+        digest.update(f"{name}\0{file_digests[name]}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ContentAddressedWrite:
+    """Where a content-addressed bundle lives and whether this call wrote it."""
+
+    folder: str
+    folder_uri: str
+    digest: str
+    written: bool
+    files: tuple[str, ...]
+    sizes: Mapping[str, int]
+
+    @property
+    def version(self) -> str:
+        """The short digest that names the folder, used as the data version everywhere."""
+        return self.folder.rsplit("/", 1)[-1]
+
+
+MANIFEST = "_manifest.json"
+
+
+def write_content_addressed(
+    storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]
+) -> ContentAddressedWrite:
+    """Stream `files` (name → chunks) to `base/<digest>/`; a bundle already there is left untouched.
+
+    Chunks go to local scratch files while they are hashed, so a million-line file never sits in
+    memory. The manifest is stored last: a bundle interrupted half-way has none, is not mistaken for a
+    complete one, and is simply rewritten next time.
+    """
+    with tempfile.TemporaryDirectory(prefix="obs-platform-") as scratch:
+        digests: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for name, chunks in files.items():
+            hasher, size = hashlib.sha256(), 0
+            with open(Path(scratch, name.replace("/", "__")), "wb") as handle:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+            digests[name], sizes[name] = hasher.hexdigest(), size
+        digest = content_hash(digests)
+        folder = f"{base.rstrip('/')}/{digest[:16]}"
+        manifest_path = f"{folder}/{MANIFEST}"
+        written = not storage.exists(manifest_path)
+        if written:
+            for name in sorted(files):
+                storage.put_file(f"{folder}/{name}", Path(scratch, name.replace("/", "__")))
+            manifest = {"digest": digest, "files": {n: {"sha256": digests[n], "bytes": sizes[n]} for n in sorted(files)}}
+            storage.write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
+    return ContentAddressedWrite(
+        folder=folder,
+        folder_uri=storage.uri(folder),
+        digest=digest,
+        written=written,
+        files=tuple(sorted(files)),
+        sizes=sizes,
+    )
