@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from obs_platform.data.raw import PROVENANCE_COLUMNS
-from obs_platform.data.schema import taxonomy_schema
+from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.taxonomy.model import normalise_level_title
 
@@ -166,11 +167,26 @@ def _map_aliases(parsed: pd.DataFrame) -> pd.DataFrame:
     return mapped
 
 
+def _inferred(series: pd.Series) -> str:
+    """pandas' C-level type inference: lets clean columns skip the per-value Python path."""
+    return pd.api.types.infer_dtype(series, skipna=True)
+
+
+def _type_names(series: pd.Series) -> pd.Series:
+    return pd.Series([type(v).__name__ for v in series.tolist()], index=series.index)
+
+
 def _type_names(series: pd.Series) -> pd.Series:
     return series.map(lambda v: type(v).__name__)
 
 
 def _coerce(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.DataFrame:
+    typed = _coerce_values(mapped, taxonomy, reasons)
+    text_columns = ["observation_id", "notes", "progression_title", *TEXT_FIELDS, "source_file"]
+    return typed.astype({c: STRING_DTYPE for c in text_columns})
+
+
+def _coerce_values(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.DataFrame:
     typed = pd.DataFrame(index=mapped.index)
     typed["observation_id"] = _coerce_id(mapped["observation_id"], reasons)
     typed["notes"] = _coerce_text(mapped["notes"], "notes", reasons, allow_numbers=False)
@@ -196,6 +212,8 @@ def _wrong_type(series: pd.Series, bad: pd.Series, field: str, expected: str, re
 
 
 def _coerce_id(series: pd.Series, reasons: _Reasons) -> pd.Series:
+    if _inferred(series) in ("string", "empty"):
+        return series.str.strip().astype(object)
     kinds = _type_names(series)
     ok = kinds.isin(["str", "int"])
     _wrong_type(series, series.notna() & ~ok, "observation_id", "a string", reasons)
@@ -203,6 +221,8 @@ def _coerce_id(series: pd.Series, reasons: _Reasons) -> pd.Series:
 
 
 def _coerce_text(series: pd.Series, field: str, reasons: _Reasons, allow_numbers: bool = True) -> pd.Series:
+    if _inferred(series) in ("string", "empty"):
+        return series.astype(object)
     kinds = _type_names(series)
     accepted = ["str", "int", "float"] if allow_numbers else ["str"]
     ok = kinds.isin(accepted)
@@ -214,6 +234,8 @@ def _coerce_text(series: pd.Series, field: str, reasons: _Reasons, allow_numbers
 
 
 def _coerce_number(series: pd.Series, field: str, reasons: _Reasons) -> pd.Series:
+    if _inferred(series) in ("integer", "floating", "mixed-integer-float", "empty", "decimal"):
+        return pd.to_numeric(series).astype("Float64")
     kinds = _type_names(series)
     numeric = pd.to_numeric(series.where(kinds.isin(["int", "float", "str"])), errors="coerce")
     bad = series.notna() & numeric.isna()
@@ -239,12 +261,12 @@ def _coerce_domain(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) 
 def _coerce_level(titles: pd.Series, taxonomy: Taxonomy) -> pd.Series:
     """Spell known levels exactly as the taxonomy does; unknown ones stay for the schema to reject."""
     canonical = {lvl.key: lvl.title for lvl in taxonomy.levels}
-    return titles.map(lambda t: canonical.get(normalise_level_title(t), t), na_action="ignore").astype(object)
+    spelled = {t: canonical.get(normalise_level_title(t), t) for t in titles.dropna().unique()}
+    return titles.map(spelled).astype(object)
 
 
 def _coerce_date(series: pd.Series, reasons: _Reasons) -> pd.Series:
-    kinds = _type_names(series)
-    text = series.where(kinds == "str")
+    text = series if _inferred(series) in ("string", "empty") else series.where(_type_names(series) == "str")
     parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
     retry = parsed.isna() & text.notna()
     if retry.any():  # UK exports write day/month/year
@@ -274,13 +296,21 @@ def _coerce_uris(series: pd.Series, reasons: _Reasons) -> pd.Series:
             return [u.strip() for u in value if u.strip()]
         return None
 
-    lists = series.map(to_list)
-    _wrong_type(series, lists.isna(), "photo_uris", "a list of URIs", reasons)
-    return lists.map(lambda v: v if isinstance(v, list) else [])
+    values = series.tolist()
+    lists = [v if v.__class__ is list and (not v or all(u.__class__ is str for u in v)) else to_list(v) for v in values]
+    bad = pd.Series([v is None for v in lists], index=series.index)
+    _wrong_type(series, bad, "photo_uris", "a list of URIs", reasons)
+    return pd.Series([v if v is not None else [] for v in lists], index=series.index, dtype=object)
 
 
 def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.Series:
     """Normalise secondary tags to `[{"domain_id", "attribute_id", "level"}]`, from a list or flat columns."""
+
+    titles = {lvl.key: lvl.title for lvl in taxonomy.levels}
+
+    @lru_cache(maxsize=256)
+    def spell(level: str) -> str:
+        return titles.get(normalise_level_title(level), level)
 
     def tag(domain: Any, attribute: Any, level: Any) -> dict[str, Any] | None:
         try:
@@ -290,12 +320,7 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
             return None
         if domain_id is None and attribute_id is not None:
             domain_id = taxonomy.attribute_domain.get(attribute_id)
-        title = level if isinstance(level, str) else None
-        if title is not None:
-            try:
-                title = taxonomy.level(title).title
-            except KeyError:
-                pass
+        title = spell(level) if isinstance(level, str) else None
         return {"domain_id": domain_id, "attribute_id": attribute_id, "level": title}
 
     def from_list(value: Any) -> list[dict[str, Any]] | None:
@@ -320,7 +345,11 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
             tags.append(converted)
         return tags
 
-    listed = mapped["secondary_tags"].map(from_list)
+    listed = pd.Series(
+        [[] if v.__class__ is list and not v else from_list(v) for v in mapped["secondary_tags"].tolist()],
+        index=mapped.index,
+        dtype=object,
+    )
     flat = mapped["secondary_attribute_id"].notna() | mapped["secondary_domain_id"].notna()
     for index in flat[flat].index:
         converted = tag(
@@ -329,8 +358,9 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
             mapped.at[index, "secondary_progression_title"],
         )
         listed.at[index] = (listed.at[index] or []) + [converted] if converted else None
-    _wrong_type(mapped["secondary_tags"], listed.isna(), "secondary_tags", "a list of tags", reasons)
-    return listed.map(lambda v: v if isinstance(v, list) else [])
+    missing = pd.Series([v is None for v in listed.tolist()], index=listed.index)
+    _wrong_type(mapped["secondary_tags"], missing, "secondary_tags", "a list of tags", reasons)
+    return pd.Series([v if v is not None else [] for v in listed.tolist()], index=listed.index, dtype=object)
 
 
 # ----- validation -------------------------------------------------------------------------------------
@@ -405,7 +435,7 @@ def _record_hash(frame: pd.DataFrame) -> pd.Series:
         return pd.Series(dtype=object, index=frame.index)
     content = frame[CONTENT_COLUMNS].copy()
     for column in ("photo_uris", "secondary_tags"):
-        content[column] = content[column].map(orjson.dumps)
+        content[column] = [orjson.dumps(v).decode() if v else "" for v in content[column].tolist()]
     hashed = pd.util.hash_pandas_object(content, index=False)
     return hashed.map("{:016x}".format).astype(object)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import orjson
@@ -97,8 +98,9 @@ def chat_line(example: TrainingExample, taxonomy: Taxonomy) -> dict[str, Any]:
 
 
 def photo_mime_type(uri: str) -> str | None:
-    suffix = "." + uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
-    return PHOTO_MIME_TYPES.get(suffix) or (mimetypes.guess_type(uri)[0] if suffix else None)
+    """The image MIME type of a photo URI by its suffix; None for anything that is not an image."""
+    guessed = PHOTO_MIME_TYPES.get(PurePosixPath(uri).suffix.lower()) or mimetypes.guess_type(uri)[0]
+    return guessed if guessed and guessed.startswith("image/") else None
 
 
 # ----- reading answers back ------------------------------------------------------------------------

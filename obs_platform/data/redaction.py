@@ -1,16 +1,22 @@
 """Replace personal data in observation text by placeholders before anything leaves the machine.
 
 Names come from a roster: every child and adult name in the data set's name fields (plus, at serving
-time, the `child_name` of the request). E-mail addresses and phone numbers are found by pattern.
+time, the `child_name` of the request), and a built-in lexicon of common given names, so a child named in
+a note is caught even when no record carries their name in a field. E-mail addresses and phone numbers
+are found by pattern.
 
 Placeholders are stable: the same input always gives the same output, the observed child is always
 `[CHILD]`, and within one record each other person keeps one placeholder (`[CHILD_2]`, `[ADULT]`,
 `[ADULT_2]`, numbered by first appearance). Numbering per record, not per person across the data set,
-keeps the placeholders from becoming a pseudonym that could be joined back to a child.
+keeps placeholders from becoming a pseudonym that could be joined back to a child.
 
-Speed matters (a million notes must redact in seconds), so a note is first reduced to the set of its
-lower-cased words and intersected with the roster in C; only names actually present are then replaced,
-each by a precompiled pattern.
+Case: a roster name from the data is matched whatever its case ("amara"); a lexicon name, or a roster name
+that is also an everyday word ("Daisy", "Max", "Hall"), only when capitalised, so "a daisy chain" and
+"max 5 mins" survive.
+
+Speed: a million notes must redact in seconds, and a per-note Python scan costs tens of microseconds
+here. So names are found for all notes at once by one RE2 pattern (pyarrow compute, linear time however
+many names), which wraps each name in markers; Python then only numbers the marked names.
 """
 
 from __future__ import annotations
@@ -18,32 +24,38 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from importlib import resources
 
-# A word: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae), but not the
-# possessive 's (Amara's → Amara).
-_WORD = re.compile(r"[^\W\d_]+(?:['’\-](?!s\b)[^\W\d_]+)*")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(?\d{2,5}\)?[\s.\-]?){2,4}\d{2,4}(?![\w])")
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# A name token: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae).
+_TOKEN = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(?\d{2,5}\)?[\s.\-]?){2,4}\d{2,4}(?!\w)")
+_MAYBE_PHONE = r"\d{3}[\s.\-)]?\d{3}"
+_MARK = "\x01"
+_MARKED = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
+_TITLE_BEFORE = re.compile(r"(?:\b(?:mrs|mr|ms|miss|mx|dr|mister)\.?\s+)$", re.IGNORECASE)
 _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
-_PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
+PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
 MIN_PHONE_DIGITS = 10
 MAX_PHONE_DIGITS = 13
 
 
-def _load_common_words() -> frozenset[str]:
-    text = (resources.files("obs_platform.data") / "common_words.txt").read_text(encoding="utf-8")
-    return frozenset(w.strip().lower() for w in text.split() if w.strip() and not w.startswith("#"))
+def _word_list(name: str) -> frozenset[str]:
+    text = (resources.files("obs_platform.data") / name).read_text(encoding="utf-8")
+    return frozenset(w.lower() for line in text.splitlines() if not line.startswith("#") for w in line.split())
 
 
-COMMON_WORDS = _load_common_words()
+COMMON_WORDS = _word_list("common_words.txt")
+GIVEN_NAMES = _word_list("given_names.txt")
 
 
 def name_tokens(full_name: str) -> list[str]:
     """`"Lily-Mae O'Brien"` → `["lily-mae", "lily", "mae", "o'brien"]` (lower case)."""
     tokens: list[str] = []
-    for word in _WORD.findall(full_name.lower()):
+    for word in _TOKEN.findall(full_name.lower().replace("’", "'")):
         tokens.append(word)
         if "-" in word:
             tokens.extend(part for part in word.split("-") if part)
@@ -52,11 +64,12 @@ def name_tokens(full_name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Roster:
-    """The names to redact, as lower-case tokens, each tagged child or adult."""
+    """The names to redact, as lower-case tokens: children and adults from the data, and the lexicon."""
 
     children: frozenset[str] = frozenset()
     adults: frozenset[str] = frozenset()
     people: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
+    lexicon: frozenset[str] = GIVEN_NAMES
 
     @classmethod
     def from_names(cls, child_names: Iterable[str | None], adult_names: Iterable[str | None] = ()) -> Roster:
@@ -75,70 +88,132 @@ class Roster:
             children=self.children | frozenset(tokens),
             adults=self.adults - frozenset(tokens),
             people=self.people + (tokens,),
+            lexicon=self.lexicon,
         )
-
-    @property
-    def tokens(self) -> frozenset[str]:
-        return self.children | self.adults
 
     def __len__(self) -> int:
         return len(self.people)
 
 
+def _alternation(tokens: Iterable[str]) -> str:
+    # RE2 takes the first alternative that matches: longest first, so "lily-mae" wins over "lily".
+    return "|".join(re.escape(t).replace("'", "['’]") for t in sorted(tokens, key=lambda t: (-len(t), t)))
+
+
+def _capitalised_forms(token: str) -> set[str]:
+    parts = re.split(r"(['’\-])", token)
+    title = "".join(p.capitalize() if p not in ("'", "’", "-") else p for p in parts)
+    return {token.capitalize(), title, token.upper()}
+
+
 class Redactor:
     def __init__(self, roster: Roster):
         self.roster = roster
-        self._tokens = roster.tokens
-        self._patterns: dict[str, re.Pattern[str]] = {}
+        any_case = (roster.children | roster.adults) - COMMON_WORDS
+        capitalised = ((roster.children | roster.adults) & COMMON_WORDS) | (roster.lexicon - any_case)
+        alternatives = []
+        if any_case:
+            alternatives.append(f"(?i:{_alternation(any_case)})")
+        if capitalised:
+            alternatives.append(_alternation({form for t in capitalised for form in _capitalised_forms(t)}))
+        # \b is ASCII in RE2: names that start or end with another letter (Zoë) use the slow exact path.
+        self._pattern = rf"\b({'|'.join(alternatives)})\b" if alternatives else None
+        self._outside_ascii = sorted(t for t in any_case | capitalised if not (t[0].isascii() and t[-1].isascii()))
+        self._exact = {t: _exact_pattern(t, t not in any_case) for t in self._outside_ascii}
         self._person_of: dict[str, tuple[str, ...]] = {}
         for person in roster.people:
             for token in person:
                 # A token shared by several people (two Amaras) identifies none of them: key it by itself.
                 self._person_of[token] = person if token not in self._person_of else (token,)
 
-    def _pattern(self, token: str) -> re.Pattern[str]:
-        pattern = self._patterns.get(token)
-        if pattern is None:
-            escaped = re.escape(token)
-            if token in COMMON_WORDS:
-                # "Daisy" the child, not "a daisy chain": only capitalised forms are names.
-                variants = {token.capitalize(), token.upper(), "-".join(p.capitalize() for p in token.split("-"))}
-                body = "(?:" + "|".join(sorted(map(re.escape, variants))) + ")"
-                pattern = re.compile(rf"(?<![^\W\d_]){body}(?![^\W\d_])")
-            else:
-                pattern = re.compile(rf"(?<![^\W\d_]){escaped}(?![^\W\d_])", re.IGNORECASE)
-            self._patterns[token] = pattern
-        return pattern
-
-    def names_in(self, text: str) -> list[str]:
-        """Roster tokens present in `text` as names (lower case, longest first)."""
-        candidates = set(_WORD.findall(text.lower())) & self._tokens
-        # Hyphenated words also contain their parts (Lily-Mae → lily, mae).
-        for word in [w for w in candidates if "-" in w]:
-            candidates.update(p for p in word.split("-") if p in self._tokens)
-        found = [t for t in candidates if self._pattern(t).search(text)]
-        return sorted(found, key=lambda t: (-len(t), t))
+    # ----- batch redaction -----------------------------------------------------------------------
+    def redact_many(self, texts: Sequence[str], subject_names: Sequence[str | None]) -> list[str]:
+        """Redact notes; `subject_names[i]` is the child observed in note i (becomes `[CHILD]`)."""
+        if len(texts) != len(subject_names):
+            raise ValueError("one subject name per text")
+        if not texts:
+            return []
+        array = pa.array(texts, type=pa.large_string())
+        array = _replace_where(array, pc.match_substring(array, "@"), _EMAIL, "[EMAIL]")
+        array = self._mark_names(array)
+        marked = pc.match_substring(array, _MARK).to_pylist()
+        maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
+        out = array.to_pylist()
+        for i, text in enumerate(out):
+            if maybe_phone[i]:
+                text = _PHONE.sub(_phone_placeholder, text)
+            if marked[i]:
+                text = self._number_names(text, subject_names[i])
+            out[i] = text
+        return out
 
     def redact(self, text: str, subject_name: str | None = None) -> str:
-        """Redact one note; `subject_name` is the observed child, who becomes `[CHILD]`."""
-        if "@" in text:
-            text = _EMAIL.sub("[EMAIL]", text)
-        text = _PHONE.sub(_phone_placeholder, text)
-        names = self.names_in(text)
-        if not names:
-            return text
-        subject = set(name_tokens(subject_name)) if subject_name else set()
-        placeholders = _assign_placeholders(text, names, subject, self._person_of, self.roster.children)
-        for token in names:
-            text = self._pattern(token).sub(placeholders[token], text)
-        return _REPEATED_PLACEHOLDER.sub(r"\1", text)
+        return self.redact_many([text], [subject_name])[0]
 
-    def redact_many(self, texts: Sequence[str], subject_names: Sequence[str | None]) -> list[str]:
-        return [self.redact(t, s) for t, s in zip(texts, subject_names, strict=True)]
+    def _mark_names(self, array: pa.Array) -> pa.Array:
+        if self._pattern is not None:
+            array = pc.replace_substring_regex(array, pattern=self._pattern, replacement=rf"{_MARK}\1{_MARK}")
+        for token, pattern in self._exact.items():
+            lowered = pc.utf8_lower(array)
+            where = pc.match_substring(lowered, token).to_pylist()
+            if any(where):
+                values = array.to_pylist()
+                array = pa.array(
+                    [pattern.sub(rf"{_MARK}\g<0>{_MARK}", v) if hit else v for v, hit in zip(values, where)],
+                    type=pa.large_string(),
+                )
+        return array
 
-    @cached_property
-    def description(self) -> str:
-        return f"{len(self.roster.children)} child and {len(self.roster.adults)} adult name tokens"
+    def _number_names(self, text: str, subject_name: str | None) -> str:
+        subject = set(name_tokens(subject_name)) if isinstance(subject_name, str) else set()
+        labels: dict[tuple[str, ...], str] = {}
+        # With no known subject, the first child named is taken to be the one observed.
+        counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
+
+        def placeholder(match: re.Match[str]) -> str:
+            token = match.group(1).lower().replace("’", "'")
+            if token in subject:
+                return "[CHILD]"
+            person = self._person_of.get(token, (token,))
+            if person not in labels:
+                titled = _TITLE_BEFORE.search(match.string, 0, match.start()) is not None
+                kind = "ADULT" if token in self.roster.adults or (titled and token not in self.roster.children) else "CHILD"
+                counters[kind] += 1
+                labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
+            return labels[person]
+
+        text = _MARKED.sub(placeholder, text)
+        return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
+
+    # ----- audit ---------------------------------------------------------------------------------
+    def names_in(self, texts: Sequence[str]) -> dict[str, int]:
+        """Roster names present in `texts` as names, with how many texts hold each (placeholders ignored)."""
+        if not texts:
+            return {}
+        array = pc.replace_substring_regex(pa.array(texts, type=pa.large_string()), PLACEHOLDER.pattern, " ")
+        array = self._mark_names(array)
+        counts: dict[str, int] = {}
+        hits = pc.match_substring(array, _MARK).to_pylist()
+        for text, hit in zip(array.to_pylist(), hits):
+            if hit:
+                for token in {m.lower() for m in _MARKED.findall(text)}:
+                    counts[token] = counts.get(token, 0) + 1
+        return counts
+
+
+def _exact_pattern(token: str, capitalised_only: bool) -> re.Pattern[str]:
+    if capitalised_only:
+        body = "|".join(sorted(map(re.escape, _capitalised_forms(token))))
+        return re.compile(rf"(?<![^\W\d_])(?:{body})(?![^\W\d_])")
+    return re.compile(rf"(?<![^\W\d_]){re.escape(token)}(?![^\W\d_])", re.IGNORECASE)
+
+
+def _replace_where(array: pa.Array, mask: pa.Array, pattern: str, replacement: str) -> pa.Array:
+    """Run a regex replacement only where `mask` holds (most notes have no e-mail address)."""
+    if not pc.any(mask).as_py():
+        return array
+    replaced = pc.replace_substring_regex(array, pattern=pattern, replacement=replacement)
+    return pc.if_else(mask, replaced, array)
 
 
 def _phone_placeholder(match: re.Match[str]) -> str:
@@ -146,45 +221,13 @@ def _phone_placeholder(match: re.Match[str]) -> str:
     return "[PHONE]" if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS else match.group(0)
 
 
-def _assign_placeholders(
-    text: str,
-    names: list[str],
-    subject: set[str],
-    person_of: dict[str, tuple[str, ...]],
-    children: frozenset[str],
-) -> dict[str, str]:
-    """Number people by where they first appear, so output is deterministic and readable."""
-    lowered = text.lower()
-    by_position = sorted(names, key=lambda t: (lowered.find(t), t))
-    labels: dict[tuple[str, ...], str] = {}
-    # With no known subject, the first child named is taken to be the one observed.
-    counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
-    placeholders: dict[str, str] = {}
-    for token in by_position:
-        if token in subject:
-            placeholders[token] = "[CHILD]"
-            continue
-        person = person_of.get(token, (token,))
-        if person not in labels:
-            kind = "CHILD" if token in children else "ADULT"
-            counters[kind] += 1
-            number = counters[kind]
-            labels[person] = f"[{kind}]" if number == 1 else f"[{kind}_{number}]"
-        placeholders[token] = labels[person]
-    return placeholders
-
-
 def surviving_names(redactor: Redactor, texts: Iterable[str]) -> dict[str, int]:
     """Roster names still present in texts (an audit: must be empty after redaction)."""
-    counts: dict[str, int] = {}
-    for text in texts:
-        for token in redactor.names_in(_PLACEHOLDER.sub(" ", text)):
-            counts[token] = counts.get(token, 0) + 1
-    return counts
+    return redactor.names_in(list(texts))
 
 
 def contains_contact_details(text: str) -> bool:
     """True when an e-mail address or a phone number survives in `text`."""
-    if _EMAIL.search(text):
+    if re.search(_EMAIL, text):
         return True
     return any(MIN_PHONE_DIGITS <= sum(c.isdigit() for c in m.group(0)) <= MAX_PHONE_DIGITS for m in _PHONE.finditer(text))

@@ -68,7 +68,8 @@ class GCSStorage:
             raise StorageError(f"cannot upload {local_file} to {self.uri(path)}: {exc}") from exc
 
     def list_files(self, prefix: str) -> list[str]:
-        key_prefix = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        # A prefix is a folder: "landing" must not match "landing-old/...".
+        key_prefix = self._key(prefix).rstrip("/") + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
         cut = len(self.prefix) + 1 if self.prefix else 0
         names = [blob.name[cut:] for blob in self.client.list_blobs(self.bucket_name, prefix=key_prefix)]
         return sorted(n for n in names if n and not n.endswith("/"))

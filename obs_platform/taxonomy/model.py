@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -233,7 +234,7 @@ def parse_taxonomy(document: Any, *, source: str = "<memory>", sha256: str = "")
     if not isinstance(document, Mapping) or not isinstance(document.get("domains"), list) or not document["domains"]:
         raise TaxonomyError(source, ["top level must be an object with a non-empty 'domains' list"])
 
-    level_titles: dict[int, str] = {}
+    level_titles = _majority_level_titles(document)
     point_ids: dict[int, str] = {}
     attributes: dict[int, Attribute] = {}
     domains: list[Domain] = []
@@ -323,7 +324,7 @@ def _parse_attribute(
             problems.append(f"{p_where}: duplicate progression point id {p['id']} (first seen at {point_ids[p['id']]})")
         point_ids.setdefault(p["id"], p_where)
         title = p["progressionPointsTitle"].strip()
-        known = level_titles.setdefault(p["progressionPointsId"], title)
+        known = level_titles.get(p["progressionPointsId"], title)
         if normalise_level_title(known) != normalise_level_title(title):
             problems.append(
                 f"{p_where}: level id {p['progressionPointsId']} is titled {title!r} here but {known!r} elsewhere"
@@ -353,6 +354,18 @@ def _parse_attribute(
         domain_id=domain_id,
         points=tuple(sorted(points, key=lambda p: (p.sort_order, p.id))),
     )
+
+
+def _majority_level_titles(document: Mapping[str, Any]) -> dict[int, str]:
+    """Each level id's most common title: the odd one out is the entry reported as wrong."""
+    seen: dict[int, Counter[str]] = {}
+    for domain in document["domains"]:
+        for attribute in domain.get("attributes") or [] if isinstance(domain, Mapping) else []:
+            for point in attribute.get("progressionPoints") or [] if isinstance(attribute, Mapping) else []:
+                if isinstance(point, Mapping) and isinstance(point.get("progressionPointsId"), int):
+                    title = str(point.get("progressionPointsTitle") or "").strip()
+                    seen.setdefault(point["progressionPointsId"], Counter())[title] += 1
+    return {level_id: titles.most_common(1)[0][0] for level_id, titles in seen.items()}
 
 
 def _require(raw: Any, where: str, spec: dict[str, type], problems: list[str]) -> dict[str, Any] | None:

@@ -1,0 +1,162 @@
+"""The `data` group materialised in process against temporary storage roots."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import orjson
+import pytest
+
+from obs_platform.defs.jobs import MAIN_JOB
+
+from .conftest import SEED_SAMPLE, SEED_TAXONOMY
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_ASSETS = {
+    "raw_observations",
+    "canonical_observations",
+    "quarantined_observations",
+    "redacted_observations",
+    "training_splits",
+    "gemini_sft_jsonl",
+    "oss_sft_jsonl",
+}
+
+
+def load_defs(monkeypatch, home: Path, taxonomy: Path | None = None) -> dg.Definitions:
+    monkeypatch.setenv("OBS_PLATFORM_HOME", str(home))
+    if taxonomy is not None:
+        monkeypatch.setenv("OBS_PLATFORM_TAXONOMY", str(taxonomy))
+    else:
+        monkeypatch.delenv("OBS_PLATFORM_TAXONOMY", raising=False)
+    return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT / "obs_platform" / "definitions.py")
+
+
+def run_data_group(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(MAIN_JOB)
+    return job.execute_in_process(instance=instance, raise_on_error=False)
+
+
+def metadata(instance: dg.DagsterInstance, key: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_definitions_load_and_group(monkeypatch, tmp_path):
+    defs = load_defs(monkeypatch, tmp_path)
+    graph = defs.resolve_asset_graph()
+    data_keys = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "data"}
+    assert DATA_ASSETS <= data_keys
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("quarantined_observations", "raw_rows_accounted_for") in checks
+    assert ("gemini_sft_jsonl", "gemini_lines_valid") in checks
+    assert {("training_splits", "no_personal_data"), ("oss_sft_jsonl", "no_personal_data")} <= checks
+
+
+def test_whole_data_group_on_the_sample_corpus(monkeypatch, landed_storage):
+    defs = load_defs(monkeypatch, landed_storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_data_group(defs, instance)
+        assert result.success
+        checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks and all(checks.values()), checks
+
+        raw, canonical = metadata(instance, "raw_observations"), metadata(instance, "canonical_observations")
+        quarantined = metadata(instance, "quarantined_observations")
+        assert raw["dagster/row_count"] == canonical["dagster/row_count"] + quarantined["dagster/row_count"]
+        assert canonical["dagster/row_count"] >= 600 and quarantined["dagster/row_count"] == 33
+        reasons = {row.data["reason_code"] for row in quarantined["reasons"].records}
+        assert len(reasons) >= 12
+
+        splits = metadata(instance, "training_splits")
+        assert splits["train_rows"] > 7 * splits["test_rows"] > 0 and splits["valid_rows"] > 0
+        assert splits["attributes_missing_a_split"] == {}
+        gemini = metadata(instance, "gemini_sft_jsonl")
+        folder = Path(gemini["folder_uri"])
+        lines = (folder / "train.jsonl").read_bytes().splitlines()
+        assert len(lines) == splits["train_rows"]
+        first = orjson.loads(lines[0])
+        assert set(first) == {"systemInstruction", "contents"}
+
+        # unchanged data: a second run writes no new training files and keeps every split
+        ledger_before = (landed_storage.root / "splits" / "ledger.parquet").read_bytes()
+        assert run_data_group(defs, instance).success
+        assert metadata(instance, "gemini_sft_jsonl")["written"] is False
+        assert metadata(instance, "training_splits")["dataset_version"] == splits["dataset_version"]
+        assert (landed_storage.root / "splits" / "ledger.parquet").read_bytes() == ledger_before
+        assert len(list((landed_storage.root / "training-data" / "gemini").iterdir())) == 1
+
+
+def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
+    import pandas as pd
+
+    defs = load_defs(monkeypatch, landed_storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_data_group(defs, instance).success
+        before = pd.read_parquet(landed_storage.root / "assets" / "training_splits.parquet").set_index("observation_id")
+        extra = b"".join(
+            orjson.dumps({**orjson.loads(line), "observationId": orjson.loads(line)["observationId"] + "-b",
+                          "observationNotes": f"New drop {i}: " + orjson.loads(line)["observationNotes"][::-1]})
+            + b"\n"
+            for i, line in enumerate((landed_storage.root / "landing" / "setting_export_2025-26.jsonl").read_bytes().splitlines()[:60])
+        )
+        landed_storage.write_bytes("landing/new_drop.jsonl", extra)
+        assert run_data_group(defs, instance).success
+        after = pd.read_parquet(landed_storage.root / "assets" / "training_splits.parquet").set_index("observation_id")
+        assert len(after) == len(before) + 60
+        assert (after.loc[before.index, "split"] == before["split"]).all()
+        assert metadata(instance, "gemini_sft_jsonl")["written"] is True
+
+
+def test_seed_taxonomy_drives_the_whole_graph(monkeypatch, storage):
+    if not SEED_SAMPLE.exists():
+        pytest.skip("../shared is absent")
+    storage.write_bytes("landing/sample_canonical.jsonl", SEED_SAMPLE.read_bytes())
+    defs = load_defs(monkeypatch, storage.root, SEED_TAXONOMY)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_data_group(defs, instance)
+        assert result.success
+        assert metadata(instance, "canonical_observations")["dagster/row_count"] == 3
+        assert metadata(instance, "canonical_observations")["taxonomy"] == str(SEED_TAXONOMY)
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+        chat = Path(metadata(instance, "oss_sft_jsonl")["folder_uri"])
+        text = b"".join((chat / n).read_bytes() for n in ("train.jsonl", "valid.jsonl", "test.jsonl"))
+        assert b"Progressing" in text and b"Advancing" in text
+        assert b"Emma" not in text and b"Maya" not in text  # no name fields: the given-name lexicon catches them
+
+
+def test_leak_check_fails_when_a_name_survives(monkeypatch, landed_storage):
+    """The personal-data check reads the files themselves: a name slipped into a file is caught."""
+    defs = load_defs(monkeypatch, landed_storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_data_group(defs, instance).success
+        folder = Path(metadata(instance, "oss_sft_jsonl")["folder_uri"])
+        (folder / "test.jsonl").write_bytes((folder / "test.jsonl").read_bytes() + b'{"messages": "Amara Okafor, 07700 900412"}\n')
+        check_key = dg.AssetCheckKey(dg.AssetKey("oss_sft_jsonl"), "no_personal_data")
+        only_check = dg.define_asset_job("only_check", selection=dg.AssetSelection.checks(check_key))
+        job = dg.Definitions.merge(defs, dg.Definitions(jobs=[only_check])).resolve_job_def("only_check")
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert not evaluation.passed
+        assert evaluation.metadata["names_found"].value == {"test.jsonl": ["amara", "okafor"]}
+        assert evaluation.metadata["lines_with_contact_details"].value == {"test.jsonl": 1}
+
+
+def test_empty_landing_area_still_runs(monkeypatch, storage):
+    defs = load_defs(monkeypatch, storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("raw_observations")], raise_on_error=False
+        )
+        assert result.success
+        assert metadata(instance, "raw_observations")["dagster/row_count"] == 0
+
+
+def test_dagster_definitions_validate(tmp_path):
+    env = {"OBS_PLATFORM_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

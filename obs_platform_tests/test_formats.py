@@ -1,0 +1,75 @@
+import copy
+
+import orjson
+import pytest
+
+from obs_platform.data.formats import (
+    AnswerError,
+    TrainingExample,
+    chat_line,
+    gemini_line,
+    gemini_line_problems,
+    parse_answer,
+    system_instruction,
+)
+from obs_platform.taxonomy import Label
+
+
+@pytest.fixture
+def example() -> TrainingExample:
+    return TrainingExample(
+        observation_id="obs-1",
+        text="[CHILD] poured water into three cups: 'this one has the most'.",
+        child_age_months=40.0,
+        label=Label(5, 12, "Three and four-year-olds"),
+        secondary=(Label(1, 2, "Three and four-year-olds"),),
+        photo_uris=("gs://photos/a.jpg", "/local/b.png", "gs://photos/c.txt"),
+    )
+
+
+def test_gemini_line_shape(eyfs, example):
+    line = gemini_line(example, eyfs, system_instruction(eyfs))
+    assert gemini_line_problems(line, eyfs) == []
+    user, model = line["contents"]
+    assert user["role"] == "user" and model["role"] == "model"
+    assert user["parts"][0]["text"].endswith("Child's age: 40 months")
+    assert user["parts"][1] == {"fileData": {"mimeType": "image/jpeg", "fileUri": "gs://photos/a.jpg"}}
+    assert len(user["parts"]) == 2  # local paths and non-images never reach Gemini
+    answer = orjson.loads(model["parts"][0]["text"])
+    assert answer == {
+        "domain": "mathematics",
+        "attribute": "Numerical Patterns",
+        "level": "Three and four-year-olds",
+        "secondary": [{"domain": "communication_and_language", "attribute": "Speaking", "level": "Three and four-year-olds"}],
+    }
+    assert "Numerical Patterns" in line["systemInstruction"]["parts"][0]["text"]
+
+
+def test_gemini_line_problems(eyfs, example):
+    good = gemini_line(example, eyfs, "tag it")
+    wrong_role = copy.deepcopy(good)
+    wrong_role["contents"][1]["role"] = "assistant"
+    assert any("roles" in p for p in gemini_line_problems(wrong_role, eyfs))
+    bad_file = copy.deepcopy(good)
+    bad_file["contents"][0]["parts"][1]["fileData"]["fileUri"] = "https://x/a.jpg"
+    assert any("gs:// fileUri" in p for p in gemini_line_problems(bad_file, eyfs))
+    bad_label = copy.deepcopy(good)
+    bad_label["contents"][1]["parts"][0]["text"] = '{"domain": "mathematics", "attribute": "Speaking", "level": "Reception"}'
+    assert any("not in domain" in p for p in gemini_line_problems(bad_label, eyfs))
+    assert gemini_line_problems([], eyfs) == ["line is not a JSON object"]
+
+
+def test_parse_answer_is_forgiving_but_strict_about_labels(eyfs):
+    label, secondary = parse_answer(
+        'Sure! {"domain": "Mathematics", "attribute": "numerical patterns", "level": "reception"}', eyfs
+    )
+    assert label == Label(5, 12, "Reception") and secondary == []
+    for bad in ["no json here", '{"domain": "maths"}', '{"domain": "mathematics", "attribute": "Number", "level": "Expert"}', "[1]"]:
+        with pytest.raises(AnswerError):
+            parse_answer(bad, eyfs)
+
+
+def test_chat_line(eyfs, example):
+    messages = chat_line(example, eyfs)["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert parse_answer(messages[2]["content"], eyfs)[0] == example.label

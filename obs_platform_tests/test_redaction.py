@@ -1,0 +1,71 @@
+import pandas as pd
+import pytest
+
+from obs_platform.cli import sample_data_files
+from obs_platform.data import prepare
+from obs_platform.data.canonical import canonicalise
+from obs_platform.data.raw import parse_export
+from obs_platform.data.redaction import Redactor, Roster, contains_contact_details, name_tokens, surviving_names
+
+
+@pytest.fixture
+def redactor() -> Redactor:
+    roster = Roster.from_names(
+        ["Amara Okafor", "Lily-Mae Cooper", "Finn O'Brien", "Daisy Hall", "Max Muller"], ["Priya Shah", "Jo Fairbairn"]
+    )
+    return Redactor(roster)
+
+
+def test_name_tokens():
+    assert name_tokens("Lily-Mae O'Brien") == ["lily-mae", "lily", "mae", "o'brien"]
+
+
+def test_subject_and_others_get_stable_placeholders(redactor):
+    text = "Amara gave Lily-Mae the jug. lily-mae said thank you to amara and to Mrs Shah."
+    assert redactor.redact(text, "Amara Okafor") == (
+        "[CHILD] gave [CHILD_2] the jug. [CHILD_2] said thank you to [CHILD] and to Mrs [ADULT]."
+    )
+    assert redactor.redact(text, "Amara Okafor") == redactor.redact(text, "Amara Okafor")
+
+
+def test_full_names_possessives_and_apostrophes(redactor):
+    assert redactor.redact("Finn O'Brien's tower fell; Finn laughed.", "Finn O'Brien") == "[CHILD]'s tower fell; [CHILD] laughed."
+
+
+def test_without_a_subject_the_first_child_is_the_one_observed(redactor):
+    assert redactor.redact("Amara and Finn built a den with Jo.") == "[CHILD] and [CHILD_2] built a den with [ADULT]."
+
+
+def test_common_words_are_names_only_when_capitalised(redactor):
+    text = "Daisy made a daisy chain and found the hall; max 5 mins w/ Max."
+    assert redactor.redact(text, "Daisy Hall") == "[CHILD] made a daisy chain and found the hall; max 5 mins w/ [CHILD_2]."
+
+
+def test_contact_details(redactor):
+    text = "Mum (amara.o@example.com, 07700 900412 or +44 7700 900123) asked about 12 to 20 on 2025-03-14."
+    redacted = redactor.redact(text, "Amara Okafor")
+    assert redacted == "Mum ([EMAIL], [PHONE] or [PHONE]) asked about 12 to 20 on 2025-03-14."
+    assert contains_contact_details(text) and not contains_contact_details(redacted)
+
+
+def test_serving_roster_adds_the_request_child(redactor):
+    extended = Redactor(redactor.roster.with_child("Zeynep Kaya"))
+    assert extended.redact("Zeynep sorted the shells.", "Zeynep Kaya") == "[CHILD] sorted the shells."
+
+
+def test_surviving_names_audit(redactor):
+    assert surviving_names(redactor, ["[CHILD] and [CHILD_2]", "a daisy"]) == {}
+    assert surviving_names(redactor, ["[CHILD] met Amara", "Jo waved"]) == {"amara": 1, "jo": 1}
+
+
+def test_no_roster_name_survives_in_the_redacted_corpus(eyfs):
+    frames = [parse_export(p.name, p.read_bytes()) for p in sample_data_files()]
+    result = canonicalise(pd.concat(frames, ignore_index=True), eyfs)
+    roster = prepare.build_roster(result.canonical, result.quarantined)
+    redacted = prepare.redact_observations(result.canonical, roster)
+    redactor = Redactor(roster)
+    assert surviving_names(redactor, redacted["text"]) == {}
+    assert not any(contains_contact_details(t) for t in redacted["text"])
+    assert redacted["text"].str.contains(r"\[CHILD\]", regex=True).mean() > 0.8
+    assert redacted["text"].str.contains(r"\[EMAIL\]|\[PHONE\]", regex=True).sum() >= 10
+    assert {"child_name", "educator_name", "notes"}.isdisjoint(redacted.columns)

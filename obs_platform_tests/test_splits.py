@@ -1,0 +1,77 @@
+import pandas as pd
+
+from obs_platform.data.splits import assign_splits, group_keys
+
+
+def word(i: int) -> str:
+    letters = ""
+    while True:
+        i, rest = divmod(i, 26)
+        letters += chr(97 + rest)
+        if i == 0:
+            return letters
+
+
+def observations(n: int, start: int = 0, labels: int = 5) -> pd.DataFrame:
+    ids = [f"obs-{i}" for i in range(start, start + n)]
+    notes = pd.Series([f"note {word(i)} about blocks and sand" for i in range(start, start + n)])
+    return pd.DataFrame({"observation_id": ids, "group_key": group_keys(notes), "attribute_id": [i % labels for i in range(start, start + n)]})
+
+
+def test_group_keys_ignore_case_punctuation_names_and_numbers():
+    keys = group_keys(pd.Series([
+        "[CHILD] built a tower of 5 bricks!",
+        "[child_2]  BUILT a tower, of 7 bricks",
+        "[CHILD] built a bridge",
+    ]))
+    assert keys[0] == keys[1] != keys[2]
+
+
+def test_roughly_80_10_10_and_deterministic():
+    frame = observations(3000)
+    first = assign_splits(frame).assignments
+    again = assign_splits(frame.sample(frac=1, random_state=3)).assignments.set_index("observation_id")
+    shares = first["split"].value_counts(normalize=True)
+    assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["valid"] - 0.1) < 0.03
+    first_split = first.set_index("observation_id")["split"]
+    assert (first_split == again["split"].reindex(first_split.index)).all()
+
+
+def test_assignments_never_move_when_data_is_added():
+    old = observations(400)
+    first = assign_splits(old)
+    grown = pd.concat([observations(600, start=400), old])  # new rows, other order
+    second = assign_splits(grown, first.ledger)
+    before = first.assignments.set_index("observation_id")["split"]
+    after = second.assignments.set_index("observation_id")["split"]
+    assert (after[before.index] == before).all()
+    assert len(second.ledger) == 1000
+
+
+def test_near_duplicates_share_a_split_even_across_data_drops():
+    base = observations(200)
+    copies = base.head(50).assign(observation_id=lambda f: f["observation_id"] + "-copy")
+    first = assign_splits(pd.concat([base, copies]))
+    by_group = first.assignments.groupby("group_key")["split"].nunique()
+    assert (by_group == 1).all()
+    later = base.head(50).assign(observation_id=lambda f: f["observation_id"] + "-later")
+    second = assign_splits(pd.concat([base, copies, later]), first.ledger).assignments.set_index("observation_id")
+    for original in base.head(50)["observation_id"]:
+        assert second.loc[original + "-later", "split"] == second.loc[original, "split"]
+
+
+def test_every_frequent_attribute_reaches_every_split():
+    frame = observations(120, labels=12)  # 10 per attribute: chance alone would leave gaps
+    result = assign_splits(frame)
+    table = pd.crosstab(result.assignments.merge(frame)["attribute_id"], result.assignments["split"].values)
+    assert result.uncovered == {}
+    assert (table[["train", "valid", "test"]] > 0).all().all()
+    assert result.moved_for_coverage > 0
+
+
+def test_old_rows_are_not_moved_for_coverage_and_gaps_are_reported():
+    frame = observations(30, labels=1)
+    ledger = pd.DataFrame({"observation_id": frame["observation_id"], "group_key": frame["group_key"], "split": "train"})
+    result = assign_splits(frame, ledger)
+    assert (result.assignments["split"] == "train").all()
+    assert result.uncovered == {"0": ["valid", "test"]}

@@ -1,0 +1,87 @@
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from obs_platform.storage import LocalStorage, Storage, StorageError, storage_from_uri, write_content_addressed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """An in-process GCS emulator on loopback; yields its bucket name."""
+    server_module = pytest.importorskip("gcp_storage_emulator.server")
+    port = free_port()
+    server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket="obs-bucket")
+    server.start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        patch.setenv("GOOGLE_CLOUD_PROJECT", "obs-test")
+        yield "obs-bucket"
+    server.stop()
+
+
+@pytest.fixture(params=["local", "gcs"])
+def any_storage(request, tmp_path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "root")
+    bucket = request.getfixturevalue("gcs_emulator")
+    return storage_from_uri(f"gs://{bucket}/{tmp_path.name}/root")
+
+
+def test_round_trip_and_listing(any_storage):
+    any_storage.write_bytes("landing/a.jsonl", b"one")
+    any_storage.write_bytes("landing/sub/b.csv", b"two")
+    any_storage.write_bytes("landing-old/c.csv", b"three")
+    assert any_storage.read_bytes("landing/a.jsonl") == b"one"
+    assert any_storage.list_files("landing") == ["landing/a.jsonl", "landing/sub/b.csv"]
+    assert any_storage.exists("landing/sub/b.csv") and not any_storage.exists("landing/nope")
+    any_storage.write_bytes("landing/a.jsonl", b"replaced")
+    assert any_storage.read_bytes("landing/a.jsonl") == b"replaced"
+    any_storage.delete("landing/a.jsonl")
+    assert not any_storage.exists("landing/a.jsonl")
+    assert any_storage.uri("x/y").endswith("/root/x/y")
+
+
+def test_content_addressed_writes_nothing_when_unchanged(any_storage):
+    files = {"train.jsonl": [b'{"a": 1}\n', b'{"a": 2}\n'], "valid.jsonl": [b'{"a": 3}\n']}
+    first = write_content_addressed(any_storage, "training-data/x", files)
+    assert first.written and first.sizes == {"train.jsonl": 18, "valid.jsonl": 9}
+    assert any_storage.read_bytes(f"{first.folder}/train.jsonl") == b'{"a": 1}\n{"a": 2}\n'
+    manifest = json.loads(any_storage.read_bytes(f"{first.folder}/_manifest.json"))
+    assert manifest["digest"] == first.digest
+    again = write_content_addressed(any_storage, "training-data/x", {"train.jsonl": [b'{"a": 1}\n{"a": 2}\n'], "valid.jsonl": [b'{"a": 3}\n']})
+    assert not again.written and again.folder == first.folder
+    changed = write_content_addressed(any_storage, "training-data/x", {"train.jsonl": [b"{}\n"], "valid.jsonl": []})
+    assert changed.written and changed.folder != first.folder
+
+
+def test_interrupted_bundle_is_rewritten(storage):
+    first = write_content_addressed(storage, "d", {"a.jsonl": [b"x\n"]})
+    storage.delete(f"{first.folder}/_manifest.json")  # as if the run died before the manifest
+    assert write_content_addressed(storage, "d", {"a.jsonl": [b"x\n"]}).written
+
+
+def test_local_paths_cannot_escape_the_root(storage):
+    with pytest.raises(StorageError):
+        storage.write_bytes("../outside.txt", b"x")
+    with pytest.raises(StorageError):
+        storage.read_bytes("/etc/passwd")
+
+
+def test_local_writes_leave_no_temporary_files(storage):
+    storage.write_bytes("a/b.txt", b"x")
+    assert [p.name for p in (storage.root / "a").iterdir()] == ["b.txt"]
+
+
+def test_factory(tmp_path):
+    assert isinstance(storage_from_uri(str(tmp_path)), LocalStorage)
+    assert storage_from_uri("gs://bucket/some/prefix").root_uri == "gs://bucket/some/prefix"
+    with pytest.raises(ValueError):
+        storage_from_uri("gs:///nobucket")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install obs-platform with every extra into one virtual environment per machine.
+#
+# pip is slow (a cold install of dagster, torch and the Google SDKs takes minutes), so the environment
+# is reused: it is rebuilt only when pyproject.toml changes, and a checkout in another folder (a CI
+# clone) only re-points the editable install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${OBS_PLATFORM_VENV:-$HOME/.local/share/obs-platform/venv}"
+PYTHON="${PYTHON:-python3}"
+stamp="$VENV/.obs-platform-installed"
+deps_hash=$(sha256sum pyproject.toml | cut -c1-16)
+here=$(pwd)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --upgrade pip
+fi
+
+if [ -f "$stamp" ] && [ "$(sed -n 1p "$stamp")" = "$deps_hash" ]; then
+  if [ "$(sed -n 2p "$stamp")" != "$here" ]; then
+    "$VENV/bin/pip" install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  fi
+else
+  echo "installing obs-platform[all] into $VENV (several minutes the first time)"
+  # torch is pinned to the CPU build (2.13.0) in pyproject.toml: an unpinned torch pulls a CUDA build.
+  "$VENV/bin/pip" install --quiet -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/pip" check
+fi
+"$VENV/bin/python" -c "import obs_platform, dagster, pandera" >/dev/null
+printf '%s\n%s\n' "$deps_hash" "$here" > "$stamp"
+echo "obs-platform is installed in $VENV"
