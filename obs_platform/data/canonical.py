@@ -12,14 +12,17 @@ which label is right and a wrong label is worse than a missing one.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pandera
+import pyarrow as pa
 
 from obs_platform.data.raw import PROVENANCE_COLUMNS
 from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
@@ -154,14 +157,33 @@ def canonicalise(raw: pd.DataFrame, taxonomy: Taxonomy) -> CanonicalResult:
 # ----- aliases and coercion ------------------------------------------------------------------------
 
 
+def _from_arrow(column: pd.Series) -> pd.Series:
+    """Columns of a clean export arrive Arrow-typed: keep strings and numbers vectorised, lists as lists."""
+    if not isinstance(column.dtype, pd.ArrowDtype):
+        return column
+    kind = column.dtype.pyarrow_dtype
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.astype(STRING_DTYPE)
+    if pa.types.is_integer(kind):
+        return column.astype("Int64")
+    if pa.types.is_floating(kind):
+        return column.astype("Float64")
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return column.astype("datetime64[ns]")
+    return pd.Series(column.tolist(), index=column.index, dtype=object)
+
+
 def _map_aliases(parsed: pd.DataFrame) -> pd.DataFrame:
     mapped = pd.DataFrame(index=parsed.index)
     for field, aliases in FIELD_ALIASES.items():
         present = [a for a in aliases if a in parsed.columns]
-        column = parsed[present[0]] if present else pd.Series(None, index=parsed.index, dtype=object)
+        if not present:
+            mapped[field] = pd.Series(None, index=parsed.index, dtype=object)
+            continue
+        column = _from_arrow(parsed[present[0]])
         for alias in present[1:]:
-            column = column.where(column.notna(), parsed[alias])
-        mapped[field] = column.astype(object)
+            column = column.astype(object).where(column.notna(), _from_arrow(parsed[alias]).astype(object))
+        mapped[field] = column
     mapped["source_file"] = parsed["source_file"].astype(str)
     mapped["source_line"] = pd.to_numeric(parsed["source_line"], errors="coerce").astype("Int64")
     return mapped
@@ -266,7 +288,13 @@ def _coerce_level(titles: pd.Series, taxonomy: Taxonomy) -> pd.Series:
 
 
 def _coerce_date(series: pd.Series, reasons: _Reasons) -> pd.Series:
-    text = series if _inferred(series) in ("string", "empty") else series.where(_type_names(series) == "str")
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.astype("datetime64[ns]")
+    if _inferred(series) in ("string", "empty"):
+        text = series
+    else:  # a mixed column: dates that an Arrow-read export already parsed sit beside strings
+        text = series.map(lambda v: v.isoformat() if isinstance(v, dt.date) else v, na_action="ignore")
+        text = text.where(_type_names(text) == "str")
     parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
     retry = parsed.isna() & text.notna()
     if retry.any():  # UK exports write day/month/year
@@ -281,8 +309,10 @@ def _coerce_date(series: pd.Series, reasons: _Reasons) -> pd.Series:
 
 def _coerce_uris(series: pd.Series, reasons: _Reasons) -> pd.Series:
     def to_list(value: Any) -> list[str] | None:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
+        if _missing(value):
             return []
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -324,8 +354,10 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
         return {"domain_id": domain_id, "attribute_id": attribute_id, "level": title}
 
     def from_list(value: Any) -> list[dict[str, Any]] | None:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
+        if _missing(value):
             return []
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
         if isinstance(value, str):
             try:
                 value = orjson.loads(value)
@@ -374,7 +406,7 @@ def _validate(typed: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> Non
     try:
         schema.validate(typed, lazy=True)
         return
-    except pa.errors.SchemaErrors as errors:
+    except pandera.errors.SchemaErrors as errors:
         failures = errors.failure_cases
     already = set(zip(reasons.frame()["row"], reasons.frame()["column"]))
     checks = _checks_by_identifier(schema)
@@ -398,7 +430,7 @@ def _validate(typed: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> Non
         reasons.add(index, column, code, values.map(lambda v, c=column, d=detail: f"{c}: {d} (value {_short(v)})"))
 
 
-def _checks_by_identifier(schema: type[pa.DataFrameModel]) -> dict[str, tuple[str, str]]:
+def _checks_by_identifier(schema: type[pandera.DataFrameModel]) -> dict[str, tuple[str, str]]:
     """pandera names a failing check by its error text when it has one: map that back to (name, error)."""
     compiled = schema.to_schema()
     found: dict[str, tuple[str, str]] = {}
@@ -487,7 +519,7 @@ def _quarantine_table(raw: pd.DataFrame, typed: pd.DataFrame, found: pd.DataFram
     def original_text(index: int) -> str:
         if isinstance(raw.at[index, "raw_text"], str):
             return raw.at[index, "raw_text"]
-        record = {c: raw.at[index, c] for c in payload_columns if _present(raw.at[index, c])}
+        record = {c: _plain(raw.at[index, c]) for c in payload_columns if _present(raw.at[index, c])}
         return orjson.dumps(record, default=str).decode()
 
     table = pd.DataFrame(
@@ -506,7 +538,20 @@ def _quarantine_table(raw: pd.DataFrame, typed: pd.DataFrame, found: pd.DataFram
     return table.reset_index(drop=True)
 
 
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _plain(value: Any) -> Any:
+    """A raw cell as JSON would have held it (Arrow-typed exports hand back numpy arrays)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _present(value: Any) -> bool:
-    if isinstance(value, (list, dict)):
+    if isinstance(value, (list, dict, np.ndarray)):
         return True
     return value is not None and not pd.isna(value)

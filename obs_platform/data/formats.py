@@ -8,12 +8,13 @@ The answer a model is taught to give (and that serving parses back) is one JSON 
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 import orjson
+import pandas as pd
 
 from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
@@ -42,7 +43,7 @@ def system_instruction(taxonomy: Taxonomy) -> str:
 
 def user_text(notes: str, child_age_months: float | None) -> str:
     text = f"Observation: {notes}"
-    if child_age_months is not None and child_age_months == child_age_months:  # not NaN
+    if child_age_months is not None and child_age_months == child_age_months and child_age_months is not pd.NA:
         text += f"\nChild's age: {int(round(child_age_months))} months"
     return text
 
@@ -70,31 +71,74 @@ class TrainingExample:
     photo_uris: tuple[str, ...]
 
 
+LabelKey = tuple[int, int, str]  # (domain id, attribute id, level title)
+
+
+class TrainingLineRenderer:
+    """Renders labelled observations to JSONL lines, Gemini's and TRL's chat format.
+
+    The fixed parts of a line are encoded once; per line, only the note and the answer are encoded, and
+    answers are cached per label (a data set has a few hundred distinct ones): a million lines render in
+    seconds.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, instruction: str | None = None):
+        self.taxonomy = taxonomy
+        system = {"role": "system", "parts": [{"text": instruction or system_instruction(taxonomy)}]}
+        self._gemini_head = b'{"systemInstruction":' + orjson.dumps(system) + b',"contents":[{"role":"user","parts":[{"text":'
+        self._gemini_model = b'},{"role":"model","parts":[{"text":'
+        self._chat_head = (
+            b'{"messages":[{"role":"system","content":' + orjson.dumps(OSS_SYSTEM_PROMPT) + b'},{"role":"user","content":'
+        )
+        self._chat_assistant = b'},{"role":"assistant","content":'
+        self._answers: dict[tuple[LabelKey, tuple[LabelKey, ...]], bytes] = {}
+
+    def _answer(self, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
+        key = (label, secondary)
+        encoded = self._answers.get(key)
+        if encoded is None:
+            text = answer_json(Label(*label), [Label(*s) for s in secondary], self.taxonomy)
+            encoded = self._answers[key] = orjson.dumps(text)
+        return encoded
+
+    def gemini(
+        self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...], photos: Sequence[str]
+    ) -> bytes:
+        """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
+        files = b"".join(
+            b',{"fileData":' + orjson.dumps({"mimeType": mime, "fileUri": uri}) + b"}"
+            for uri in photos
+            if uri.startswith("gs://") and (mime := photo_mime_type(uri))
+        )
+        return (
+            self._gemini_head + orjson.dumps(user_text(text, age)) + b"}" + files + b"]"
+            + self._gemini_model + self._answer(label, secondary) + b"}]}]}\n"
+        )
+
+    def chat(self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
+        """One line of conversational JSONL as TRL's SFTTrainer reads it."""
+        return (
+            self._chat_head + orjson.dumps(user_text(text, age))
+            + self._chat_assistant + self._answer(label, secondary) + b"}]}\n"
+        )
+
+
+def _keys(example: TrainingExample) -> tuple[LabelKey, tuple[LabelKey, ...]]:
+    to_key = lambda lbl: (lbl.domain_id, lbl.attribute_id, lbl.level_title)  # noqa: E731
+    return to_key(example.label), tuple(to_key(s) for s in example.secondary)
+
+
 def gemini_line(example: TrainingExample, taxonomy: Taxonomy, instruction: str) -> dict[str, Any]:
-    """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` file data)."""
-    parts: list[dict[str, Any]] = [{"text": user_text(example.text, example.child_age_months)}]
-    for uri in example.photo_uris:
-        mime = photo_mime_type(uri)
-        if uri.startswith("gs://") and mime:
-            parts.append({"fileData": {"mimeType": mime, "fileUri": uri}})
-    return {
-        "systemInstruction": {"role": "system", "parts": [{"text": instruction}]},
-        "contents": [
-            {"role": "user", "parts": parts},
-            {"role": "model", "parts": [{"text": answer_json(example.label, list(example.secondary), taxonomy)}]},
-        ],
-    }
+    """One decoded Gemini tuning line (the renderer's bytes, for callers that want the structure)."""
+    label, secondary = _keys(example)
+    renderer = TrainingLineRenderer(taxonomy, instruction)
+    return orjson.loads(renderer.gemini(example.text, example.child_age_months, label, secondary, example.photo_uris))
 
 
 def chat_line(example: TrainingExample, taxonomy: Taxonomy) -> dict[str, Any]:
-    """One line of conversational JSONL as TRL's SFTTrainer reads it."""
-    return {
-        "messages": [
-            {"role": "system", "content": OSS_SYSTEM_PROMPT},
-            {"role": "user", "content": user_text(example.text, example.child_age_months)},
-            {"role": "assistant", "content": answer_json(example.label, list(example.secondary), taxonomy)},
-        ]
-    }
+    """One decoded chat line."""
+    label, secondary = _keys(example)
+    return orjson.loads(TrainingLineRenderer(taxonomy).chat(example.text, example.child_age_months, label, secondary))
 
 
 def photo_mime_type(uri: str) -> str | None:

@@ -5,16 +5,16 @@ Plain functions over DataFrames; the Dagster assets call them and add metadata.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
 import pandas as pd
 
-from obs_platform.data.formats import TrainingExample, chat_line, gemini_line, photo_mime_type, system_instruction
+from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
-from obs_platform.taxonomy import Label, Taxonomy
+from obs_platform.taxonomy import Taxonomy
 
 REDACTED_COLUMNS = [
     "observation_id",
@@ -78,25 +78,23 @@ def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> S
 # ----- rendering JSONL -----------------------------------------------------------------------------
 
 
-def examples(frame: pd.DataFrame) -> Iterator[TrainingExample]:
-    columns = ["observation_id", "text", "child_age_months", "domain_id", "attribute_id", "progression_title",
-               "secondary_tags", "photo_uris"]
-    for oid, text, age, domain, attribute, level, secondary, photos in zip(*(frame[c] for c in columns)):
-        yield TrainingExample(
-            observation_id=oid,
-            text=text,
-            child_age_months=None if pd.isna(age) else float(age),
-            label=Label(int(domain), int(attribute), level),
-            secondary=tuple(Label(t["domain_id"], t["attribute_id"], t["level"]) for t in secondary),
-            photo_uris=tuple(photos),
-        )
+def _label_columns(frame: pd.DataFrame) -> Iterator[tuple]:
+    """Per row: text, age (None when unknown), label key, secondary label keys, photo URIs."""
+    ages = frame["child_age_months"].astype(object).where(frame["child_age_months"].notna(), None).tolist()
+    labels = zip(frame["domain_id"].astype(int).tolist(), frame["attribute_id"].astype(int).tolist(),
+                 frame["progression_title"].tolist())
+    secondary = (
+        tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in tags) if tags else ()
+        for tags in frame["secondary_tags"].tolist()
+    )
+    return zip(frame["text"].tolist(), ages, labels, secondary, frame["photo_uris"].tolist())
 
 
-def _jsonl_chunks(records: Iterable[object]) -> Iterator[bytes]:
-    """orjson lines, joined in chunks: fast, and bounded in memory however many rows there are."""
+def _chunked(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Join lines in chunks: fast, and bounded in memory however many rows there are."""
     batch: list[bytes] = []
-    for record in records:
-        batch.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    for line in lines:
+        batch.append(line)
         if len(batch) >= CHUNK_ROWS:
             yield b"".join(batch)
             batch = []
@@ -104,39 +102,41 @@ def _jsonl_chunks(records: Iterable[object]) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
-def _split_records(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
+def _split_records(frame: pd.DataFrame) -> Iterator[bytes]:
     subset = frame[SPLIT_RECORD_COLUMNS]
     ages = subset["child_age_months"].astype(object).where(subset["child_age_months"].notna(), None)
     subset = subset.assign(child_age_months=ages, domain_id=subset["domain_id"].astype(int),
                            attribute_id=subset["attribute_id"].astype(int), level_index=subset["level_index"].astype(int))
     columns = list(subset.columns)
     for values in zip(*(subset[c].tolist() for c in columns)):
-        yield dict(zip(columns, values))
+        yield orjson.dumps(dict(zip(columns, values)), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _by_split(frame: pd.DataFrame, splits: Iterable[str]) -> dict[str, pd.DataFrame]:
+    ordered = frame.sort_values("observation_id", kind="stable")
+    return {f"{s}.jsonl": ordered[ordered["split"] == s] for s in splits}
 
 
 def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
     """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
-    ordered = frame.sort_values("observation_id", kind="stable")
-    return {f"{s}.jsonl": _jsonl_chunks(_split_records(ordered[ordered["split"] == s])) for s in SPLITS}
-
-
-def _rendered(frame: pd.DataFrame, render: Callable[[TrainingExample], dict[str, object]]) -> Iterator[bytes]:
-    return _jsonl_chunks(render(example) for example in examples(frame))
+    return {name: _chunked(_split_records(part)) for name, part in _by_split(frame, SPLITS).items()}
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
     """Vertex Gemini tuning takes a training and a validation file (the test split stays for evaluation)."""
-    instruction = system_instruction(taxonomy)
-    ordered = frame.sort_values("observation_id", kind="stable")
+    renderer = TrainingLineRenderer(taxonomy)
     return {
-        f"{s}.jsonl": _rendered(ordered[ordered["split"] == s], lambda e: gemini_line(e, taxonomy, instruction))
-        for s in ("train", "valid")
+        name: _chunked(renderer.gemini(*row) for row in _label_columns(part))
+        for name, part in _by_split(frame, ("train", "valid")).items()
     }
 
 
 def chat_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
-    ordered = frame.sort_values("observation_id", kind="stable")
-    return {f"{s}.jsonl": _rendered(ordered[ordered["split"] == s], lambda e: chat_line(e, taxonomy)) for s in SPLITS}
+    renderer = TrainingLineRenderer(taxonomy)
+    return {
+        name: _chunked(renderer.chat(*row[:4]) for row in _label_columns(part))
+        for name, part in _by_split(frame, SPLITS).items()
+    }
 
 
 def photo_counts(frame: pd.DataFrame) -> dict[str, int]:

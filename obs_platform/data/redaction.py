@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 
 import pyarrow as pa
@@ -36,7 +37,7 @@ _PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(?\d{2,5}\)?[\s.\-]?){
 _MAYBE_PHONE = r"\d{3}[\s.\-)]?\d{3}"
 _MARK = "\x01"
 _MARKED = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
-_TITLE_BEFORE = re.compile(r"(?:\b(?:mrs|mr|ms|miss|mx|dr|mister)\.?\s+)$", re.IGNORECASE)
+_TITLE_BEFORE = re.compile(r"\b(?:mrs|mr|ms|miss|mx|dr|mister)\.?\s+$", re.IGNORECASE)
 _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
 PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
 MIN_PHONE_DIGITS = 10
@@ -117,9 +118,10 @@ class Redactor:
         if capitalised:
             alternatives.append(_alternation({form for t in capitalised for form in _capitalised_forms(t)}))
         # \b is ASCII in RE2: names that start or end with another letter (Zoë) use the slow exact path.
-        self._pattern = rf"\b({'|'.join(alternatives)})\b" if alternatives else None
+        self._pattern = rf"\b(?:{'|'.join(alternatives)})\b" if alternatives else None
         self._outside_ascii = sorted(t for t in any_case | capitalised if not (t[0].isascii() and t[-1].isascii()))
         self._exact = {t: _exact_pattern(t, t not in any_case) for t in self._outside_ascii}
+        self._exact_candidates = f"(?i)({_alternation(self._outside_ascii)})" if self._outside_ascii else None
         self._person_of: dict[str, tuple[str, ...]] = {}
         for person in roster.people:
             for token in person:
@@ -152,20 +154,27 @@ class Redactor:
 
     def _mark_names(self, array: pa.Array) -> pa.Array:
         if self._pattern is not None:
-            array = pc.replace_substring_regex(array, pattern=self._pattern, replacement=rf"{_MARK}\1{_MARK}")
-        for token, pattern in self._exact.items():
-            lowered = pc.utf8_lower(array)
-            where = pc.match_substring(lowered, token).to_pylist()
-            if any(where):
-                values = array.to_pylist()
-                array = pa.array(
-                    [pattern.sub(rf"{_MARK}\g<0>{_MARK}", v) if hit else v for v, hit in zip(values, where)],
-                    type=pa.large_string(),
-                )
-        return array
+            array = pc.replace_substring_regex(array, pattern=self._pattern, replacement=rf"{_MARK}\0{_MARK}")
+        if self._exact_candidates is None:
+            return array
+        where = pc.match_substring_regex(array, self._exact_candidates)
+        if not pc.any(where).as_py():
+            return array
+        values = array.to_pylist()
+        for i in [i for i, hit in enumerate(where.to_pylist()) if hit]:
+            for pattern in self._exact.values():
+                values[i] = pattern.sub(rf"{_MARK}\g<0>{_MARK}", values[i])
+        return pa.array(values, type=pa.large_string())
 
     def _number_names(self, text: str, subject_name: str | None) -> str:
-        subject = set(name_tokens(subject_name)) if isinstance(subject_name, str) else set()
+        subject: frozenset[str] = frozenset()
+        if isinstance(subject_name, str):
+            subject, marked_forms = _subject_forms(subject_name)
+            for form in marked_forms:  # the common case, the observed child alone: plain str.replace
+                if form in text:
+                    text = text.replace(form, "[CHILD]")
+            if _MARK not in text:
+                return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
         labels: dict[tuple[str, ...], str] = {}
         # With no known subject, the first child named is taken to be the one observed.
         counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
@@ -176,7 +185,7 @@ class Redactor:
                 return "[CHILD]"
             person = self._person_of.get(token, (token,))
             if person not in labels:
-                titled = _TITLE_BEFORE.search(match.string, 0, match.start()) is not None
+                titled = _TITLE_BEFORE.search(match.string[max(0, match.start() - 12) : match.start()]) is not None
                 kind = "ADULT" if token in self.roster.adults or (titled and token not in self.roster.children) else "CHILD"
                 counters[kind] += 1
                 labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
@@ -199,6 +208,14 @@ class Redactor:
                 for token in {m.lower() for m in _MARKED.findall(text)}:
                     counts[token] = counts.get(token, 0) + 1
         return counts
+
+
+@lru_cache(maxsize=4096)
+def _subject_forms(subject_name: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The observed child's tokens, and their usual spellings wrapped in markers, longest first."""
+    tokens = name_tokens(subject_name)
+    forms = {form for t in tokens for form in (_capitalised_forms(t) | {t})}
+    return frozenset(tokens), tuple(f"{_MARK}{f}{_MARK}" for f in sorted(forms, key=lambda f: (-len(f), f)))
 
 
 def _exact_pattern(token: str, capitalised_only: bool) -> re.Pattern[str]:

@@ -118,9 +118,10 @@ def training_splits(
     ledger = pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
     outcome = prepare.split_observations(redacted_observations, ledger)
     written = write_content_addressed(client, "splits", prepare.split_files(outcome.frame))
-    buffer = io.BytesIO()
-    outcome.result.ledger.to_parquet(buffer, index=False)
-    client.write_bytes(LEDGER_PATH, buffer.getvalue())
+    if outcome.result.added_to_ledger:  # unchanged data leaves the ledger file as it is
+        buffer = io.BytesIO()
+        outcome.result.ledger.to_parquet(buffer, index=False)
+        client.write_bytes(LEDGER_PATH, buffer.getvalue())
 
     counts = outcome.frame["split"].value_counts().to_dict()
     return dg.Output(
@@ -137,6 +138,7 @@ def training_splits(
             "groups_moved_for_coverage": outcome.result.moved_for_coverage,
             "near_duplicate_groups": int(outcome.frame["group_key"].duplicated().sum()),
             "ledger_size": len(outcome.result.ledger),
+            "added_to_ledger": outcome.result.added_to_ledger,
         },
     )
 
