@@ -170,7 +170,7 @@ def _from_arrow(column: pd.Series) -> pd.Series:
         return column.astype("Float64")
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         return column.astype("datetime64[ns]")
-    return pd.Series(column.tolist(), index=column.index, dtype=object)
+    return pd.Series(pa.array(column).to_pylist(), index=column.index, dtype=object)
 
 
 def _map_aliases(parsed: pd.DataFrame) -> pd.DataFrame:

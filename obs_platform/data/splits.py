@@ -17,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -27,9 +26,7 @@ import pyarrow.compute as pc
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 LEDGER_COLUMNS = ["observation_id", "group_key", "split"]
-_PLACEHOLDERS = r"\[(?:child|adult|email|phone)(?:_\d+)?\]"
-_HASH_CHUNK = 50_000
-_BASE = np.uint64(0x100000001B3)
+_HASH_CHUNK = 20_000
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -44,43 +41,54 @@ class SplitResult:
 
 
 def group_keys(redacted_notes: pd.Series) -> pd.Series:
-    """A 64-bit fingerprint of each note's letters: blind to case, punctuation, digits, spacing and names.
+    """A 64-bit fingerprint of each note: the multiset of its adjacent letter pairs, blind to case,
+    punctuation, digits, spacing, names and word order ("built a tower, then a bridge" and "then a bridge,
+    built a tower" fall together; so does the same group observation written up for three children).
 
-    Computed on the notes' UTF-8 bytes with numpy (a polynomial hash per note), because a per-note Python
-    pass costs seconds at a million notes. Deterministic on every platform.
+    Computed on the notes' UTF-8 bytes with numpy: a per-note Python pass costs seconds at a million notes.
+    Deterministic on every platform (fixed tables, uint64 arithmetic).
     """
     texts = pa.array(redacted_notes, type=pa.large_string())
-    texts = pc.replace_substring_regex(pc.utf8_lower(texts), pattern=_PLACEHOLDERS, replacement="")
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    # Placeholders need no special case: "[CHILD_2]" and "[CHILD]" hold the same letters.
+    texts = pc.utf8_lower(texts)
     keys = np.empty(len(texts), dtype=np.uint64)
     for start in range(0, len(texts), _HASH_CHUNK):
         chunk = texts.slice(start, _HASH_CHUNK)
-        keys[start : start + len(chunk)] = _letter_hashes(chunk)
+        keys[start : start + len(chunk)] = _pair_hashes(chunk)
     return pd.Series(keys.view(np.int64), index=redacted_notes.index, name="group_key")
 
 
-def _letter_hashes(chunk: pa.LargeStringArray) -> np.ndarray:
+def _pair_hashes(chunk: pa.LargeStringArray) -> np.ndarray:
     offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
     data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    lengths = np.diff(offsets)
-    keep = ((data >= ord("a")) & (data <= ord("z"))) | (data >= 0x80)  # ASCII letters and any non-ASCII byte
-    rows = np.repeat(np.arange(len(chunk)), lengths)[keep]
-    kept = data[keep].astype(np.uint64)
-    counts = np.bincount(rows, minlength=len(chunk))
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    positions = np.arange(len(kept)) - np.repeat(starts, counts)
-    hashes = np.zeros(len(chunk), dtype=np.uint64)
-    filled = counts > 0
-    if filled.any():
-        hashes[filled] = np.add.reduceat(kept * _powers(int(positions.max()) + 1)[positions], starts[filled])
-    return hashes ^ (counts.astype(np.uint64) * _MIX)
+    starts = offsets[:-1] - offsets[0]
+    if len(data) < 2:
+        return np.zeros(len(chunk), dtype=np.uint64)
+    pairs = (data[:-1].astype(np.uint32) << 8) | data[1:]
+    # A pair that straddles two notes, or holds a non-letter, weighs nothing.
+    values = _PAIR_TABLE[pairs]
+    values[starts[1:] - 1] = 0
+    values = np.append(values, np.uint64(0))
+    sums = np.add.reduceat(values, np.minimum(starts, len(values) - 1))
+    empty = np.diff(offsets) < 2
+    sums[empty] = 0
+    return sums
 
 
-@lru_cache(maxsize=4)
-def _powers(n: int) -> np.ndarray:
-    """_BASE ** k for k < n, wrapping modulo 2**64 as uint64 arithmetic does."""
-    powers = np.full(max(n, 1), _BASE, dtype=np.uint64)
-    powers[0] = 1
-    return np.cumprod(powers, dtype=np.uint64)
+def _pair_table() -> np.ndarray:
+    """A fixed pseudo-random weight per (letter, letter) byte pair; zero for pairs with a non-letter."""
+    letter = np.zeros(256, dtype=bool)
+    letter[ord("a") : ord("z") + 1] = True
+    letter[0x80:] = True  # bytes of non-ASCII letters (é, ł, ...)
+    rng = np.random.default_rng(20261128)
+    table = rng.integers(1, 2**63, size=65536, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    both = letter[:, None] & letter[None, :]
+    return np.where(both.reshape(-1), table, np.uint64(0))
+
+
+_PAIR_TABLE = _pair_table()
 
 
 def _bucket_splits(keys: pd.Series) -> pd.Series:
