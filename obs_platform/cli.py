@@ -3,6 +3,7 @@
 import os
 import shutil
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -73,8 +74,12 @@ def run() -> None:
     storage = storage_from_uri(settings.home)
     if not storage.list_files(LANDING_PREFIX):
         _fail(f"nothing in {storage.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data` first")
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
+            instance=instance, run_config=quiet, raise_on_error=False
+        )
         typer.echo(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} (DAGSTER_HOME={home})")
         print_summary(instance, defs, echo=typer.echo)
     if not result.success:

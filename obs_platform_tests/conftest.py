@@ -1,7 +1,8 @@
 """Shared fixtures: taxonomies, the sample corpus, temporary storage roots."""
 
 import json
-import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,5 +67,22 @@ def jsonl(*records: dict[str, Any]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """An in-process GCS emulator on loopback (google-cloud-storage finds it through
+    STORAGE_EMULATOR_HOST); yields its bucket name."""
+    server_module = pytest.importorskip("gcp_storage_emulator.server")
+    port = free_port()
+    server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket="obs-bucket")
+    server.start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        patch.setenv("GOOGLE_CLOUD_PROJECT", "obs-test")
+        yield "obs-bucket"
+    server.stop()

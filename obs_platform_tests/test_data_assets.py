@@ -109,6 +109,28 @@ def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
         assert metadata(instance, "gemini_sft_jsonl")["written"] is True
 
 
+def test_the_data_group_runs_on_gcs(monkeypatch, gcs_emulator, tmp_path):
+    """The same assets against `gs://bucket/prefix` (a GCS emulator): the asset code never knows."""
+    from obs_platform.cli import sample_data_files
+    from obs_platform.storage import storage_from_uri
+
+    root = f"gs://{gcs_emulator}/{tmp_path.name}"
+    bucket_storage = storage_from_uri(root)
+    for file in sample_data_files():
+        bucket_storage.write_bytes(f"landing/{file.name}", file.read_bytes())
+    defs = load_defs(monkeypatch, root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_data_group(defs, instance)
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+        gemini = metadata(instance, "gemini_sft_jsonl")
+        assert gemini["folder_uri"].startswith(f"{root}/training-data/gemini/")
+        folder = gemini["folder_uri"].removeprefix(root + "/")
+        assert bucket_storage.exists(f"{folder}/train.jsonl") and bucket_storage.exists(f"{folder}/_manifest.json")
+        assert bucket_storage.exists("assets/canonical_observations.parquet")
+        assert bucket_storage.exists("splits/ledger.parquet")
+
+
 def test_seed_taxonomy_drives_the_whole_graph(monkeypatch, storage):
     if not SEED_SAMPLE.exists():
         pytest.skip("../shared is absent")

@@ -1,30 +1,8 @@
 import json
-import socket
-from collections.abc import Iterator
 
 import pytest
 
 from obs_platform.storage import LocalStorage, Storage, StorageError, storage_from_uri, write_content_addressed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[str]:
-    """An in-process GCS emulator on loopback; yields its bucket name."""
-    server_module = pytest.importorskip("gcp_storage_emulator.server")
-    port = free_port()
-    server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket="obs-bucket")
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        patch.setenv("GOOGLE_CLOUD_PROJECT", "obs-test")
-        yield "obs-bucket"
-    server.stop()
 
 
 @pytest.fixture(params=["local", "gcs"])

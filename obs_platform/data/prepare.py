@@ -30,7 +30,6 @@ REDACTED_COLUMNS = [
     "photo_uris",
     "observation_date",
     "setting",
-    "record_hash",
 ]
 # What a split file holds per observation: enough to train a classifier and to trace a row back.
 SPLIT_RECORD_COLUMNS = [

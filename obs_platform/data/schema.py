@@ -81,7 +81,6 @@ class CanonicalObservationsSchema(ObservationRecordSchema):
     domain_name: Series[ArrowString] = pa.Field(nullable=False)
     attribute_name: Series[ArrowString] = pa.Field(nullable=False)
     level_index: Series[pd.Int64Dtype] = pa.Field(nullable=False, ge=0)
-    record_hash: Series[ArrowString] = pa.Field(nullable=False)
 
 
 def taxonomy_schema(taxonomy: Taxonomy) -> type[ObservationRecordSchema]:
