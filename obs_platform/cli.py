@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from obs_platform.data.raw import SUPPORTED_SUFFIXES
 from obs_platform.settings import LANDING_PREFIX, Settings
 from obs_platform.storage import StorageError, storage_from_uri
 
@@ -72,7 +73,7 @@ def run() -> None:
     home = _dagster_home()
     settings = Settings.from_env()
     storage = storage_from_uri(settings.home)
-    if not storage.list_files(LANDING_PREFIX):
+    if not any(path.lower().endswith(SUPPORTED_SUFFIXES) for path in storage.list_files(LANDING_PREFIX)):
         _fail(f"nothing in {storage.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data` first")
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}

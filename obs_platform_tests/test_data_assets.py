@@ -165,14 +165,14 @@ def test_leak_check_fails_when_a_name_survives(monkeypatch, landed_storage):
         assert evaluation.metadata["lines_with_contact_details"].value == {"test.jsonl": 1}
 
 
-def test_empty_landing_area_still_runs(monkeypatch, storage):
+def test_empty_landing_area_runs_the_whole_graph(monkeypatch, storage):
     defs = load_defs(monkeypatch, storage.root)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey("raw_observations")], raise_on_error=False
-        )
+        result = run_data_group(defs, instance)
         assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
         assert metadata(instance, "raw_observations")["dagster/row_count"] == 0
+        assert metadata(instance, "gemini_sft_jsonl")["dagster/row_count"] == 0
 
 
 def test_dagster_definitions_validate(tmp_path):

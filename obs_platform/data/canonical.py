@@ -520,9 +520,9 @@ def _with_names(frame: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
     domains = {d.id: d for d in taxonomy.domains}
     level_index = {lvl.title: i for i, lvl in enumerate(taxonomy.levels)}
     return frame.assign(
-        domain_key=frame["domain_id"].map({i: d.key for i, d in domains.items()}).astype(object),
-        domain_name=frame["domain_id"].map({i: d.name for i, d in domains.items()}).astype(object),
-        attribute_name=frame["attribute_id"].map({a.id: a.name for a in taxonomy.attributes}).astype(object),
+        domain_key=frame["domain_id"].map({i: d.key for i, d in domains.items()}).astype(STRING_DTYPE),
+        domain_name=frame["domain_id"].map({i: d.name for i, d in domains.items()}).astype(STRING_DTYPE),
+        attribute_name=frame["attribute_id"].map({a.id: a.name for a in taxonomy.attributes}).astype(STRING_DTYPE),
         level_index=frame["progression_title"].map(level_index).astype("Int64"),
     )
 

@@ -48,6 +48,8 @@ def group_keys(redacted_notes: pd.Series) -> pd.Series:
     Computed on the notes' UTF-8 bytes with numpy: a per-note Python pass costs seconds at a million notes.
     Deterministic on every platform (fixed tables, uint64 arithmetic).
     """
+    if redacted_notes.empty:
+        return pd.Series([], index=redacted_notes.index, dtype=np.int64, name="group_key")
     texts = pa.array(redacted_notes, type=pa.large_string())
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()

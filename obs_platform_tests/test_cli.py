@@ -1,0 +1,36 @@
+from typer.testing import CliRunner
+
+from obs_platform.cli import app, sample_data_files
+
+runner = CliRunner()
+
+
+def test_init_lands_the_sample_corpus(monkeypatch, tmp_path):
+    monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path / "home"))
+    result = runner.invoke(app, ["init", "--with-sample-data"])
+    assert result.exit_code == 0, result.output
+    landed = sorted(p.name for p in (tmp_path / "home" / "landing").iterdir() if not p.name.startswith("."))
+    assert landed == sorted(p.name for p in sample_data_files())
+    assert f"storage root: {tmp_path / 'home'}" in result.output
+
+
+def test_init_without_data_only_creates_the_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path / "home"))
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert [p.name for p in (tmp_path / "home" / "landing").iterdir()] == [".keep"]
+
+
+def test_run_without_landed_data_fails_with_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    runner.invoke(app, ["init"])
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 1
+    assert "run `obs-platform init --with-sample-data` first" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_every_command_has_help():
+    for command in ([], ["init"], ["run"]):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
