@@ -105,10 +105,14 @@ class TrainingLineRenderer:
         self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...], photos: Sequence[str]
     ) -> bytes:
         """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
-        files = b"".join(
-            b',{"fileData":' + orjson.dumps({"mimeType": mime, "fileUri": uri}) + b"}"
-            for uri in photos
-            if uri.startswith("gs://") and (mime := photo_mime_type(uri))
+        files = (
+            b"".join(
+                b',{"fileData":' + orjson.dumps({"mimeType": mime, "fileUri": uri}) + b"}"
+                for uri in photos
+                if uri.startswith("gs://") and (mime := photo_mime_type(uri))
+            )
+            if photos
+            else b""
         )
         return (
             self._gemini_head + orjson.dumps(user_text(text, age)) + b"}" + files + b"]"

@@ -49,15 +49,21 @@ CHUNK_ROWS = 20_000
 
 def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
     """Every child and adult name in the data set, quarantined rows included (they name people too)."""
-    children = pd.concat([canonical["child_name"], quarantined.get("child_name", pd.Series(dtype=object))])
-    adults = pd.concat([canonical["educator_name"], quarantined.get("educator_name", pd.Series(dtype=object))])
-    return Roster.from_names(children.dropna().unique(), adults.dropna().unique())
+
+    def names(column: str) -> set[str]:
+        found: set[str] = set()
+        for frame in (canonical, quarantined):
+            if column in frame:
+                found.update(v for v in frame[column].dropna().unique().tolist() if isinstance(v, str))
+        return found
+
+    return Roster.from_names(sorted(names("child_name")), sorted(names("educator_name")))
 
 
 def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame:
     """Notes become `text` with names, e-mails and phone numbers replaced; name fields are dropped."""
     redactor = Redactor(roster)
-    text = redactor.redact_many(canonical["notes"].tolist(), canonical["child_name"].tolist())
+    text = redactor.redact_many(canonical["notes"], canonical["child_name"].tolist())
     return canonical.assign(text=text)[REDACTED_COLUMNS].reset_index(drop=True)
 
 

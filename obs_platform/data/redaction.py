@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -129,13 +130,15 @@ class Redactor:
                 self._person_of[token] = person if token not in self._person_of else (token,)
 
     # ----- batch redaction -----------------------------------------------------------------------
-    def redact_many(self, texts: Sequence[str], subject_names: Sequence[str | None]) -> list[str]:
+    def redact_many(self, texts: Sequence[str] | pd.Series, subject_names: Sequence[str | None]) -> list[str]:
         """Redact notes; `subject_names[i]` is the child observed in note i (becomes `[CHILD]`)."""
         if len(texts) != len(subject_names):
             raise ValueError("one subject name per text")
-        if not texts:
+        if len(texts) == 0:
             return []
         array = pa.array(texts, type=pa.large_string())
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
         array = _replace_where(array, pc.match_substring(array, "@"), _EMAIL, "[EMAIL]")
         array = self._mark_names(array)
         marked = pc.match_substring(array, _MARK).to_pylist()
@@ -167,31 +170,25 @@ class Redactor:
         return pa.array(values, type=pa.large_string())
 
     def _number_names(self, text: str, subject_name: str | None) -> str:
-        subject: frozenset[str] = frozenset()
-        if isinstance(subject_name, str):
-            subject, marked_forms = _subject_forms(subject_name)
-            for form in marked_forms:  # the common case, the observed child alone: plain str.replace
-                if form in text:
-                    text = text.replace(form, "[CHILD]")
-            if _MARK not in text:
-                return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
+        """Replace each marked name by its placeholder; `text.split(MARK)` puts the names at odd positions."""
+        subject = _subject_tokens(subject_name) if isinstance(subject_name, str) else frozenset()
+        parts = text.split(_MARK)
         labels: dict[tuple[str, ...], str] = {}
         # With no known subject, the first child named is taken to be the one observed.
         counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
-
-        def placeholder(match: re.Match[str]) -> str:
-            token = match.group(1).lower().replace("’", "'")
+        for i in range(1, len(parts), 2):
+            token = parts[i].lower().replace("’", "'")
             if token in subject:
-                return "[CHILD]"
+                parts[i] = "[CHILD]"
+                continue
             person = self._person_of.get(token, (token,))
             if person not in labels:
-                titled = _TITLE_BEFORE.search(match.string[max(0, match.start() - 12) : match.start()]) is not None
+                titled = _TITLE_BEFORE.search(parts[i - 1][-12:]) is not None
                 kind = "ADULT" if token in self.roster.adults or (titled and token not in self.roster.children) else "CHILD"
                 counters[kind] += 1
                 labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
-            return labels[person]
-
-        text = _MARKED.sub(placeholder, text)
+            parts[i] = labels[person]
+        text = "".join(parts)
         return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
 
     # ----- audit ---------------------------------------------------------------------------------
@@ -211,11 +208,8 @@ class Redactor:
 
 
 @lru_cache(maxsize=4096)
-def _subject_forms(subject_name: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    """The observed child's tokens, and their usual spellings wrapped in markers, longest first."""
-    tokens = name_tokens(subject_name)
-    forms = {form for t in tokens for form in (_capitalised_forms(t) | {t})}
-    return frozenset(tokens), tuple(f"{_MARK}{f}{_MARK}" for f in sorted(forms, key=lambda f: (-len(f), f)))
+def _subject_tokens(subject_name: str) -> frozenset[str]:
+    return frozenset(name_tokens(subject_name))
 
 
 def _exact_pattern(token: str, capitalised_only: bool) -> re.Pattern[str]:

@@ -137,9 +137,10 @@ def assign_splits(
     moved = _repair_coverage(frame, anchored, label_column, min_examples)
     uncovered = _uncovered(frame, label_column, min_examples)
 
-    updated = pd.concat(
-        [ledger[LEDGER_COLUMNS], frame.loc[~fixed, LEDGER_COLUMNS]], ignore_index=True
-    ).drop_duplicates("observation_id", keep="first")
+    parts = [part for part in (ledger[LEDGER_COLUMNS], frame.loc[~fixed, LEDGER_COLUMNS]) if not part.empty]
+    updated = (
+        pd.concat(parts, ignore_index=True).drop_duplicates("observation_id", keep="first") if parts else empty_ledger()
+    )
     return SplitResult(
         assignments=frame[LEDGER_COLUMNS].copy(),
         ledger=updated.reset_index(drop=True),
