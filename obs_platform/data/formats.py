@@ -114,17 +114,17 @@ class TrainingLineRenderer:
             if photos
             else b""
         )
-        return (
-            self._gemini_head + orjson.dumps(user_text(text, age)) + b"}" + files + b"]"
-            + self._gemini_model + self._answer(label, secondary) + b"}]}]}\n"
-        )
+        return b"".join((
+            self._gemini_head, orjson.dumps(user_text(text, age)), b"}", files, b"]",
+            self._gemini_model, self._answer(label, secondary), b"}]}]}\n",
+        ))  # fmt: skip
 
     def chat(self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
         """One line of conversational JSONL as TRL's SFTTrainer reads it."""
-        return (
-            self._chat_head + orjson.dumps(user_text(text, age))
-            + self._chat_assistant + self._answer(label, secondary) + b"}]}\n"
-        )
+        return b"".join((
+            self._chat_head, orjson.dumps(user_text(text, age)),
+            self._chat_assistant, self._answer(label, secondary), b"}]}\n",
+        ))  # fmt: skip
 
 
 def _keys(example: TrainingExample) -> tuple[LabelKey, tuple[LabelKey, ...]]:

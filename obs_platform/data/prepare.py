@@ -15,6 +15,7 @@ from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
 from obs_platform.taxonomy import Taxonomy
+from obs_platform.data.gc_pause import without_gc_pauses
 
 REDACTED_COLUMNS = [
     "observation_id",
@@ -60,6 +61,7 @@ def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
     return Roster.from_names(sorted(names("child_name")), sorted(names("educator_name")))
 
 
+@without_gc_pauses
 def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame:
     """Notes become `text` with names, e-mails and phone numbers replaced; name fields are dropped."""
     redactor = Redactor(roster)
@@ -73,6 +75,7 @@ class SplitOutcome:
     result: SplitResult
 
 
+@without_gc_pauses
 def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> SplitOutcome:
     keyed = redacted.assign(group_key=group_keys(redacted["text"]))
     result = assign_splits(keyed, ledger)

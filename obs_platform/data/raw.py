@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from obs_platform.storage import Storage
+from obs_platform.data.gc_pause import without_gc_pauses
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
 PROVENANCE_COLUMNS = ["source_file", "source_line", "parse_error", "raw_text"]
@@ -35,6 +36,7 @@ class RawReadResult:
     ignored_files: list[str] = field(default_factory=list)
 
 
+@without_gc_pauses
 def read_landing(storage: Storage, prefix: str) -> RawReadResult:
     """Every supported file below `prefix`, concatenated; unsupported files are listed, not read."""
     files, ignored = [], []

@@ -119,7 +119,10 @@ class Redactor:
         if capitalised:
             alternatives.append(_alternation({form for t in capitalised for form in _capitalised_forms(t)}))
         # \b is ASCII in RE2: names that start or end with another letter (Zoë) use the slow exact path.
-        self._pattern = rf"\b(?:{'|'.join(alternatives)})\b" if alternatives else None
+        # One RE2 pass marks e-mail addresses and names alike; an address comes first so that "amara.o@..."
+        # is marked whole, not as a name.
+        names = rf"\b(?:{'|'.join(alternatives)})\b" if alternatives else None
+        self._pattern = f"{_EMAIL}|{names}" if names else _EMAIL
         self._outside_ascii = sorted(t for t in any_case | capitalised if not (t[0].isascii() and t[-1].isascii()))
         self._exact = {t: _exact_pattern(t, t not in any_case) for t in self._outside_ascii}
         self._exact_candidates = f"(?i)({_alternation(self._outside_ascii)})" if self._outside_ascii else None
@@ -139,7 +142,6 @@ class Redactor:
         array = pa.array(texts, type=pa.large_string())
         if isinstance(array, pa.ChunkedArray):
             array = array.combine_chunks()
-        array = _replace_where(array, pc.match_substring(array, "@"), _EMAIL, "[EMAIL]")
         array = self._mark_names(array)
         marked = pc.match_substring(array, _MARK).to_pylist()
         maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
@@ -177,6 +179,9 @@ class Redactor:
         # With no known subject, the first child named is taken to be the one observed.
         counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
         for i in range(1, len(parts), 2):
+            if "@" in parts[i]:
+                parts[i] = "[EMAIL]"
+                continue
             token = parts[i].lower().replace("’", "'")
             if token in subject:
                 parts[i] = "[CHILD]"
@@ -202,7 +207,7 @@ class Redactor:
         hits = pc.match_substring(array, _MARK).to_pylist()
         for text, hit in zip(array.to_pylist(), hits):
             if hit:
-                for token in {m.lower() for m in _MARKED.findall(text)}:
+                for token in {m.lower() for m in _MARKED.findall(text) if "@" not in m}:
                     counts[token] = counts.get(token, 0) + 1
         return counts
 
@@ -217,14 +222,6 @@ def _exact_pattern(token: str, capitalised_only: bool) -> re.Pattern[str]:
         body = "|".join(sorted(map(re.escape, _capitalised_forms(token))))
         return re.compile(rf"(?<![^\W\d_])(?:{body})(?![^\W\d_])")
     return re.compile(rf"(?<![^\W\d_]){re.escape(token)}(?![^\W\d_])", re.IGNORECASE)
-
-
-def _replace_where(array: pa.Array, mask: pa.Array, pattern: str, replacement: str) -> pa.Array:
-    """Run a regex replacement only where `mask` holds (most notes have no e-mail address)."""
-    if not pc.any(mask).as_py():
-        return array
-    replaced = pc.replace_substring_regex(array, pattern=pattern, replacement=replacement)
-    return pc.if_else(mask, replaced, array)
 
 
 def _phone_placeholder(match: re.Match[str]) -> str:
