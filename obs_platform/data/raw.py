@@ -94,11 +94,11 @@ def _clean_jsonl_table(data: bytes) -> pd.DataFrame | None:
         table = pa_json.read_json(io.BytesIO(data), parse_options=pa_json.ParseOptions(newlines_in_values=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    lines = data.split(b"\n")
-    if table.num_rows == len(lines) - (lines[-1] == b""):
-        numbers = pd.RangeIndex(1, table.num_rows + 1)
+    line_count = data.count(b"\n") + (not data.endswith(b"\n"))
+    if table.num_rows == line_count:  # one record per line: line numbers are row numbers
+        numbers: Any = pd.RangeIndex(1, table.num_rows + 1)
     else:  # blank lines between records: count them out
-        numbers = [i for i, line in enumerate(lines, start=1) if line.strip()]
+        numbers = [i for i, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
         if len(numbers) != table.num_rows:
             return None
     frame = table.to_pandas(types_mapper=pd.ArrowDtype)

@@ -68,14 +68,14 @@ def _pair_hashes(chunk: pa.LargeStringArray) -> np.ndarray:
     starts = offsets[:-1] - offsets[0]
     if len(data) < 2:
         return np.zeros(len(chunk), dtype=np.uint64)
-    pairs = (data[:-1].astype(np.uint32) << 8) | data[1:]
+    pairs = data[:-1].astype(np.uint16)
+    pairs <<= 8
+    pairs |= data[1:]
     # A pair that straddles two notes, or holds a non-letter, weighs nothing.
     values = _PAIR_TABLE[pairs]
     values[starts[1:] - 1] = 0
-    values = np.append(values, np.uint64(0))
     sums = np.add.reduceat(values, np.minimum(starts, len(values) - 1))
-    empty = np.diff(offsets) < 2
-    sums[empty] = 0
+    sums[np.diff(offsets) < 2] = 0  # reduceat returns a value, not zero, for an empty or one-byte note
     return sums
 
 
@@ -135,12 +135,11 @@ def assign_splits(
     frame.loc[fresh, "split"] = _bucket_splits(frame.loc[fresh, "group_key"])
 
     moved = _repair_coverage(frame, anchored, label_column, min_examples)
-    uncovered = _uncovered(frame, label_column, min_examples)
+    uncovered = _uncovered(_split_counts(frame, label_column), min_examples)
 
+    # Observation ids are unique in `observations` and the new ones are not in the ledger yet.
     parts = [part for part in (ledger[LEDGER_COLUMNS], frame.loc[~fixed, LEDGER_COLUMNS]) if not part.empty]
-    updated = (
-        pd.concat(parts, ignore_index=True).drop_duplicates("observation_id", keep="first") if parts else empty_ledger()
-    )
+    updated = pd.concat(parts, ignore_index=True) if parts else empty_ledger()
     return SplitResult(
         assignments=frame[LEDGER_COLUMNS].copy(),
         ledger=updated.reset_index(drop=True),
@@ -151,31 +150,32 @@ def assign_splits(
     )
 
 
+def _split_counts(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
+    """Observations per label (rows) and split (columns)."""
+    return pd.crosstab(frame[label_column], frame["split"]).reindex(columns=list(SPLITS), fill_value=0)
+
+
 def _repair_coverage(frame: pd.DataFrame, anchored: pd.Series, label_column: str, min_examples: int) -> int:
     """Move whole new groups from train into a split their attribute is missing from."""
     moved = 0
-    counts = frame.groupby(label_column)["observation_id"].size()
-    for label in counts[counts >= min_examples].index:
-        of_label = frame[label_column] == label
-        for split in ("test", "valid"):
-            if (frame.loc[of_label, "split"] == split).any():
-                continue
+    for label, lacking in _uncovered(_split_counts(frame, label_column), min_examples).items():
+        of_label = frame[label_column].astype(str) == label
+        for split in [s for s in ("test", "valid") if s in lacking]:
             movable = frame.loc[of_label & ~anchored & (frame["split"] == "train"), "group_key"]
             if movable.empty:
                 continue
-            group = min(movable.unique())
-            if (frame.loc[frame["group_key"] == group, "split"] != "train").any():
+            in_group = frame["group_key"] == min(movable.unique())
+            if (frame.loc[in_group, "split"] != "train").any():
                 continue  # the group spans labels and is already placed elsewhere in part
-            frame.loc[frame["group_key"] == group, "split"] = split
+            frame.loc[in_group, "split"] = split
             moved += 1
     return moved
 
 
-def _uncovered(frame: pd.DataFrame, label_column: str, min_examples: int) -> dict[str, list[str]]:
-    table = pd.crosstab(frame[label_column], frame["split"]).reindex(columns=list(SPLITS), fill_value=0)
-    big_enough = table.sum(axis=1) >= min_examples
+def _uncovered(counts: pd.DataFrame, min_examples: int) -> dict[str, list[str]]:
+    big_enough = counts[counts.sum(axis=1) >= min_examples]
     missing = {}
-    for label, row in table[big_enough].iterrows():
+    for label, row in big_enough.iterrows():
         lacking = [s for s in SPLITS if row[s] == 0]
         if lacking:
             missing[str(label)] = lacking
