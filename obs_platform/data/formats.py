@@ -15,18 +15,12 @@ from typing import Any
 
 import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from obs_platform.data import jsonl
 
 from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
 
 PHOTO_MIME_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                     ".heic": "image/heic", ".heif": "image/heif"}
-USER_PREFIX = "Observation: "
-AGE_TEMPLATE = ("\nChild's age: ", " months")
 OSS_SYSTEM_PROMPT = (
     "You tag early-years observations with a curriculum area, goal and progression level. "
     'Answer with JSON: {"domain": ..., "attribute": ..., "level": ..., "secondary": [...]}.'
@@ -48,10 +42,9 @@ def system_instruction(taxonomy: Taxonomy) -> str:
 
 
 def user_text(notes: str, child_age_months: float | None) -> str:
-    """The user turn for one observation (serving builds it this way; training renders whole columns)."""
-    text = f"{USER_PREFIX}{notes}"
+    text = f"Observation: {notes}"
     if child_age_months is not None and child_age_months == child_age_months and child_age_months is not pd.NA:
-        text += f"{AGE_TEMPLATE[0]}{round(child_age_months)}{AGE_TEMPLATE[1]}"
+        text += f"\nChild's age: {int(round(child_age_months))} months"
     return text
 
 
@@ -78,95 +71,78 @@ class TrainingExample:
     photo_uris: tuple[str, ...]
 
 
+LabelKey = tuple[int, int, str]  # (domain id, attribute id, level title)
+
+
 class TrainingLineRenderer:
-    """Renders a frame of labelled observations (`text`, `child_age_months`, `domain_id`, `attribute_id`,
-    `progression_title`, `secondary_tags`, `photo_uris`) to JSONL lines, Gemini's format or TRL's chat,
-    a column at a time (see `obs_platform.data.jsonl`). Answers are encoded once per distinct label."""
+    """Renders labelled observations to JSONL lines, Gemini's and TRL's chat format.
+
+    The fixed parts of a line are encoded once; per line, only the note and the answer are encoded, and
+    answers are cached per label (a data set has a few hundred distinct ones): a million lines render in
+    seconds.
+    """
 
     def __init__(self, taxonomy: Taxonomy, instruction: str | None = None):
         self.taxonomy = taxonomy
         system = {"role": "system", "parts": [{"text": instruction or system_instruction(taxonomy)}]}
-        self._gemini_head = '{"systemInstruction":' + orjson.dumps(system).decode() + ',"contents":[{"role":"user","parts":[{"text":'
-        self._gemini_model = '},{"role":"model","parts":[{"text":'
-        self._chat_head = '{"messages":[{"role":"system","content":' + orjson.dumps(OSS_SYSTEM_PROMPT).decode() + '},{"role":"user","content":'
-        self._chat_assistant = '},{"role":"assistant","content":'
-
-    def _answers(self, frame: pd.DataFrame) -> pa.Array:
-        secondary = [
-            "" if not tags else orjson.dumps([[t["domain_id"], t["attribute_id"], t["level"]] for t in tags]).decode()
-            for tags in frame["secondary_tags"].tolist()
-        ]
-        keys = pd.MultiIndex.from_arrays(
-            [frame["domain_id"].astype(int), frame["attribute_id"].astype(int), frame["progression_title"].astype(object), secondary]
+        self._gemini_head = b'{"systemInstruction":' + orjson.dumps(system) + b',"contents":[{"role":"user","parts":[{"text":'
+        self._gemini_model = b'},{"role":"model","parts":[{"text":'
+        self._chat_head = (
+            b'{"messages":[{"role":"system","content":' + orjson.dumps(OSS_SYSTEM_PROMPT) + b'},{"role":"user","content":'
         )
-        codes, uniques = keys.factorize()
-        answers = [
-            orjson.dumps(
-                answer_json(Label(domain, attribute, level), [Label(*t) for t in orjson.loads(tags or "[]")], self.taxonomy)
-            ).decode()
-            for domain, attribute, level, tags in uniques
-        ]
-        return pa.array(answers, type=pa.large_string()).take(pa.array(codes))
+        self._chat_assistant = b'},{"role":"assistant","content":'
+        self._answers: dict[tuple[LabelKey, tuple[LabelKey, ...]], bytes] = {}
 
-    def _user_texts(self, frame: pd.DataFrame) -> pa.Array:
-        ages = pa.array(frame["child_age_months"].astype("Float64"), type=pa.float64())
-        age_text = jsonl.join([AGE_TEMPLATE[0], jsonl.json_numbers(pc.round(ages)), AGE_TEMPLATE[1]])
-        age_part = pc.if_else(pc.is_valid(ages), age_text, pa.scalar("", pa.large_string()))
-        return jsonl.json_strings(jsonl.join([USER_PREFIX, jsonl.as_large_strings(frame["text"]), age_part]))
+    def _answer(self, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
+        key = (label, secondary)
+        encoded = self._answers.get(key)
+        if encoded is None:
+            text = answer_json(Label(*label), [Label(*s) for s in secondary], self.taxonomy)
+            encoded = self._answers[key] = orjson.dumps(text)
+        return encoded
 
-    def gemini_lines(self, frame: pd.DataFrame) -> pa.Array:
-        """Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
-        if frame.empty:
-            return jsonl.NO_LINES
-        files = [_file_parts(photos) if photos else "" for photos in frame["photo_uris"].tolist()]
-        return jsonl.join_lines([
-            self._gemini_head, self._user_texts(frame), "}", pa.array(files, type=pa.large_string()), "]",
-            self._gemini_model, self._answers(frame), "}]}]}",
-        ])  # fmt: skip
+    def gemini(
+        self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...], photos: Sequence[str]
+    ) -> bytes:
+        """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
+        files = (
+            b"".join(
+                b',{"fileData":' + orjson.dumps({"mimeType": mime, "fileUri": uri}) + b"}"
+                for uri in photos
+                if uri.startswith("gs://") and (mime := photo_mime_type(uri))
+            )
+            if photos
+            else b""
+        )
+        return b"".join((
+            self._gemini_head, orjson.dumps(user_text(text, age)), b"}", files, b"]",
+            self._gemini_model, self._answer(label, secondary), b"}]}]}\n",
+        ))  # fmt: skip
 
-    def chat_lines(self, frame: pd.DataFrame) -> pa.Array:
-        """Conversational JSONL as TRL's SFTTrainer reads it."""
-        if frame.empty:
-            return jsonl.NO_LINES
-        return jsonl.join_lines([
-            self._chat_head, self._user_texts(frame), self._chat_assistant, self._answers(frame), "}]}",
-        ])  # fmt: skip
-
-
-def _file_parts(photos: Sequence[str]) -> str:
-    return "".join(
-        ',{"fileData":' + orjson.dumps({"mimeType": mime, "fileUri": uri}).decode() + "}"
-        for uri in photos
-        if uri.startswith("gs://") and (mime := photo_mime_type(uri))
-    )
+    def chat(self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
+        """One line of conversational JSONL as TRL's SFTTrainer reads it."""
+        return b"".join((
+            self._chat_head, orjson.dumps(user_text(text, age)),
+            self._chat_assistant, self._answer(label, secondary), b"}]}\n",
+        ))  # fmt: skip
 
 
-def examples_frame(examples: Sequence[TrainingExample]) -> pd.DataFrame:
-    """Training examples as the frame the renderer takes."""
-    return pd.DataFrame(
-        {
-            "text": [e.text for e in examples],
-            "child_age_months": pd.array([e.child_age_months for e in examples], dtype="Float64"),
-            "domain_id": [e.label.domain_id for e in examples],
-            "attribute_id": [e.label.attribute_id for e in examples],
-            "progression_title": [e.label.level_title for e in examples],
-            "secondary_tags": [
-                [{"domain_id": s.domain_id, "attribute_id": s.attribute_id, "level": s.level_title} for s in e.secondary]
-                for e in examples
-            ],
-            "photo_uris": [list(e.photo_uris) for e in examples],
-        }
-    )
+def _keys(example: TrainingExample) -> tuple[LabelKey, tuple[LabelKey, ...]]:
+    to_key = lambda lbl: (lbl.domain_id, lbl.attribute_id, lbl.level_title)  # noqa: E731
+    return to_key(example.label), tuple(to_key(s) for s in example.secondary)
 
 
 def gemini_line(example: TrainingExample, taxonomy: Taxonomy, instruction: str) -> dict[str, Any]:
-    """One decoded Gemini tuning line, for callers that want the structure."""
-    return orjson.loads(TrainingLineRenderer(taxonomy, instruction).gemini_lines(examples_frame([example]))[0].as_py())
+    """One decoded Gemini tuning line (the renderer's bytes, for callers that want the structure)."""
+    label, secondary = _keys(example)
+    renderer = TrainingLineRenderer(taxonomy, instruction)
+    return orjson.loads(renderer.gemini(example.text, example.child_age_months, label, secondary, example.photo_uris))
 
 
 def chat_line(example: TrainingExample, taxonomy: Taxonomy) -> dict[str, Any]:
     """One decoded chat line."""
-    return orjson.loads(TrainingLineRenderer(taxonomy).chat_lines(examples_frame([example]))[0].as_py())
+    label, secondary = _keys(example)
+    return orjson.loads(TrainingLineRenderer(taxonomy).chat(example.text, example.child_age_months, label, secondary))
 
 
 def photo_mime_type(uri: str) -> str | None:

@@ -5,13 +5,12 @@ Plain functions over DataFrames; the Dagster assets call them and add metadata.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import orjson
 import pandas as pd
-import pyarrow as pa
 
-from obs_platform.data import jsonl
 from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
@@ -33,6 +32,20 @@ REDACTED_COLUMNS = [
     "observation_date",
     "setting",
 ]
+# What a split file holds per observation: enough to train a classifier and to trace a row back.
+SPLIT_RECORD_COLUMNS = [
+    "observation_id",
+    "text",
+    "child_age_months",
+    "domain_id",
+    "domain_key",
+    "attribute_id",
+    "progression_title",
+    "level_index",
+    "secondary_tags",
+    "photo_uris",
+]
+CHUNK_ROWS = 20_000
 
 
 def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
@@ -73,24 +86,38 @@ def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> S
 # ----- rendering JSONL -----------------------------------------------------------------------------
 
 
-def _split_lines(frame: pd.DataFrame) -> pa.Array:
-    """Redacted records as JSON objects, rendered a column at a time."""
-    if frame.empty:
-        return jsonl.NO_LINES
-    field = lambda name: f'"{name}":'  # noqa: E731
-    return jsonl.join_lines([
-        "{", field("observation_id"), jsonl.json_strings(frame["observation_id"]),
-        ",", field("text"), jsonl.json_strings(frame["text"]),
-        ",", field("child_age_months"), jsonl.json_numbers(pa.array(frame["child_age_months"].astype("Float64"), type=pa.float64())),
-        ",", field("domain_id"), jsonl.json_numbers(pa.array(frame["domain_id"].astype(int))),
-        ",", field("domain_key"), jsonl.json_strings(frame["domain_key"]),
-        ",", field("attribute_id"), jsonl.json_numbers(pa.array(frame["attribute_id"].astype(int))),
-        ",", field("progression_title"), jsonl.json_strings(frame["progression_title"]),
-        ",", field("level_index"), jsonl.json_numbers(pa.array(frame["level_index"].astype(int))),
-        ",", field("secondary_tags"), jsonl.encoded_each(frame["secondary_tags"].tolist(), "[]"),
-        ",", field("photo_uris"), jsonl.encoded_each(frame["photo_uris"].tolist(), "[]"),
-        "}",
-    ])  # fmt: skip
+def _label_columns(frame: pd.DataFrame) -> Iterator[tuple]:
+    """Per row: text, age (None when unknown), label key, secondary label keys, photo URIs."""
+    ages = frame["child_age_months"].astype(object).where(frame["child_age_months"].notna(), None).tolist()
+    labels = zip(frame["domain_id"].astype(int).tolist(), frame["attribute_id"].astype(int).tolist(),
+                 frame["progression_title"].tolist())
+    secondary = (
+        tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in tags) if tags else ()
+        for tags in frame["secondary_tags"].tolist()
+    )
+    return zip(frame["text"].tolist(), ages, labels, secondary, frame["photo_uris"].tolist())
+
+
+def _chunked(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Join lines in chunks: fast, and bounded in memory however many rows there are."""
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= CHUNK_ROWS:
+            yield b"".join(batch)
+            batch = []
+    if batch:
+        yield b"".join(batch)
+
+
+def _split_records(frame: pd.DataFrame) -> Iterator[bytes]:
+    subset = frame[SPLIT_RECORD_COLUMNS]
+    ages = subset["child_age_months"].astype(object).where(subset["child_age_months"].notna(), None)
+    subset = subset.assign(child_age_months=ages, domain_id=subset["domain_id"].astype(int),
+                           attribute_id=subset["attribute_id"].astype(int), level_index=subset["level_index"].astype(int))
+    columns = list(subset.columns)
+    for values in zip(*(subset[c].tolist() for c in columns)):
+        yield orjson.dumps(dict(zip(columns, values)), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _by_split(frame: pd.DataFrame, splits: Iterable[str]) -> dict[str, pd.DataFrame]:
@@ -100,21 +127,24 @@ def _by_split(frame: pd.DataFrame, splits: Iterable[str]) -> dict[str, pd.DataFr
 
 def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
     """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
-    return {name: jsonl.file_chunks(_split_lines(part)) for name, part in _by_split(frame, SPLITS).items()}
+    return {name: _chunked(_split_records(part)) for name, part in _by_split(frame, SPLITS).items()}
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
     """Vertex Gemini tuning takes a training and a validation file (the test split stays for evaluation)."""
     renderer = TrainingLineRenderer(taxonomy)
     return {
-        name: jsonl.file_chunks(renderer.gemini_lines(part))
+        name: _chunked(renderer.gemini(*row) for row in _label_columns(part))
         for name, part in _by_split(frame, ("train", "valid")).items()
     }
 
 
 def chat_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
     renderer = TrainingLineRenderer(taxonomy)
-    return {name: jsonl.file_chunks(renderer.chat_lines(part)) for name, part in _by_split(frame, SPLITS).items()}
+    return {
+        name: _chunked(renderer.chat(*row[:4]) for row in _label_columns(part))
+        for name, part in _by_split(frame, SPLITS).items()
+    }
 
 
 def photo_counts(frame: pd.DataFrame) -> dict[str, int]:
