@@ -28,7 +28,7 @@ from obs_platform.data.raw import PROVENANCE_COLUMNS
 from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.taxonomy.model import normalise_level_title
-from obs_platform.data.gc_pause import without_gc_pauses
+from obs_platform.gc_pause import without_gc_pauses
 
 # canonical column → accepted source names, first match wins
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {

@@ -15,7 +15,7 @@ from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
 from obs_platform.taxonomy import Taxonomy
-from obs_platform.data.gc_pause import without_gc_pauses
+from obs_platform.gc_pause import without_gc_pauses
 
 REDACTED_COLUMNS = [
     "observation_id",

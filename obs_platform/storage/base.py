@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from obs_platform.gc_pause import without_gc_pauses
+
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the path."""
@@ -75,6 +77,7 @@ class ContentAddressedWrite:
 MANIFEST = "_manifest.json"
 
 
+@without_gc_pauses
 def write_content_addressed(
     storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]
 ) -> ContentAddressedWrite:
