@@ -31,6 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from obs_platform.parallel import map_slices
+
 # A name token: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae).
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
@@ -159,7 +161,8 @@ class Redactor:
 
     def _mark_names(self, array: pa.Array) -> pa.Array:
         if self._pattern is not None:
-            array = pc.replace_substring_regex(array, pattern=self._pattern, replacement=rf"{_MARK}\0{_MARK}")
+            pattern, marked = self._pattern, rf"{_MARK}\0{_MARK}"
+            array = map_slices(array, lambda part: pc.replace_substring_regex(part, pattern=pattern, replacement=marked))
         if self._exact_candidates is None:
             return array
         where = pc.match_substring_regex(array, self._exact_candidates)

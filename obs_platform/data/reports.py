@@ -31,7 +31,7 @@ def label_distribution(frame: pd.DataFrame) -> pd.DataFrame:
     keys = ["domain_key", "attribute_id", "attribute_name"] if "attribute_name" in frame else ["domain_key", "attribute_id"]
     if "split" not in frame:
         return frame.groupby(keys).size().rename("rows").reset_index()
-    table = frame.groupby([*keys, "split"]).size().unstack("split", fill_value=0)
+    table = frame.groupby([*keys, "split"], observed=True).size().unstack("split", fill_value=0)
     table = table.reindex(columns=list(SPLITS), fill_value=0)
     table["total"] = table.sum(axis=1)
     return table.reset_index()

@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from obs_platform.parallel import map_slices
+
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 LEDGER_COLUMNS = ["observation_id", "group_key", "split"]
@@ -54,12 +56,17 @@ def group_keys(redacted_notes: pd.Series) -> pd.Series:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     # Placeholders need no special case: "[CHILD_2]" and "[CHILD]" hold the same letters.
-    texts = pc.utf8_lower(texts)
-    keys = np.empty(len(texts), dtype=np.uint64)
-    for start in range(0, len(texts), _HASH_CHUNK):
-        chunk = texts.slice(start, _HASH_CHUNK)
-        keys[start : start + len(chunk)] = _pair_hashes(chunk)
+    keys = map_slices(texts, _lowered_pair_hashes)
     return pd.Series(keys.view(np.int64), index=redacted_notes.index, name="group_key")
+
+
+def _lowered_pair_hashes(texts: pa.Array) -> np.ndarray:
+    lowered = pc.utf8_lower(texts)
+    keys = np.empty(len(lowered), dtype=np.uint64)
+    for start in range(0, len(lowered), _HASH_CHUNK):
+        chunk = lowered.slice(start, _HASH_CHUNK)
+        keys[start : start + len(chunk)] = _pair_hashes(chunk)
+    return keys
 
 
 def _pair_hashes(chunk: pa.LargeStringArray) -> np.ndarray:
@@ -117,7 +124,8 @@ def assign_splits(
     frame = observations[["observation_id", "group_key", label_column]].copy()
 
     known = dict(zip(ledger["observation_id"], ledger["split"]))
-    frame["split"] = frame["observation_id"].map(known).astype(object)
+    # A categorical split column keeps counting and comparing a million rows cheap.
+    frame["split"] = pd.Categorical(frame["observation_id"].map(known), categories=list(SPLITS))
     fixed = frame["split"].notna()
 
     # Groups that already have a member keep new members beside it (first split seen, ledger order).
@@ -135,7 +143,7 @@ def assign_splits(
     frame.loc[fresh, "split"] = _bucket_splits(frame.loc[fresh, "group_key"])
 
     moved = _repair_coverage(frame, anchored, label_column, min_examples)
-    uncovered = _uncovered(_split_counts(frame, label_column), min_examples)
+    uncovered = {str(label): lacking for label, lacking in _uncovered(_split_counts(frame, label_column), min_examples).items()}
 
     # Observation ids are unique in `observations` and the new ones are not in the ledger yet.
     parts = [part for part in (ledger[LEDGER_COLUMNS], frame.loc[~fixed, LEDGER_COLUMNS]) if not part.empty]
@@ -152,19 +160,23 @@ def assign_splits(
 
 def _split_counts(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
     """Observations per label (rows) and split (columns)."""
-    return pd.crosstab(frame[label_column], frame["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    label_codes, labels = pd.factorize(frame[label_column], sort=True)
+    split_codes = frame["split"].cat.codes.to_numpy().astype(np.int64)
+    cells = np.bincount(label_codes * len(SPLITS) + split_codes, minlength=len(labels) * len(SPLITS))
+    return pd.DataFrame(cells.reshape(len(labels), len(SPLITS)), index=labels, columns=list(SPLITS))
 
 
 def _repair_coverage(frame: pd.DataFrame, anchored: pd.Series, label_column: str, min_examples: int) -> int:
     """Move whole new groups from train into a split their attribute is missing from."""
     moved = 0
+    labels = frame[label_column].to_numpy()
     for label, lacking in _uncovered(_split_counts(frame, label_column), min_examples).items():
-        of_label = frame[label_column].astype(str) == label
+        of_label = labels == label
         for split in [s for s in ("test", "valid") if s in lacking]:
-            movable = frame.loc[of_label & ~anchored & (frame["split"] == "train"), "group_key"]
+            movable = frame.loc[of_label & ~anchored.to_numpy() & (frame["split"] == "train").to_numpy(), "group_key"]
             if movable.empty:
                 continue
-            in_group = frame["group_key"] == min(movable.unique())
+            in_group = (frame["group_key"] == min(movable.unique())).to_numpy()
             if (frame.loc[in_group, "split"] != "train").any():
                 continue  # the group spans labels and is already placed elsewhere in part
             frame.loc[in_group, "split"] = split
@@ -172,11 +184,12 @@ def _repair_coverage(frame: pd.DataFrame, anchored: pd.Series, label_column: str
     return moved
 
 
-def _uncovered(counts: pd.DataFrame, min_examples: int) -> dict[str, list[str]]:
+def _uncovered(counts: pd.DataFrame, min_examples: int) -> dict[object, list[str]]:
+    """Labels with enough examples that miss a split, and the splits they miss."""
     big_enough = counts[counts.sum(axis=1) >= min_examples]
     missing = {}
     for label, row in big_enough.iterrows():
         lacking = [s for s in SPLITS if row[s] == 0]
         if lacking:
-            missing[str(label)] = lacking
+            missing[label] = lacking
     return missing
