@@ -29,6 +29,7 @@ def example() -> TrainingExample:
 
 def test_gemini_line_shape(eyfs, example):
     line = gemini_line(example, eyfs, system_instruction(eyfs))
+    assert len(system_instruction(eyfs)) < 400  # repeated in every line and billed per example
     assert gemini_line_problems(line, eyfs) == []
     user, model = line["contents"]
     assert user["role"] == "user" and model["role"] == "model"
@@ -42,7 +43,7 @@ def test_gemini_line_shape(eyfs, example):
         "level": "Three and four-year-olds",
         "secondary": [{"domain": "communication_and_language", "attribute": "Speaking", "level": "Three and four-year-olds"}],
     }
-    assert "Numerical Patterns" in line["systemInstruction"]["parts"][0]["text"]
+    assert "Birth to three; Three and four-year-olds" in line["systemInstruction"]["parts"][0]["text"]
 
 
 def test_gemini_line_problems(eyfs, example):

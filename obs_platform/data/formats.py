@@ -28,17 +28,18 @@ OSS_SYSTEM_PROMPT = (
 
 
 def system_instruction(taxonomy: Taxonomy) -> str:
-    """The label space spelled out, so a general model can answer with valid labels only."""
-    lines = [
-        "You tag early-years observations written by educators with the curriculum framework below.",
-        'Reply with one JSON object and nothing else: {"domain": "<domain key>", "attribute": "<attribute name>", '
-        '"level": "<level>", "secondary": [<up to two more tags of the same shape>]}.',
-        "Domains (key: attributes):",
-    ]
-    for domain in taxonomy.domains:
-        lines.append(f"- {domain.key}: " + "; ".join(a.name for a in domain.attributes))
-    lines.append("Levels, youngest first: " + "; ".join(level.title for level in taxonomy.levels) + ".")
-    return "\n".join(lines)
+    """The instruction every Gemini example carries, and serving sends with every request.
+
+    Deliberately short: it is repeated in every training line and billed as tokens on every example and
+    request, and a tuned model learns the label space from the answers. The level scale is spelled out
+    because its order is what a level means.
+    """
+    levels = "; ".join(level.title for level in taxonomy.levels)
+    return (
+        "Tag this early-years observation with one curriculum domain, attribute and progression level. "
+        'Reply with JSON only: {"domain": "<domain key>", "attribute": "<attribute name>", "level": "<level>", '
+        f'"secondary": [<more tags of the same shape>]}}. Levels, youngest first: {levels}.'
+    )
 
 
 def user_text(notes: str, child_age_months: float | None) -> str:
