@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 import pandas as pd
 import pandera.pandas as pandera
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from obs_platform.data.raw import PROVENANCE_COLUMNS
 from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
@@ -130,7 +132,8 @@ class _Reasons:
 @without_gc_pauses
 def canonicalise(raw: pd.DataFrame, taxonomy: Taxonomy) -> CanonicalResult:
     """Split raw rows into canonical observations and quarantined rows; raw = canonical + quarantined."""
-    raw = raw.reset_index(drop=True)
+    if not isinstance(raw.index, pd.RangeIndex) or raw.index.start != 0 or raw.index.step != 1:
+        raw = raw.reset_index(drop=True)
     reasons = _Reasons()
 
     parse_error = raw["parse_error"] if "parse_error" in raw else pd.Series(None, index=raw.index, dtype=object)
@@ -140,16 +143,18 @@ def canonicalise(raw: pd.DataFrame, taxonomy: Taxonomy) -> CanonicalResult:
         for code, group in codes.groupby(0):
             reasons.add(group.index, None, str(code), group[2].str.strip())
 
-    parsed = raw.loc[~unparsed]
+    parsed = raw.loc[~unparsed] if unparsed.any() else raw  # copying a million clean rows costs seconds
     typed = _coerce(_map_aliases(parsed), taxonomy, reasons)
     _validate(typed, taxonomy, reasons)
 
     found = reasons.frame()
     bad_rows = pd.Index(found["row"].unique())
-    valid = typed.drop(index=bad_rows, errors="ignore")
+    valid = typed.drop(index=bad_rows, errors="ignore") if len(bad_rows) else typed
     kept = _resolve_duplicates(valid, reasons)
 
-    canonical = _with_names(kept, taxonomy)[CANONICAL_COLUMNS].reset_index(drop=True)
+    canonical = _with_names(kept, taxonomy)[CANONICAL_COLUMNS]
+    if len(canonical) != len(typed):
+        canonical = canonical.reset_index(drop=True)
     quarantined = _quarantine_table(raw, typed, reasons.frame())
     return CanonicalResult(canonical=canonical, quarantined=quarantined)
 
@@ -198,7 +203,8 @@ def _map_aliases(parsed: pd.DataFrame) -> pd.DataFrame:
         if not present:
             mapped[field] = pd.Series(None, index=parsed.index, dtype=object)
             continue
-        column = _from_arrow(parsed[present[0]])
+        # Secondary tags stay Arrow-typed until `_coerce_secondary`, which converts them with the taxonomy.
+        column = parsed[present[0]] if field == "secondary_tags" and len(present) == 1 else _from_arrow(parsed[present[0]])
         for alias in present[1:]:
             column = column.astype(object).where(column.notna(), _from_arrow(parsed[alias]).astype(object))
         mapped[field] = column
@@ -399,11 +405,13 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
             tags.append(converted)
         return tags
 
-    listed = pd.Series(
-        [[] if v.__class__ is list and not v else from_list(v) for v in mapped["secondary_tags"].tolist()],
-        index=mapped.index,
-        dtype=object,
-    )
+    column = mapped["secondary_tags"]
+    converted = _tags_from_arrow(column, taxonomy, spell)
+    if converted is not None:
+        listed = pd.Series([v if v is not None else [] for v in converted], index=mapped.index, dtype=object)
+    else:
+        values = _from_arrow(column).tolist()
+        listed = pd.Series([[] if v.__class__ is list and not v else from_list(v) for v in values], index=mapped.index, dtype=object)
     flat = mapped["secondary_attribute_id"].notna() | mapped["secondary_domain_id"].notna()
     for index in flat[flat].index:
         converted = tag(
@@ -413,8 +421,44 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
         )
         listed.at[index] = (listed.at[index] or []) + [converted] if converted else None
     missing = pd.Series([v is None for v in listed.tolist()], index=listed.index)
-    _wrong_type(mapped["secondary_tags"], missing, "secondary_tags", "a list of tags", reasons)
+    _wrong_type(column, missing, "secondary_tags", "a list of tags", reasons)
     return pd.Series([v if v is not None else [] for v in listed.tolist()], index=listed.index, dtype=object)
+
+
+def _tags_from_arrow(column: pd.Series, taxonomy: Taxonomy, spell: Callable[[str], str]) -> list[Any] | None:
+    """Secondary tags of a clean export (Arrow `list<struct>`), converted in bulk: fields renamed, levels
+    spelled as the taxonomy does, a missing domain taken from the attribute. None when the column has
+    another shape (the per-value path then handles it)."""
+    if not isinstance(column.dtype, pd.ArrowDtype):
+        return None
+    array = pa.array(column)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_list(array.type) or not pa.types.is_struct(array.type.value_type):
+        return None
+    values = array.values
+    names = [field.name for field in values.type]
+
+    def field(*aliases: str) -> pa.Array | None:
+        return next((values.field(n) for n in aliases if n in names), None)
+
+    domain, attribute = field("domainId", "domain_id"), field("attributeId", "attribute_id")
+    level = field("progressionTitle", "progression_title", "level")
+    if attribute is None or level is None or not pa.types.is_integer(attribute.type):
+        return None
+    if not (pa.types.is_string(level.type) or pa.types.is_large_string(level.type)):
+        return None
+    if domain is not None and not pa.types.is_integer(domain.type):
+        return None
+    attribute = attribute.cast(pa.int64())
+    ids = pa.array([a.id for a in taxonomy.attributes], type=pa.int64())
+    owners = pa.array([a.domain_id for a in taxonomy.attributes], type=pa.int64()).take(pc.index_in(attribute, ids))
+    domain = owners if domain is None else pc.coalesce(domain.cast(pa.int64()), owners)
+    distinct = pc.unique(level)
+    spelled = pa.array([spell(t) if t is not None else None for t in distinct.to_pylist()], type=pa.string())
+    level = spelled.take(pc.index_in(level, distinct))
+    tags = pa.StructArray.from_arrays([domain, attribute, level], names=["domain_id", "attribute_id", "level"])
+    return _arrow_lists(pa.ListArray.from_arrays(array.offsets, tags, mask=array.is_null()))
 
 
 # ----- validation -------------------------------------------------------------------------------------
