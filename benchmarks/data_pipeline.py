@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import orjson
 import pandas as pd
@@ -136,15 +135,40 @@ def run_worker(rows: int) -> list[dict]:
                 ),
             )
         )
-        steps.append(("assign splits", lambda: state.update(splits=prepare.split_observations(state.pop("redacted"), None))))
-        steps.append(("write split JSONL", lambda: write_content_addressed(storage, "splits", prepare.split_files(state["splits"].frame))))
-        steps.append(("write Gemini JSONL", lambda: write_content_addressed(storage, "gemini", prepare.gemini_files(state["splits"].frame, taxonomy))))
-        steps.append(("write chat JSONL", lambda: write_content_addressed(storage, "chat", prepare.chat_files(state["splits"].frame, taxonomy))))
+        steps.append(
+            ("assign splits", lambda: state.update(splits=prepare.split_observations(state.pop("redacted"), None)))
+        )
+        steps.append(
+            (
+                "write split JSONL",
+                lambda: write_content_addressed(storage, "splits", prepare.split_files(state["splits"].frame)),
+            )
+        )
+        steps.append(
+            (
+                "write Gemini JSONL",
+                lambda: write_content_addressed(
+                    storage, "gemini", prepare.gemini_files(state["splits"].frame, taxonomy)
+                ),
+            )
+        )
+        steps.append(
+            (
+                "write chat JSONL",
+                lambda: write_content_addressed(storage, "chat", prepare.chat_files(state["splits"].frame, taxonomy)),
+            )
+        )
         total_start = time.perf_counter()
         for name, step in tqdm(steps, desc=f"{rows:,} rows", leave=False, file=sys.stderr):
             with stage(name, sampler, results):
                 step()
-        results.append({"stage": "total", "seconds": time.perf_counter() - total_start, "peak_rss_mb": max(r["peak_rss_mb"] for r in results)})
+        results.append(
+            {
+                "stage": "total",
+                "seconds": time.perf_counter() - total_start,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            }
+        )
         sampler.stop()
         assert len(state["result"].canonical) == rows, "every resampled row must be canonical"
     return results
@@ -160,7 +184,9 @@ def main() -> None:
         return
     table = []
     for rows in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--worker", str(rows)], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", str(rows)], capture_output=True, text=True, check=False
+        )
         if done.returncode != 0:
             sys.exit(f"{rows} rows failed:\n{done.stderr[-3000:]}")
         for row in json.loads(done.stdout.strip().splitlines()[-1]):

@@ -114,7 +114,9 @@ def malformed(eyfs):
 
 def test_every_malformed_kind_has_its_reason(malformed):
     raw, result = malformed
-    found = {line: set(codes) for line, codes in zip(result.quarantined["source_line"], result.quarantined["reason_codes"])}
+    found = {
+        line: set(codes) for line, codes in zip(result.quarantined["source_line"], result.quarantined["reason_codes"])
+    }
     assert found == MALFORMED_EXPECTED
     assert len({code for codes in MALFORMED_EXPECTED.values() for code in codes}) >= 10
     # the one survivor is the first of the exact duplicates
@@ -142,12 +144,18 @@ def test_several_reasons_are_all_kept(eyfs):
 
 def test_duplicates_across_files(eyfs):
     first = parse_export("landing/a.jsonl", jsonl(record(observationId="x"), record(observationId="y")))
-    second = parse_export("landing/b.jsonl", jsonl(record(observationId="x"), record(observationId="y", attributeId=11)))
+    second = parse_export(
+        "landing/b.jsonl", jsonl(record(observationId="x"), record(observationId="y", attributeId=11))
+    )
     result = canonicalise(pd.concat([first, second], ignore_index=True), eyfs)
     assert result.canonical["observation_id"].tolist() == ["x"]
     assert result.canonical["source_file"].tolist() == ["landing/a.jsonl"]
-    reasons = dict(zip(result.quarantined["source_file"] + ":" + result.quarantined["source_line"].astype(str),
-                       result.quarantined["reason_codes"]))
+    reasons = dict(
+        zip(
+            result.quarantined["source_file"] + ":" + result.quarantined["source_line"].astype(str),
+            result.quarantined["reason_codes"],
+        )
+    )
     assert reasons == {
         "landing/b.jsonl:1": ["duplicate_exact"],
         "landing/a.jsonl:2": ["duplicate_id_conflict"],

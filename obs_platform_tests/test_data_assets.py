@@ -96,10 +96,17 @@ def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
         assert run_data_group(defs, instance).success
         before = pd.read_parquet(landed_storage.root / "assets" / "training_splits.parquet").set_index("observation_id")
         extra = b"".join(
-            orjson.dumps({**orjson.loads(line), "observationId": orjson.loads(line)["observationId"] + "-b",
-                          "observationNotes": f"New drop {i}: " + orjson.loads(line)["observationNotes"][::-1]})
+            orjson.dumps(
+                {
+                    **orjson.loads(line),
+                    "observationId": orjson.loads(line)["observationId"] + "-b",
+                    "observationNotes": f"New drop {i}: " + orjson.loads(line)["observationNotes"][::-1],
+                }
+            )
             + b"\n"
-            for i, line in enumerate((landed_storage.root / "landing" / "setting_export_2025-26.jsonl").read_bytes().splitlines()[:60])
+            for i, line in enumerate(
+                (landed_storage.root / "landing" / "setting_export_2025-26.jsonl").read_bytes().splitlines()[:60]
+            )
         )
         landed_storage.write_bytes("landing/new_drop.jsonl", extra)
         assert run_data_group(defs, instance).success
@@ -154,7 +161,9 @@ def test_leak_check_fails_when_a_name_survives(monkeypatch, landed_storage):
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_data_group(defs, instance).success
         folder = Path(metadata(instance, "oss_sft_jsonl")["folder_uri"])
-        (folder / "test.jsonl").write_bytes((folder / "test.jsonl").read_bytes() + b'{"messages": "Amara Okafor, 07700 900412"}\n')
+        (folder / "test.jsonl").write_bytes(
+            (folder / "test.jsonl").read_bytes() + b'{"messages": "Amara Okafor, 07700 900412"}\n'
+        )
         check_key = dg.AssetCheckKey(dg.AssetKey("oss_sft_jsonl"), "no_personal_data")
         only_check = dg.define_asset_job("only_check", selection=dg.AssetSelection.checks(check_key))
         job = dg.Definitions.merge(defs, dg.Definitions(jobs=[only_check])).resolve_job_def("only_check")
@@ -179,6 +188,10 @@ def test_dagster_definitions_validate(tmp_path):
     env = {"OBS_PLATFORM_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -41,7 +41,9 @@ def test_gemini_line_shape(eyfs, example):
         "domain": "mathematics",
         "attribute": "Numerical Patterns",
         "level": "Three and four-year-olds",
-        "secondary": [{"domain": "communication_and_language", "attribute": "Speaking", "level": "Three and four-year-olds"}],
+        "secondary": [
+            {"domain": "communication_and_language", "attribute": "Speaking", "level": "Three and four-year-olds"}
+        ],
     }
     assert "Birth to three; Three and four-year-olds" in line["systemInstruction"]["parts"][0]["text"]
 
@@ -55,7 +57,9 @@ def test_gemini_line_problems(eyfs, example):
     bad_file["contents"][0]["parts"][1]["fileData"]["fileUri"] = "https://x/a.jpg"
     assert any("gs:// fileUri" in p for p in gemini_line_problems(bad_file, eyfs))
     bad_label = copy.deepcopy(good)
-    bad_label["contents"][1]["parts"][0]["text"] = '{"domain": "mathematics", "attribute": "Speaking", "level": "Reception"}'
+    bad_label["contents"][1]["parts"][0]["text"] = (
+        '{"domain": "mathematics", "attribute": "Speaking", "level": "Reception"}'
+    )
     assert any("not in domain" in p for p in gemini_line_problems(bad_label, eyfs))
     assert gemini_line_problems([], eyfs) == ["line is not a JSON object"]
 
@@ -65,7 +69,12 @@ def test_parse_answer_is_forgiving_but_strict_about_labels(eyfs):
         'Sure! {"domain": "Mathematics", "attribute": "numerical patterns", "level": "reception"}', eyfs
     )
     assert label == Label(5, 12, "Reception") and secondary == []
-    for bad in ["no json here", '{"domain": "maths"}', '{"domain": "mathematics", "attribute": "Number", "level": "Expert"}', "[1]"]:
+    for bad in [
+        "no json here",
+        '{"domain": "maths"}',
+        '{"domain": "mathematics", "attribute": "Number", "level": "Expert"}',
+        "[1]",
+    ]:
         with pytest.raises(AnswerError):
             parse_answer(bad, eyfs)
 

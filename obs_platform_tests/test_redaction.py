@@ -29,7 +29,10 @@ def test_subject_and_others_get_stable_placeholders(redactor):
 
 
 def test_full_names_possessives_and_apostrophes(redactor):
-    assert redactor.redact("Finn O'Brien's tower fell; Finn laughed.", "Finn O'Brien") == "[CHILD]'s tower fell; [CHILD] laughed."
+    assert (
+        redactor.redact("Finn O'Brien's tower fell; Finn laughed.", "Finn O'Brien")
+        == "[CHILD]'s tower fell; [CHILD] laughed."
+    )
 
 
 def test_without_a_subject_the_first_child_is_the_one_observed(redactor):
@@ -38,7 +41,9 @@ def test_without_a_subject_the_first_child_is_the_one_observed(redactor):
 
 def test_common_words_are_names_only_when_capitalised(redactor):
     text = "Daisy made a daisy chain and found the hall; max 5 mins w/ Max."
-    assert redactor.redact(text, "Daisy Hall") == "[CHILD] made a daisy chain and found the hall; max 5 mins w/ [CHILD_2]."
+    assert (
+        redactor.redact(text, "Daisy Hall") == "[CHILD] made a daisy chain and found the hall; max 5 mins w/ [CHILD_2]."
+    )
 
 
 def test_contact_details(redactor):

@@ -15,15 +15,25 @@ def word(i: int) -> str:
 def observations(n: int, start: int = 0, labels: int = 5) -> pd.DataFrame:
     ids = [f"obs-{i}" for i in range(start, start + n)]
     notes = pd.Series([f"note {word(i)} about blocks and sand" for i in range(start, start + n)])
-    return pd.DataFrame({"observation_id": ids, "group_key": group_keys(notes), "attribute_id": [i % labels for i in range(start, start + n)]})
+    return pd.DataFrame(
+        {
+            "observation_id": ids,
+            "group_key": group_keys(notes),
+            "attribute_id": [i % labels for i in range(start, start + n)],
+        }
+    )
 
 
 def test_group_keys_ignore_case_punctuation_names_and_numbers():
-    keys = group_keys(pd.Series([
-        "[CHILD] built a tower of 5 bricks!",
-        "[child_2]  BUILT a tower, of 7 bricks",
-        "[CHILD] built a bridge",
-    ]))
+    keys = group_keys(
+        pd.Series(
+            [
+                "[CHILD] built a tower of 5 bricks!",
+                "[child_2]  BUILT a tower, of 7 bricks",
+                "[CHILD] built a bridge",
+            ]
+        )
+    )
     assert keys[0] == keys[1] != keys[2]
 
 
@@ -71,7 +81,9 @@ def test_every_frequent_attribute_reaches_every_split():
 
 def test_old_rows_are_not_moved_for_coverage_and_gaps_are_reported():
     frame = observations(30, labels=1)
-    ledger = pd.DataFrame({"observation_id": frame["observation_id"], "group_key": frame["group_key"], "split": "train"})
+    ledger = pd.DataFrame(
+        {"observation_id": frame["observation_id"], "group_key": frame["group_key"], "split": "train"}
+    )
     result = assign_splits(frame, ledger)
     assert (result.assignments["split"] == "train").all()
     assert result.uncovered == {"0": ["valid", "test"]}

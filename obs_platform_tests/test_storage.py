@@ -34,7 +34,9 @@ def test_content_addressed_writes_nothing_when_unchanged(any_storage):
     assert any_storage.read_bytes(f"{first.folder}/train.jsonl") == b'{"a": 1}\n{"a": 2}\n'
     manifest = json.loads(any_storage.read_bytes(f"{first.folder}/_manifest.json"))
     assert manifest["digest"] == first.digest
-    again = write_content_addressed(any_storage, "training-data/x", {"train.jsonl": [b'{"a": 1}\n{"a": 2}\n'], "valid.jsonl": [b'{"a": 3}\n']})
+    again = write_content_addressed(
+        any_storage, "training-data/x", {"train.jsonl": [b'{"a": 1}\n{"a": 2}\n'], "valid.jsonl": [b'{"a": 3}\n']}
+    )
     assert not again.written and again.folder == first.folder
     changed = write_content_addressed(any_storage, "training-data/x", {"train.jsonl": [b"{}\n"], "valid.jsonl": []})
     assert changed.written and changed.folder != first.folder

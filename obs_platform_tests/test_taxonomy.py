@@ -33,7 +33,13 @@ def test_seed_taxonomy_loads_unchanged(seed_taxonomy):
     assert len(seed_taxonomy.domains) == 5
     assert len(seed_taxonomy.attributes) == 32
     assert sum(len(a.points) for a in seed_taxonomy.attributes) == 327
-    assert [lvl.title for lvl in seed_taxonomy.levels] == ["Emerging", "Developing", "Progressing", "Advancing", "Refining"]
+    assert [lvl.title for lvl in seed_taxonomy.levels] == [
+        "Emerging",
+        "Developing",
+        "Progressing",
+        "Advancing",
+        "Refining",
+    ]
     assert seed_taxonomy.domain_by_key("physical_development").id == 1
     assert seed_taxonomy.domain_by_key("language_literacy").id == 3
 

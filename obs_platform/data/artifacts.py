@@ -20,7 +20,9 @@ class TrainingFiles(BaseModel):
     written: bool
 
     @classmethod
-    def from_write(cls, fmt: str, write: ContentAddressedWrite, storage: Storage, rows: dict[str, int]) -> TrainingFiles:
+    def from_write(
+        cls, fmt: str, write: ContentAddressedWrite, storage: Storage, rows: dict[str, int]
+    ) -> TrainingFiles:
         return cls(
             format=fmt,
             version=write.version,

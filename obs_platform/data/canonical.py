@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 
 from obs_platform.data.raw import PROVENANCE_COLUMNS
 from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
+from obs_platform.gc_pause import without_gc_pauses
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.taxonomy.model import normalise_level_title
-from obs_platform.gc_pause import without_gc_pauses
 
 # canonical column → accepted source names, first match wins
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -204,7 +204,9 @@ def _map_aliases(parsed: pd.DataFrame) -> pd.DataFrame:
             mapped[field] = pd.Series(None, index=parsed.index, dtype=object)
             continue
         # Secondary tags stay Arrow-typed until `_coerce_secondary`, which converts them with the taxonomy.
-        column = parsed[present[0]] if field == "secondary_tags" and len(present) == 1 else _from_arrow(parsed[present[0]])
+        column = (
+            parsed[present[0]] if field == "secondary_tags" and len(present) == 1 else _from_arrow(parsed[present[0]])
+        )
         for alias in present[1:]:
             column = column.astype(object).where(column.notna(), _from_arrow(parsed[alias]).astype(object))
         mapped[field] = column
@@ -411,7 +413,9 @@ def _coerce_secondary(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reason
         listed = pd.Series([v if v is not None else [] for v in converted], index=mapped.index, dtype=object)
     else:
         values = _from_arrow(column).tolist()
-        listed = pd.Series([[] if v.__class__ is list and not v else from_list(v) for v in values], index=mapped.index, dtype=object)
+        listed = pd.Series(
+            [[] if v.__class__ is list and not v else from_list(v) for v in values], index=mapped.index, dtype=object
+        )
     flat = mapped["secondary_attribute_id"].notna() | mapped["secondary_domain_id"].notna()
     for index in flat[flat].index:
         converted = tag(

@@ -19,8 +19,14 @@ import pandas as pd
 from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
 
-PHOTO_MIME_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                    ".heic": "image/heic", ".heif": "image/heif"}
+PHOTO_MIME_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+}
 OSS_SYSTEM_PROMPT = (
     "You tag early-years observations with a curriculum area, goal and progression level. "
     'Answer with JSON: {"domain": ..., "attribute": ..., "level": ..., "secondary": [...]}.'
@@ -86,10 +92,14 @@ class TrainingLineRenderer:
     def __init__(self, taxonomy: Taxonomy, instruction: str | None = None):
         self.taxonomy = taxonomy
         system = {"role": "system", "parts": [{"text": instruction or system_instruction(taxonomy)}]}
-        self._gemini_head = b'{"systemInstruction":' + orjson.dumps(system) + b',"contents":[{"role":"user","parts":[{"text":'
+        self._gemini_head = (
+            b'{"systemInstruction":' + orjson.dumps(system) + b',"contents":[{"role":"user","parts":[{"text":'
+        )
         self._gemini_model = b'},{"role":"model","parts":[{"text":'
         self._chat_head = (
-            b'{"messages":[{"role":"system","content":' + orjson.dumps(OSS_SYSTEM_PROMPT) + b'},{"role":"user","content":'
+            b'{"messages":[{"role":"system","content":'
+            + orjson.dumps(OSS_SYSTEM_PROMPT)
+            + b'},{"role":"user","content":'
         )
         self._chat_assistant = b'},{"role":"assistant","content":'
         self._answers: dict[tuple[LabelKey, tuple[LabelKey, ...]], bytes] = {}
@@ -227,8 +237,10 @@ def gemini_line_problems(line: Any, taxonomy: Taxonomy) -> list[str]:
                 problems.append(f"a part must hold exactly one of text or fileData: {part!r:.80}")
             elif "fileData" in part:
                 data = part["fileData"]
-                if not isinstance(data, Mapping) or not str(data.get("fileUri", "")).startswith("gs://") or not data.get(
-                    "mimeType"
+                if (
+                    not isinstance(data, Mapping)
+                    or not str(data.get("fileUri", "")).startswith("gs://")
+                    or not data.get("mimeType")
                 ):
                     problems.append(f"fileData needs a gs:// fileUri and a mimeType: {data!r:.80}")
     answer = _texts(contents[-1].get("parts") if isinstance(contents[-1], Mapping) else None)

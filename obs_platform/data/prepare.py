@@ -14,8 +14,8 @@ import pandas as pd
 from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
-from obs_platform.taxonomy import Taxonomy
 from obs_platform.gc_pause import without_gc_pauses
+from obs_platform.taxonomy import Taxonomy
 
 REDACTED_COLUMNS = [
     "observation_id",
@@ -89,8 +89,11 @@ def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> S
 def _label_columns(frame: pd.DataFrame) -> Iterator[tuple]:
     """Per row: text, age (None when unknown), label key, secondary label keys, photo URIs."""
     ages = frame["child_age_months"].astype(object).where(frame["child_age_months"].notna(), None).tolist()
-    labels = zip(frame["domain_id"].astype(int).tolist(), frame["attribute_id"].astype(int).tolist(),
-                 frame["progression_title"].tolist())
+    labels = zip(
+        frame["domain_id"].astype(int).tolist(),
+        frame["attribute_id"].astype(int).tolist(),
+        frame["progression_title"].tolist(),
+    )
     secondary = (
         tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in tags) if tags else ()
         for tags in frame["secondary_tags"].tolist()
@@ -113,8 +116,12 @@ def _chunked(lines: Iterable[bytes]) -> Iterator[bytes]:
 def _split_records(frame: pd.DataFrame) -> Iterator[bytes]:
     subset = frame[SPLIT_RECORD_COLUMNS]
     ages = subset["child_age_months"].astype(object).where(subset["child_age_months"].notna(), None)
-    subset = subset.assign(child_age_months=ages, domain_id=subset["domain_id"].astype(int),
-                           attribute_id=subset["attribute_id"].astype(int), level_index=subset["level_index"].astype(int))
+    subset = subset.assign(
+        child_age_months=ages,
+        domain_id=subset["domain_id"].astype(int),
+        attribute_id=subset["attribute_id"].astype(int),
+        level_index=subset["level_index"].astype(int),
+    )
     columns = list(subset.columns)
     for values in zip(*(subset[c].tolist() for c in columns)):
         yield orjson.dumps(dict(zip(columns, values)), option=orjson.OPT_APPEND_NEWLINE)

@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from obs_platform.storage import Storage
 from obs_platform.gc_pause import without_gc_pauses
+from obs_platform.storage import Storage
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
 PROVENANCE_COLUMNS = ["source_file", "source_line", "parse_error", "raw_text"]

@@ -162,7 +162,9 @@ class Redactor:
     def _mark_names(self, array: pa.Array) -> pa.Array:
         if self._pattern is not None:
             pattern, marked = self._pattern, rf"{_MARK}\0{_MARK}"
-            array = map_slices(array, lambda part: pc.replace_substring_regex(part, pattern=pattern, replacement=marked))
+            array = map_slices(
+                array, lambda part: pc.replace_substring_regex(part, pattern=pattern, replacement=marked)
+            )
         if self._exact_candidates is None:
             return array
         where = pc.match_substring_regex(array, self._exact_candidates)
@@ -192,7 +194,11 @@ class Redactor:
             person = self._person_of.get(token, (token,))
             if person not in labels:
                 titled = _TITLE_BEFORE.search(parts[i - 1][-12:]) is not None
-                kind = "ADULT" if token in self.roster.adults or (titled and token not in self.roster.children) else "CHILD"
+                kind = (
+                    "ADULT"
+                    if token in self.roster.adults or (titled and token not in self.roster.children)
+                    else "CHILD"
+                )
                 counters[kind] += 1
                 labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
             parts[i] = labels[person]
@@ -241,4 +247,6 @@ def contains_contact_details(text: str) -> bool:
     """True when an e-mail address or a phone number survives in `text`."""
     if re.search(_EMAIL, text):
         return True
-    return any(MIN_PHONE_DIGITS <= sum(c.isdigit() for c in m.group(0)) <= MAX_PHONE_DIGITS for m in _PHONE.finditer(text))
+    return any(
+        MIN_PHONE_DIGITS <= sum(c.isdigit() for c in m.group(0)) <= MAX_PHONE_DIGITS for m in _PHONE.finditer(text)
+    )

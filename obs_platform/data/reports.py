@@ -28,7 +28,11 @@ def quarantine_reasons(quarantined: pd.DataFrame) -> pd.DataFrame:
 
 def label_distribution(frame: pd.DataFrame) -> pd.DataFrame:
     """Observations per domain/attribute, one column per split when the frame has splits."""
-    keys = ["domain_key", "attribute_id", "attribute_name"] if "attribute_name" in frame else ["domain_key", "attribute_id"]
+    keys = (
+        ["domain_key", "attribute_id", "attribute_name"]
+        if "attribute_name" in frame
+        else ["domain_key", "attribute_id"]
+    )
     if "split" not in frame:
         return frame.groupby(keys).size().rename("rows").reset_index()
     table = frame.groupby([*keys, "split"], observed=True).size().unstack("split", fill_value=0)

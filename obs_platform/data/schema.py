@@ -1,10 +1,10 @@
 """The pandera contracts of canonical observations.
 
-Check methods are named by their reason code (pandera forgets a check's `name=` when a model class is
-built a second time, the method name survives). `ObservationRecordSchema` holds the per-row rules any taxonomy shares; `taxonomy_schema(taxonomy)`
+`ObservationRecordSchema` holds the per-row rules any taxonomy shares; `taxonomy_schema(taxonomy)`
 extends it at run time with the rules that come from the taxonomy file in use (ids exist, attribute
-belongs to domain, level valid for the attribute). Every check is named by the reason code a failing row
-is quarantined under, so the quarantine table speaks the same language as the schema.
+belongs to domain, level valid for the attribute). Every check method is named by the reason code a
+failing row is quarantined under, so the quarantine table speaks the schema's language (the method name,
+not `name=`: pandera forgets `name=` when a model class is built a second time).
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ def taxonomy_schema(taxonomy: Taxonomy) -> type[ObservationRecordSchema]:
         @pa.check("secondary_tags", error="a secondary tag names no valid domain/attribute/level")
         def invalid_secondary_tag(cls, tags: Series[object]) -> Series[bool]:
             def valid(tag_list: list) -> bool:
-                return all((t.get("domain_id"), t.get("attribute_id"), t.get("level")) in valid_triples for t in tag_list)
+                return all(
+                    (t.get("domain_id"), t.get("attribute_id"), t.get("level")) in valid_triples for t in tag_list
+                )
 
             return pd.Series([not t or valid(t) for t in tags.tolist()], index=tags.index)
 

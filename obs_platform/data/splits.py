@@ -143,7 +143,9 @@ def assign_splits(
     frame.loc[fresh, "split"] = _bucket_splits(frame.loc[fresh, "group_key"])
 
     moved = _repair_coverage(frame, anchored, label_column, min_examples)
-    uncovered = {str(label): lacking for label, lacking in _uncovered(_split_counts(frame, label_column), min_examples).items()}
+    uncovered = {
+        str(label): lacking for label, lacking in _uncovered(_split_counts(frame, label_column), min_examples).items()
+    }
 
     # Observation ids are unique in `observations` and the new ones are not in the ledger yet.
     parts = [part for part in (ledger[LEDGER_COLUMNS], frame.loc[~fixed, LEDGER_COLUMNS]) if not part.empty]

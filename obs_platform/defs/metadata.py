@@ -1,6 +1,5 @@
 """Turning library results into Dagster metadata values (presentation only)."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -11,9 +10,7 @@ def table(frame: pd.DataFrame, max_rows: int = 200) -> dg.TableMetadataValue:
     """A DataFrame as a typed Dagster table (the UI renders it with column types)."""
     shown = frame.head(max_rows)
     columns = [dg.TableColumn(str(c), _KINDS.get(shown[c].dtype.kind, "string")) for c in shown.columns]
-    records = [
-        dg.TableRecord({str(k): _plain(v) for k, v in row.items()}) for row in shown.to_dict(orient="records")
-    ]
+    records = [dg.TableRecord({str(k): _plain(v) for k, v in row.items()}) for row in shown.to_dict(orient="records")]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 

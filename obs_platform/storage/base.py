@@ -78,9 +78,7 @@ MANIFEST = "_manifest.json"
 
 
 @without_gc_pauses
-def write_content_addressed(
-    storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]
-) -> ContentAddressedWrite:
+def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]) -> ContentAddressedWrite:
     """Stream `files` (name → chunks) to `base/<digest>/`; a bundle already there is left untouched.
 
     Chunks go to local scratch files while they are hashed, so a million-line file never sits in
@@ -105,7 +103,10 @@ def write_content_addressed(
         if written:
             for name in sorted(files):
                 storage.put_file(f"{folder}/{name}", Path(scratch, name.replace("/", "__")))
-            manifest = {"digest": digest, "files": {n: {"sha256": digests[n], "bytes": sizes[n]} for n in sorted(files)}}
+            manifest = {
+                "digest": digest,
+                "files": {n: {"sha256": digests[n], "bytes": sizes[n]} for n in sorted(files)},
+            }
             storage.write_bytes(manifest_path, json.dumps(manifest, indent=2).encode())
     return ContentAddressedWrite(
         folder=folder,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -187,9 +187,8 @@ class Taxonomy:
         if attribute_id not in self._attributes:
             problems.append(f"unknown attribute id {attribute_id!r}")
         elif domain_id in self._domains and self._attributes[attribute_id].domain_id != domain_id:
-            problems.append(
-                f"attribute {attribute_id} belongs to domain {self._attributes[attribute_id].domain_id}, not {domain_id}"
-            )
+            owner = self._attributes[attribute_id].domain_id
+            problems.append(f"attribute {attribute_id} belongs to domain {owner}, not {domain_id}")
         if not isinstance(level_title, str) or normalise_level_title(level_title) not in self._levels_by_key:
             problems.append(f"unknown progression level {level_title!r}")
         elif attribute_id in self._attributes:
@@ -197,9 +196,6 @@ class Taxonomy:
             if level not in self._attributes[attribute_id].label_levels:
                 problems.append(f"level {level.title!r} has no visible progression point for attribute {attribute_id}")
         return problems
-
-    def is_valid_label(self, label: Label) -> bool:
-        return not self.label_problems(label.domain_id, label.attribute_id, label.level_title)
 
     @cached_property
     def valid_label_keys(self) -> frozenset[str]:
@@ -389,16 +385,3 @@ def _require(raw: Any, where: str, spec: dict[str, type], problems: list[str]) -
         else:
             found[key] = value
     return found if ok else None
-
-
-def iter_label_rows(taxonomy: Taxonomy) -> Iterable[dict[str, Any]]:
-    """One row per (attribute, level) label, for reports and metadata tables."""
-    for domain in taxonomy.domains:
-        for attribute in domain.attributes:
-            for level in attribute.label_levels:
-                yield {
-                    "domain_key": domain.key,
-                    "attribute_id": attribute.id,
-                    "attribute": attribute.name,
-                    "level": level.title,
-                }

@@ -1,6 +1,5 @@
 """The data assets: raw exports → canonical (+ quarantine) → redacted → splits → training JSONL."""
 
-
 import io
 
 import dagster as dg
@@ -30,7 +29,9 @@ def raw_observations(context: dg.AssetExecutionContext, storage: StorageResource
     client = storage.client()
     result = read_landing(client, LANDING_PREFIX)
     if not result.files:
-        context.log.warning(f"no exports under {client.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data`")
+        context.log.warning(
+            f"no exports under {client.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data`"
+        )
     context.add_output_metadata(
         {
             "dagster/row_count": len(result.table),
@@ -115,7 +116,9 @@ def training_splits(
     """Stable train/valid/test assignment (a ledger keeps every observation in its first split; near-duplicate
     notes share a split), written as redacted JSONL under `splits/<version>/`."""
     client = storage.client()
-    ledger = pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
+    ledger = (
+        pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
+    )
     outcome = prepare.split_observations(redacted_observations, ledger)
     written = write_content_addressed(client, "splits", prepare.split_files(outcome.frame))
     if outcome.result.added_to_ledger:  # unchanged data leaves the ledger file as it is

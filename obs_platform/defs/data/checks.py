@@ -1,6 +1,5 @@
 """Asset checks of the data layer: nothing lost, no names leaked, every training line valid."""
 
-
 import dagster as dg
 import orjson
 import pandas as pd
@@ -10,7 +9,6 @@ from obs_platform.data.artifacts import TrainingFiles
 from obs_platform.data.formats import gemini_line_problems
 from obs_platform.data.redaction import Redactor, contains_contact_details, surviving_names
 from obs_platform.defs.data.assets import (
-    canonical_and_quarantined_observations,
     gemini_sft_jsonl,
     oss_sft_jsonl,
     training_splits,
@@ -34,7 +32,11 @@ def raw_rows_accounted_for(
     def places(frame: pd.DataFrame) -> pd.Series:
         return frame["source_file"].astype(str) + ":" + frame["source_line"].astype(str)
 
-    raw, canonical, quarantined = places(raw_observations), places(canonical_observations), places(quarantined_observations)
+    raw, canonical, quarantined = (
+        places(raw_observations),
+        places(canonical_observations),
+        places(quarantined_observations),
+    )
     both = set(canonical) & set(quarantined)
     unaccounted = set(raw) - set(canonical) - set(quarantined)
     passed = len(raw) == len(canonical) + len(quarantined) and not both and not unaccounted
@@ -146,5 +148,8 @@ def gemini_lines_valid(
             problems.extend({"file": file_name, "line": number, "problem": p} for p in found)
     return dg.AssetCheckResult(
         passed=not problems and lines == sum(gemini_sft_jsonl.rows.values()),
-        metadata={"lines_checked": lines, "problems": table(pd.DataFrame(problems, columns=["file", "line", "problem"]))},
+        metadata={
+            "lines_checked": lines,
+            "problems": table(pd.DataFrame(problems, columns=["file", "line", "problem"])),
+        },
     )

@@ -1,6 +1,5 @@
 """Resources of the data layer: the storage root, the taxonomy in use, and an IO manager on storage."""
 
-
 import io
 import pickle
 from functools import lru_cache
@@ -104,7 +103,7 @@ def _lists_restored(frame: pd.DataFrame) -> pd.DataFrame:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    for column in frame.columns[frame.dtypes == object]:
+    for column in frame.columns[[dtype == np.dtype(object) for dtype in frame.dtypes]]:
         first = frame[column].dropna().head(1)
         if len(first) and isinstance(first.iloc[0], np.ndarray):
             frame[column] = frame[column].map(plain)
