@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from obs_platform.data.raw import PROVENANCE_COLUMNS
 from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
+from obs_platform.data.values import plain_value
 from obs_platform.gc_pause import without_gc_pauses
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.taxonomy.model import normalise_level_title
@@ -590,7 +591,7 @@ def _quarantine_table(raw: pd.DataFrame, typed: pd.DataFrame, found: pd.DataFram
     def original_text(index: int) -> str:
         if isinstance(raw.at[index, "raw_text"], str):
             return raw.at[index, "raw_text"]
-        record = {c: _plain(raw.at[index, c]) for c in payload_columns if _present(raw.at[index, c])}
+        record = {c: plain_value(raw.at[index, c]) for c in payload_columns if _present(raw.at[index, c])}
         return orjson.dumps(record, default=str).decode()
 
     table = pd.DataFrame(
@@ -611,15 +612,6 @@ def _quarantine_table(raw: pd.DataFrame, typed: pd.DataFrame, found: pd.DataFram
 
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and value != value)
-
-
-def _plain(value: Any) -> Any:
-    """A raw cell as JSON would have held it (Arrow-typed exports hand back numpy arrays)."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _present(value: Any) -> bool:

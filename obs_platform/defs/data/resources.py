@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from obs_platform.data.values import plain_value
 from obs_platform.settings import Settings
 from obs_platform.storage import Storage, storage_from_uri
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
@@ -95,18 +96,10 @@ class StorageIOManager(dg.ConfigurableIOManager):
 
 def _lists_restored(frame: pd.DataFrame) -> pd.DataFrame:
     """Parquet hands list columns back as numpy arrays; the library works with plain lists."""
-
-    def plain(value: object) -> object:
-        if isinstance(value, np.ndarray):
-            return [plain(v) for v in value.tolist()]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
     for column in frame.columns[[dtype == np.dtype(object) for dtype in frame.dtypes]]:
         first = frame[column].dropna().head(1)
         if len(first) and isinstance(first.iloc[0], np.ndarray):
-            frame[column] = frame[column].map(plain)
+            frame[column] = frame[column].map(plain_value)
     return frame
 
 
