@@ -4,9 +4,9 @@ Rules:
 - An observation keeps its split forever: assignments are kept in a ledger (observation id → split)
   under the storage root, and the ledger is consulted before anything else.
 - Near-duplicate notes never straddle splits: observations are grouped by a fingerprint of their
-  redacted, normalised text (case, punctuation, white space, names and numbers ignored; the same
-  group observation written up for three children is one group), and a new observation joins the
-  split of its group when the group already has one.
+  redacted text, the multiset of its adjacent letter pairs (case, punctuation, digits, spacing, names
+  and word order ignored; the same group observation written up for three children is one group), and
+  a new observation joins the split of its group when the group already has one.
 - A new group otherwise goes where a hash of its fingerprint puts it (about 80/10/10), so the same
   data always gives the same splits, on any machine, in any order.
 - Every attribute with at least `min_examples` observations should appear in every split: when one
