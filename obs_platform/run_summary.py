@@ -4,7 +4,17 @@ from collections.abc import Callable
 
 import dagster as dg
 
-SHOWN_KEYS = ("dagster/row_count", "dataset_version", "splits_uri", "folder_uri", "landing_uri")
+SHOWN_KEYS = (
+    "dagster/row_count",
+    "dataset_version",
+    "splits_uri",
+    "folder_uri",
+    "landing_uri",
+    "model_version",
+    "valid_attribute_accuracy",
+    "training_seconds",
+    "model_uri",
+)
 
 
 def asset_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str]]:

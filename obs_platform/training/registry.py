@@ -1,0 +1,105 @@
+"""A versioned model registry under the storage root.
+
+`models/<name>/v<N>/` holds a trained model's files and `version.json` (training manifest, dataset
+version, job id, registration time); `models/<name>/aliases.json` maps aliases (`champion`,
+`challenger`) to versions. Versions are never overwritten: registering the same job twice returns the
+version it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from obs_platform.storage import Storage
+
+ALIASES = ("champion", "challenger")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    folder: str  # storage path of the version's files
+    uri: str
+    dataset_version: str
+    job_id: str
+    registered_at: float
+    manifest: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/v{self.version}"
+
+
+class RegistryError(KeyError):
+    """Unknown model, version or alias."""
+
+
+class ModelRegistry:
+    def __init__(self, storage: Storage, prefix: str = "models"):
+        self.storage = storage
+        self.prefix = prefix
+
+    def _aliases_path(self, name: str) -> str:
+        return f"{self.prefix}/{name}/aliases.json"
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        found = []
+        for path in self.storage.list_files(f"{self.prefix}/{name}"):
+            if path.endswith("/version.json"):
+                found.append(ModelVersion(**json.loads(self.storage.read_bytes(path))))
+        return sorted(found, key=lambda v: v.version)
+
+    def register(
+        self, name: str, files: Path, *, manifest: dict[str, Any], dataset_version: str, job_id: str
+    ) -> ModelVersion:
+        """Copy a finished job's output folder in as the next version (or return the job's existing one)."""
+        existing = self.versions(name)
+        for version in existing:
+            if version.job_id == job_id:
+                return version
+        number = existing[-1].version + 1 if existing else 1
+        folder = f"{self.prefix}/{name}/v{number}"
+        for file in sorted(p for p in files.rglob("*") if p.is_file()):
+            relative = file.relative_to(files).as_posix()
+            if relative.startswith(("checkpoints/", "best/")):
+                continue  # training state, not part of the model
+            self.storage.write_bytes(f"{folder}/files/{relative}", file.read_bytes())
+        version = ModelVersion(
+            name=name,
+            version=number,
+            folder=folder,
+            uri=self.storage.uri(f"{folder}/files"),
+            dataset_version=dataset_version,
+            job_id=job_id,
+            registered_at=time.time(),
+            manifest=manifest,
+        )
+        # version.json last: a half-copied version has none and is not listed.
+        self.storage.write_bytes(f"{folder}/version.json", json.dumps(asdict(version), indent=2).encode())
+        return version
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        for candidate in self.versions(name):
+            if candidate.version == version:
+                return candidate
+        raise RegistryError(f"no version {version} of model {name!r}")
+
+    def aliases(self, name: str) -> dict[str, int]:
+        path = self._aliases_path(name)
+        return json.loads(self.storage.read_bytes(path)) if self.storage.exists(path) else {}
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        self.get(name, version)  # must exist
+        aliases = {**self.aliases(name), alias: version}
+        self.storage.write_bytes(self._aliases_path(name), json.dumps(aliases, indent=2, sort_keys=True).encode())
+
+    def resolve(self, name: str, alias: str) -> ModelVersion:
+        aliases = self.aliases(name)
+        if alias not in aliases:
+            raise RegistryError(f"model {name!r} has no {alias!r} alias")
+        return self.get(name, aliases[alias])

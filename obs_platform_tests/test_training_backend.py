@@ -1,0 +1,116 @@
+"""The local tuning backend (a real trainer subprocess on a tiny BERT), the registry, and the model asset."""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from obs_platform.storage import LocalStorage
+from obs_platform.training.backend import JobError, JobState, TrainingSpec
+from obs_platform.training.local import LocalSubprocessBackend
+from obs_platform.training.registry import ModelRegistry, RegistryError
+
+from .test_data_assets import load_defs, metadata
+
+
+def spec_for(split_files, tiny_bert, **hyperparameters) -> TrainingSpec:
+    return TrainingSpec(
+        train_uri=str(split_files["train"]),
+        valid_uri=str(split_files["valid"]),
+        dataset_version="test-version",
+        base_model=str(tiny_bert),
+        hyperparameters={"epochs": 1, "batch_size": 64, "max_length": 64, **hyperparameters},
+    )
+
+
+def wait(backend, job_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not (status := backend.status(job_id)).state.finished:
+        assert time.monotonic() < deadline, f"job {job_id} still {status.state}"
+        time.sleep(0.5)
+    return status
+
+
+def test_a_job_runs_to_success_and_is_visible_from_another_backend_object(tmp_path, split_files, tiny_bert):
+    backend = LocalSubprocessBackend(tmp_path)
+    job_id = backend.submit(spec_for(split_files, tiny_bert))
+    assert backend.status(job_id).state in (JobState.RUNNING, JobState.SUCCEEDED)
+    other = LocalSubprocessBackend(tmp_path)  # a sensor in another process reads the same records
+    status = wait(other, job_id)
+    assert status.state is JobState.SUCCEEDED and status.progress == 1.0
+    artifact = other.result(job_id)
+    assert Path(artifact.uri, "adapter", "adapter_config.json").exists()
+    assert artifact.manifest["epochs_run"] == 1
+    [record] = other.jobs()
+    assert (
+        record["id"] == job_id
+        and record["state"] == "SUCCEEDED"
+        and record["spec"]["dataset_version"] == "test-version"
+    )
+
+
+def test_a_failing_job_reports_the_trainer_log(tmp_path, split_files, tiny_bert):
+    backend = LocalSubprocessBackend(tmp_path)
+    bad = TrainingSpec(
+        train_uri=str(tmp_path / "missing.jsonl"),
+        valid_uri=str(split_files["valid"]),
+        dataset_version="x",
+        base_model=str(tiny_bert),
+    )
+    status = wait(backend, backend.submit(bad))
+    assert status.state is JobState.FAILED
+    assert "missing.jsonl" in status.message and "exited with code" in status.message
+    with pytest.raises(JobError, match="FAILED"):
+        backend.result(backend.jobs()[0]["id"])
+
+
+def test_cancel(tmp_path, split_files, tiny_bert):
+    backend = LocalSubprocessBackend(tmp_path)
+    job_id = backend.submit(spec_for(split_files, tiny_bert, epochs=50))
+    backend.cancel(job_id)
+    assert backend.status(job_id).state is JobState.CANCELLED
+    with pytest.raises(JobError):
+        backend.status("local-unknown")
+
+
+def test_registry_versions_and_aliases(tmp_path):
+    storage = LocalStorage(tmp_path / "home")
+    files = tmp_path / "out"
+    (files / "adapter").mkdir(parents=True)
+    (files / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (files / "checkpoints").mkdir()
+    (files / "checkpoints" / "optimizer.pt").write_bytes(b"state")
+    registry = ModelRegistry(storage)
+    first = registry.register("m", files, manifest={"metrics": {}}, dataset_version="d1", job_id="j1")
+    assert registry.register("m", files, manifest={}, dataset_version="d1", job_id="j1") == first  # idempotent
+    second = registry.register("m", files, manifest={}, dataset_version="d2", job_id="j2")
+    assert (first.version, second.version) == (1, 2)
+    assert storage.exists("models/m/v1/files/adapter/adapter_model.safetensors")
+    assert not storage.exists("models/m/v1/files/checkpoints/optimizer.pt")
+    registry.set_alias("m", "champion", 1)
+    registry.set_alias("m", "challenger", 2)
+    assert registry.resolve("m", "champion").dataset_version == "d1"
+    assert registry.aliases("m") == {"champion": 1, "challenger": 2}
+    with pytest.raises(RegistryError):
+        registry.set_alias("m", "champion", 7)
+    with pytest.raises(RegistryError):
+        ModelRegistry(storage).resolve("other", "champion")
+
+
+def test_the_model_asset_trains_registers_and_links_the_dataset(monkeypatch, landed_storage, tiny_bert):
+    monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_bert))
+    monkeypatch.setenv("OBS_PLATFORM_TRAIN_EPOCHS", "1")
+    monkeypatch.setenv("OBS_PLATFORM_TRAIN_BATCH_SIZE", "64")
+    monkeypatch.setenv("OBS_PLATFORM_TRAIN_MAX_LENGTH", "64")
+    defs = load_defs(monkeypatch, landed_storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success
+        model = metadata(instance, "tuned_oss_model")
+        splits = metadata(instance, "training_splits")
+        assert model["model_version"] == "oss-classifier/v1"
+        assert model["dataset_version"] == splits["dataset_version"]
+        assert model["aliases"] == {"champion": 1}
+        assert 0 <= model["valid_attribute_accuracy"] <= 1
+        assert Path(model["model_uri"], "adapter", "adapter_model.safetensors").exists()
