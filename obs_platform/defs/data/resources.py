@@ -103,10 +103,15 @@ def _lists_restored(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def configured_storage() -> StorageResource:
+    """The storage root from the environment; every concern's resources share it."""
+    return StorageResource(root_uri=Settings.from_env().home)
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = Settings.from_env()
-    storage = StorageResource(root_uri=settings.home)
+    storage = configured_storage()
     return dg.Definitions(
         resources={
             "storage": storage,

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from obs_platform.defs.data.resources import StorageResource
+from obs_platform.defs.data.resources import StorageResource, configured_storage
 from obs_platform.settings import Settings
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import TrainingSpec, TuningBackend
@@ -61,12 +61,11 @@ class ModelRegistryResource(dg.ConfigurableResource):
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = Settings.from_env()
-    storage = StorageResource(root_uri=settings.home)
     return dg.Definitions(
         resources={
             "tuning": TuningBackendResource(
                 kind=settings.backend, base_model=settings.base_model, **settings.train_options
             ),
-            "registry": ModelRegistryResource(storage=storage),
+            "registry": ModelRegistryResource(storage=configured_storage()),
         }
     )
