@@ -1,0 +1,107 @@
+"""The predictor and the HTTP endpoint, on a tiny classifier trained once for the module."""
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from trainer.classifier import train_classifier
+from trainer.config import TrainerConfig
+
+from obs_platform.data.redaction import Roster
+from obs_platform.serving.app import MAX_BATCH, create_app
+from obs_platform.serving.predictor import ClassifierPredictor, Instance
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, split_files, tiny_bert) -> Path:
+    output = tmp_path_factory.mktemp("model")
+    train_classifier(
+        TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
+                      base_model=str(tiny_bert), epochs=1, batch_size=64, max_length=64)
+    )  # fmt: skip
+    return output
+
+
+@pytest.fixture(scope="module")
+def predictor(trained, tiny_bert, eyfs) -> ClassifierPredictor:
+    return ClassifierPredictor(trained, eyfs, roster=Roster.from_names(["Amara Okafor"]), base_model=str(tiny_bert))
+
+
+@pytest.fixture(scope="module")
+def client(predictor, tmp_path_factory) -> TestClient:
+    root = tmp_path_factory.mktemp("home")
+    return TestClient(create_app(predictor, {"model_version": "oss-classifier/v1", "inputs": ["text"]}, TOKEN, root))
+
+
+def test_predictions_are_valid_taxonomy_labels(predictor, eyfs):
+    [prediction] = predictor.predict([Instance("Amara poured water into three cups: 'this one has the most'", 40)])
+    attribute = eyfs.attribute(prediction.attribute_id)
+    assert prediction.attribute == attribute.name and prediction.domain == eyfs.domain(attribute.domain_id).key
+    assert prediction.level in [lvl.title for lvl in eyfs.levels]
+    assert 0 < prediction.confidence <= 1 and len(prediction.top_k) == 3
+    assert prediction.top_k[0].probability == prediction.confidence
+    probabilities = [s.probability for s in prediction.top_k]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_a_batch_is_one_pass_with_the_same_answers(predictor):
+    notes = ["Built a tall tower", "Sang the whole song", "Counted to ten on the steps"]
+    batched = predictor.predict([Instance(n) for n in notes])
+    single = [predictor.predict([Instance(n)])[0] for n in notes]
+    assert [p.attribute_id for p in batched] == [p.attribute_id for p in single]
+    assert all(abs(a.confidence - b.confidence) < 1e-3 for a, b in zip(batched, single))
+
+
+def test_requests_are_redacted_like_training_data(predictor):
+    texts = predictor._inputs([Instance("Zeynep and Amara built a den", 30, child_name="Zeynep Kaya")])
+    assert texts == ["Observation: [CHILD] and [CHILD_2] built a den\nChild's age: 30 months"]
+
+
+def test_predict_endpoint(client):
+    response = client.post(
+        "/v1/predict", headers=AUTH, json={"instances": [{"notes": "Jumped with two feet", "child_age_months": 30}]}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "oss-classifier/v1"
+    assert set(body["predictions"][0]) >= {"domain", "attribute", "level", "confidence", "top_k"}
+    assert client.get("/health").json() == {"status": "ok", "model_version": "oss-classifier/v1"}
+    assert client.get("/v1/model", headers=AUTH).json()["inputs"] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"instances": []}, 422),
+        ({"instances": [{"notes": "   "}]}, 422),
+        ({"instances": [{"notes": "x" * 5000}]}, 422),
+        ({"instances": [{"notes": "ok", "child_age_months": 400}]}, 422),
+        ({"instances": [{"notes": "ok", "extra": 1}]}, 422),
+        ({"instances": [{"notes": "ok"}] * (MAX_BATCH + 1)}, 422),
+        ({"instances": [{"notes": "ok", "image_uri": "file:///etc/passwd"}]}, 422),
+        ({"instances": [{"notes": "ok", "image_uri": "/etc/passwd"}]}, 422),
+        ({"notes": "no instances"}, 422),
+    ],
+)
+def test_bad_requests_are_4xx(client, body, status):
+    assert client.post("/v1/predict", headers=AUTH, json=body).status_code == status
+
+
+def test_auth_and_size_limits(client):
+    body = {"instances": [{"notes": "ok"}]}
+    assert client.post("/v1/predict", json=body).status_code == 401
+    assert client.post("/v1/predict", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    huge = b'{"instances": [' + b'{"notes": "ok"},' * 80000 + b'{"notes": "ok"}]}'
+    response = client.post("/v1/predict", content=huge, headers={**AUTH, "content-type": "application/json"})
+    assert response.status_code == 413
+    assert (
+        client.post(
+            "/v1/predict", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+    good_image = {"instances": [{"notes": "ok", "image_uri": "gs://bucket/a.jpg"}]}
+    assert client.post("/v1/predict", headers=AUTH, json=good_image).status_code == 200
