@@ -5,8 +5,7 @@
 request size and batch size; bad input is a 4xx with a message, never a 500.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the dependency annotations at run time.
 import secrets
 from dataclasses import asdict
 from pathlib import Path
