@@ -12,7 +12,7 @@ import typer
 
 from obs_platform.data.raw import SUPPORTED_SUFFIXES
 from obs_platform.settings import LANDING_PREFIX, Settings
-from obs_platform.storage import StorageError, storage_from_uri
+from obs_platform.storage import LocalStorage, StorageError, storage_from_uri
 
 app = typer.Typer(help="Tag early-years observations with curriculum learning domains.", no_args_is_help=True)
 DEFAULT_DAGSTER_HOME = Path("~/.local/share/obs-platform/dagster").expanduser()
@@ -85,6 +85,83 @@ def run() -> None:
         print_summary(instance, defs, echo=typer.echo)
     if not result.success:
         raise typer.Exit(code=1)
+
+
+endpoint_app = typer.Typer(help="The local endpoint serving the champion model.", no_args_is_help=True)
+app.add_typer(endpoint_app, name="endpoint")
+
+
+def _local_root() -> Path:
+    storage = storage_from_uri(Settings.from_env().home)
+    if not isinstance(storage, LocalStorage):
+        _fail("the local endpoint needs a local OBS_PLATFORM_HOME")
+    return storage.root
+
+
+@endpoint_app.command("start")
+def endpoint_start(
+    version: Annotated[int | None, typer.Option(help="registry version to serve (default: the champion)")] = None,
+) -> None:
+    """Start (or restart) the endpoint on 127.0.0.1."""
+    from obs_platform.serving import endpoint
+    from obs_platform.training.registry import OSS_MODEL, ModelRegistry, RegistryError
+
+    root = _local_root()
+    registry = ModelRegistry(LocalStorage(root))
+    try:
+        chosen = registry.get(OSS_MODEL, version) if version else registry.resolve(OSS_MODEL, "champion")
+    except RegistryError as exc:
+        _fail(f"{exc.args[0]}: run `obs-platform run` to train one")
+    try:
+        state = endpoint.start(root, chosen.uri, chosen.label, Settings.from_env().taxonomy_path)
+    except endpoint.EndpointError as exc:
+        _fail(str(exc))
+    typer.echo(f"serving {state.model_version} at {state.url} (pid {state.pid})")
+
+
+@endpoint_app.command("stop")
+def endpoint_stop() -> None:
+    """Stop the endpoint."""
+    from obs_platform.serving import endpoint
+
+    stopped = endpoint.stop(_local_root())
+    typer.echo(f"stopped {stopped.url} (pid {stopped.pid})" if stopped else "no endpoint was running")
+
+
+@endpoint_app.command("status")
+def endpoint_status() -> None:
+    """URL, model version, PID and where the token is."""
+    from obs_platform.serving import endpoint
+
+    state = endpoint.status(_local_root())
+    if state is None:
+        typer.echo("no endpoint is running: `obs-platform endpoint start`")
+        raise typer.Exit(code=1)
+    typer.echo(f"url:           {state.url}\nmodel version: {state.model_version}\npid:           {state.pid}")
+    typer.echo(f"token:         {state.token_file}\nlog:           {state.log_file}")
+
+
+@app.command()
+def classify(
+    notes: Annotated[str, typer.Argument(help="the observation text")],
+    age_months: Annotated[float | None, typer.Option("--age-months", help="the child's age in months")] = None,
+) -> None:
+    """Ask the running endpoint for a suggestion."""
+    from obs_platform.serving import endpoint
+    from obs_platform.serving.client import ClassifierError, ObservationClassifier
+
+    root = _local_root()
+    state = endpoint.status(root)
+    if state is None:
+        _fail("no endpoint is running: `obs-platform endpoint start`")
+    token, _ = endpoint.endpoint_token(root)
+    try:
+        result = ObservationClassifier.for_local_endpoint(state.url, token).classify(notes, child_age_months=age_months)
+    except ClassifierError as exc:
+        _fail(str(exc))
+    typer.echo(f"{result.domain_name} → {result.attribute} · {result.level}  (confidence {result.confidence:.2f})")
+    for suggestion in result.top_k[1:]:
+        typer.echo(f"  or {suggestion['domain_name']} → {suggestion['attribute']}  ({suggestion['probability']:.2f})")
 
 
 def main() -> None:

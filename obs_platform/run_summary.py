@@ -14,6 +14,8 @@ SHOWN_KEYS = (
     "valid_attribute_accuracy",
     "training_seconds",
     "model_uri",
+    "url",
+    "example",
 )
 
 

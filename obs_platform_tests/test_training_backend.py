@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import JobError, JobState, TrainingSpec
 from obs_platform.training.local import LocalSubprocessBackend
@@ -105,8 +106,20 @@ def test_the_model_asset_trains_registers_and_links_the_dataset(monkeypatch, lan
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_MAX_LENGTH", "64")
     defs = load_defs(monkeypatch, landed_storage.root)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
-        assert result.success
+        try:
+            result = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
+            assert result.success
+            served = metadata(instance, "oss_endpoint")
+            first_model = metadata(instance, "tuned_oss_model")
+            again = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
+            assert again.success
+            reused = metadata(instance, "tuned_oss_model")
+            assert reused["reused"] is True and reused["model_version"] == first_model["model_version"]
+            assert metadata(instance, "oss_endpoint")["pid"] == served["pid"]  # same champion: not restarted
+        finally:
+            endpoint.stop(landed_storage.root)
+        assert served["model_version"] == "oss-classifier/v1" and served["url"].startswith("http://127.0.0.1:")
+        assert "Amara poured water" in served["example"]
         model = metadata(instance, "tuned_oss_model")
         splits = metadata(instance, "training_splits")
         assert model["model_version"] == "oss-classifier/v1"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from obs_platform.storage import Storage
 
 ALIASES = ("champion", "challenger")
+OSS_MODEL = "oss-classifier"  # the registry name of the LoRA-tuned open-source classifier
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ModelVersion:
     job_id: str
     registered_at: float
     manifest: dict[str, Any]
+    spec: dict[str, Any] = field(default_factory=dict)  # what the job was asked to train
 
     @property
     def label(self) -> str:
@@ -55,7 +57,14 @@ class ModelRegistry:
         return sorted(found, key=lambda v: v.version)
 
     def register(
-        self, name: str, files: Path, *, manifest: dict[str, Any], dataset_version: str, job_id: str
+        self,
+        name: str,
+        files: Path,
+        *,
+        manifest: dict[str, Any],
+        dataset_version: str,
+        job_id: str,
+        spec: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Copy a finished job's output folder in as the next version (or return the job's existing one)."""
         existing = self.versions(name)
@@ -78,10 +87,16 @@ class ModelRegistry:
             job_id=job_id,
             registered_at=time.time(),
             manifest=manifest,
+            spec=spec or {},
         )
         # version.json last: a half-copied version has none and is not listed.
         self.storage.write_bytes(f"{folder}/version.json", json.dumps(asdict(version), indent=2).encode())
         return version
+
+    def find(self, name: str, *, dataset_version: str, spec: dict[str, Any]) -> ModelVersion | None:
+        """The latest version trained on this dataset version with this exact spec, if any."""
+        matching = [v for v in self.versions(name) if v.dataset_version == dataset_version and v.spec == spec]
+        return matching[-1] if matching else None
 
     def get(self, name: str, version: int) -> ModelVersion:
         for candidate in self.versions(name):

@@ -9,9 +9,9 @@ from obs_platform.defs.data.assets import training_splits
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.training.backend import JobState
+from obs_platform.training.registry import OSS_MODEL, ModelRegistry, ModelVersion
 
 GROUP = "model"
-MODEL_NAME = "oss-classifier"
 
 
 def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict:
@@ -29,10 +29,16 @@ def tuned_oss_model(
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
     """LoRA-tuned MiniLM classifier on the current splits: submitted to the tuning backend, waited for,
-    registered as the next version of `oss-classifier` (the first version becomes the champion)."""
+    registered as the next version of `oss-classifier` (the first version becomes the champion). A version
+    already trained on the same dataset version with the same recipe is reused instead."""
     splits = _latest_metadata(context, training_splits.key)
     folder = str(splits["splits_uri"])
     spec = tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", str(splits["dataset_version"]))
+    models = registry.registry()
+    trained = models.find(OSS_MODEL, dataset_version=spec.dataset_version, spec=spec.to_dict())
+    if trained is not None:  # same data, same recipe: training again would only spend minutes
+        context.log.info(f"{trained.label} was trained on dataset {spec.dataset_version} with this recipe: reused")
+        return dg.MaterializeResult(metadata={**_version_metadata(models, trained), "reused": True})
     backend = tuning.backend(storage)
     job_id = backend.submit(spec)
     context.log.info(f"submitted {backend.name} tuning job {job_id} on dataset {spec.dataset_version}")
@@ -53,26 +59,37 @@ def tuned_oss_model(
             metadata={"job_id": job_id, "log_tail": dg.MetadataValue.md(f"```\n{status.message}\n```")},
         )
     artifact = backend.result(job_id)
-    models = registry.registry()
     version = models.register(
-        MODEL_NAME, Path(artifact.uri), manifest=artifact.manifest, dataset_version=spec.dataset_version, job_id=job_id
-    )
-    if "champion" not in models.aliases(MODEL_NAME):
-        models.set_alias(MODEL_NAME, "champion", version.version)
-    metrics = artifact.manifest.get("metrics", {})
+        OSS_MODEL, Path(artifact.uri), manifest=artifact.manifest, dataset_version=spec.dataset_version,
+        job_id=job_id, spec=spec.to_dict(),
+    )  # fmt: skip
+    if "champion" not in models.aliases(OSS_MODEL):
+        models.set_alias(OSS_MODEL, "champion", version.version)
     return dg.MaterializeResult(
         metadata={
-            "model_version": version.label,
-            "model_uri": dg.MetadataValue.path(version.uri),
-            "aliases": dg.MetadataValue.json(models.aliases(MODEL_NAME)),
-            "job_id": job_id,
+            **_version_metadata(models, version),
+            "reused": False,
             "backend": backend.name,
-            "dataset_version": spec.dataset_version,
-            "base_model": spec.base_model,
-            "hyperparameters": dg.MetadataValue.json(spec.hyperparameters),
             "training_seconds": round(time.monotonic() - started, 1),
-            "epochs_run": artifact.manifest.get("epochs_run"),
-            "best_epoch": artifact.manifest.get("best_epoch"),
-            **{f"valid_{name}": value for name, value in metrics.items() if isinstance(value, int | float)},
         }
     )
+
+
+def _version_metadata(models: ModelRegistry, version: ModelVersion) -> dict:
+    manifest = version.manifest
+    return {
+        "model_version": version.label,
+        "model_uri": dg.MetadataValue.path(version.uri),
+        "aliases": dg.MetadataValue.json(models.aliases(OSS_MODEL)),
+        "job_id": version.job_id,
+        "dataset_version": version.dataset_version,
+        "base_model": manifest.get("base_model"),
+        "hyperparameters": dg.MetadataValue.json(version.spec.get("hyperparameters", {})),
+        "epochs_run": manifest.get("epochs_run"),
+        "best_epoch": manifest.get("best_epoch"),
+        **{
+            f"valid_{name}": value
+            for name, value in manifest.get("metrics", {}).items()
+            if isinstance(value, int | float) and name not in ("epoch", "step")
+        },
+    }

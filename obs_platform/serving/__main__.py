@@ -1,0 +1,40 @@
+"""`python -m obs_platform.serving`: the endpoint process that `obs_platform.serving.endpoint` manages."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import uvicorn
+
+from obs_platform.serving.app import create_app
+from obs_platform.serving.predictor import ClassifierPredictor
+from obs_platform.taxonomy import load_taxonomy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--model-version", required=True)
+    parser.add_argument("--taxonomy", required=True)
+    parser.add_argument("--storage-root", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
+    predictor = ClassifierPredictor(args.model_dir, load_taxonomy(args.taxonomy))
+    info = {
+        "model_version": args.model_version,
+        "base_model": manifest.get("base_model"),
+        "dataset": manifest.get("data"),
+        "validation_metrics": manifest.get("metrics"),
+        "labels": {name: len(values) for name, values in manifest.get("labels", {}).items()},
+        "inputs": {"notes": True, "child_age_months": True, "child_name": "redaction only", "image_uri": False},
+        "note": "text-only classifier: image_uri is validated and accepted, not used",
+    }
+    app = create_app(predictor, info, os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"], Path(args.storage_root))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
