@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 
 import pandas as pd
@@ -43,6 +43,7 @@ _MARKED = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
 _TITLE_BEFORE = re.compile(r"\b(?:mrs|mr|ms|miss|mx|dr|mister)\.?\s+$", re.IGNORECASE)
 _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
 PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
+BULK_ROWS = 2000  # from here on, Arrow's RE2 in threads beats Python's engine despite compiling per call
 MIN_PHONE_DIGITS = 10
 MAX_PHONE_DIGITS = 13
 
@@ -124,7 +125,7 @@ class Redactor:
         # One RE2 pass marks e-mail addresses and names alike; an address comes first so that "amara.o@..."
         # is marked whole, not as a name.
         names = rf"\b(?:{'|'.join(alternatives)})\b" if alternatives else None
-        self._pattern = f"{_EMAIL}|{names}" if names else _EMAIL
+        self._pattern: str = f"{_EMAIL}|{names}" if names else _EMAIL
         self._outside_ascii = sorted(t for t in any_case | capitalised if not (t[0].isascii() and t[-1].isascii()))
         self._exact = {t: _exact_pattern(t, t not in any_case) for t in self._outside_ascii}
         self._exact_candidates = f"(?i)({_alternation(self._outside_ascii)})" if self._outside_ascii else None
@@ -133,6 +134,12 @@ class Redactor:
             for token in person:
                 # A token shared by several people (two Amaras) identifies none of them: key it by itself.
                 self._person_of[token] = person if token not in self._person_of else (token,)
+
+    @property
+    def known_tokens(self) -> frozenset[str]:
+        """Roster tokens found whatever their case: a request's child among them needs no new roster
+        (a lexicon name is only found capitalised, so it does not count)."""
+        return self.roster.children | self.roster.adults
 
     # ----- batch redaction -----------------------------------------------------------------------
     def redact_many(self, texts: Sequence[str] | pd.Series, subject_names: Sequence[str | None]) -> list[str]:
@@ -159,12 +166,21 @@ class Redactor:
     def redact(self, text: str, subject_name: str | None = None) -> str:
         return self.redact_many([text], [subject_name])[0]
 
+    @cached_property
+    def _compiled(self) -> re.Pattern[str]:
+        # Python's \b knows Unicode letters, so names like Zoë need no separate pass on this path.
+        return re.compile(self._pattern)
+
     def _mark_names(self, array: pa.Array) -> pa.Array:
-        if self._pattern is not None:
-            pattern, marked = self._pattern, rf"{_MARK}\0{_MARK}"
-            array = map_slices(
-                array, lambda part: pc.replace_substring_regex(part, pattern=pattern, replacement=marked)
-            )
+        if len(array) < BULK_ROWS:
+            # Arrow compiles its RE2 pattern on every call (~20 ms for a full roster): a request's few notes
+            # go through Python's engine with the pattern compiled once per redactor instead.
+            marked = [self._compiled.sub(lambda m: f"{_MARK}{m.group(0)}{_MARK}", v) for v in array.to_pylist()]
+            return pa.array(marked, type=pa.large_string())
+        pattern, replacement = self._pattern, rf"{_MARK}\0{_MARK}"
+        array = map_slices(
+            array, lambda part: pc.replace_substring_regex(part, pattern=pattern, replacement=replacement)
+        )
         if self._exact_candidates is None:
             return array
         where = pc.match_substring_regex(array, self._exact_candidates)

@@ -7,13 +7,14 @@ the model sees at serving time the text shape it was trained on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 from trainer.classifier import load_trained_classifier
 
 from obs_platform.data.formats import user_text
-from obs_platform.data.redaction import Redactor, Roster
+from obs_platform.data.redaction import Redactor, Roster, name_tokens
 from obs_platform.taxonomy import Taxonomy
 
 
@@ -54,14 +55,22 @@ class ClassifierPredictor:
         self.model, self.tokenizer, self.labels = load_trained_classifier(model_dir, base_model=base_model)
         self.taxonomy = taxonomy
         self.roster = roster or Roster()
+        self._redactor = Redactor(self.roster)  # building one compiles the roster's pattern: once, not per request
+        self._extended = lru_cache(maxsize=256)(lambda name: Redactor(self.roster.with_child(name)))
         self.top_k = top_k
         self.max_length = max_length
+
+    def _redactor_for(self, child_name: str | None) -> Redactor:
+        """The shared redactor, or (cached) one whose roster also holds a child it does not know yet."""
+        if not child_name or set(name_tokens(child_name)) <= self._redactor.known_tokens:
+            return self._redactor
+        return self._extended(child_name)
 
     def _inputs(self, instances: list[Instance]) -> list[str]:
         texts = []
         for instance in instances:
-            redactor = Redactor(self.roster.with_child(instance.child_name))
-            texts.append(user_text(redactor.redact(instance.notes, instance.child_name), instance.child_age_months))
+            redacted = self._redactor_for(instance.child_name).redact(instance.notes, instance.child_name)
+            texts.append(user_text(redacted, instance.child_age_months))
         return texts
 
     @torch.inference_mode()  # per call: the endpoint answers on worker threads
