@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from obs_platform.processes import process_alive
+
 STARTUP_SECONDS = 120
 
 
@@ -85,9 +87,9 @@ def stop(root: Path, timeout: float = 20) -> EndpointState | None:
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(state.pid):
+    while time.monotonic() < deadline and process_alive(state.pid):
         time.sleep(0.2)
-    if _alive(state.pid):
+    if process_alive(state.pid):
         os.killpg(state.pid, signal.SIGKILL)
     (_folder(root) / "state.json").unlink(missing_ok=True)
     return state
@@ -128,14 +130,3 @@ def start(
                           str(log_file), time.time())  # fmt: skip
     (_folder(root) / "state.json").write_text(json.dumps(asdict(state), indent=2))
     return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return os.waitpid(pid, os.WNOHANG)[0] == 0
-    except ChildProcessError:
-        return True

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from obs_platform.processes import process_alive
 from obs_platform.training.backend import JobError, JobState, JobStatus, ModelArtifact, TrainingSpec
 
 LOG_TAIL_LINES = 20
@@ -158,7 +159,7 @@ class LocalSubprocessBackend:
             if code == "0" and (Path(row["output_dir"]) / "manifest.json").exists():
                 return JobState.SUCCEEDED, ""
             return JobState.FAILED, f"trainer exited with code {code}:\n{self.log_tail(job_id)}"
-        if row["pid"] and not _alive(row["pid"]):
+        if row["pid"] and not process_alive(row["pid"]):
             return JobState.FAILED, f"trainer process {row['pid']} vanished without an exit code"
         return JobState.RUNNING, ""
 
@@ -170,18 +171,3 @@ class LocalSubprocessBackend:
             return 0.0
         evaluations = sum('"event": "eval"' in line for line in metrics.read_text().splitlines())
         return min(evaluations / max(int(epochs), 1), 0.99)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A finished child of this process stays a zombie until reaped: reap it, then it is gone.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
