@@ -12,6 +12,9 @@ from obs_platform.taxonomy import default_taxonomy_path
 
 DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
 LANDING_PREFIX = "landing"
+# The data set's names, kept for the endpoint to redact requests with: personal data, like the landing
+# area, and never part of any training file.
+ROSTER_PATH = "private/roster.json"
 TRAIN_OPTION_VARIABLES = {
     "epochs": "OBS_PLATFORM_TRAIN_EPOCHS",
     "batch_size": "OBS_PLATFORM_TRAIN_BATCH_SIZE",

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from obs_platform.data.redaction import Roster
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import JobError, JobState, TrainingSpec
@@ -120,6 +121,8 @@ def test_the_model_asset_trains_registers_and_links_the_dataset(monkeypatch, lan
             endpoint.stop(landed_storage.root)
         assert served["model_version"] == "oss-classifier/v1" and served["url"].startswith("http://127.0.0.1:")
         assert "Amara poured water" in served["example"]
+        roster = Roster.from_json((landed_storage.root / "private" / "roster.json").read_bytes())
+        assert len(roster) == 170 and "okafor" in roster.children
         model = metadata(instance, "tuned_oss_model")
         splits = metadata(instance, "training_splits")
         assert model["model_version"] == "oss-classifier/v1"

@@ -21,6 +21,7 @@ many names), which wraps each name in markers; Python then only numbers the mark
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,24 @@ class Roster:
 
     def __len__(self) -> int:
         return len(self.people)
+
+    def to_json(self) -> bytes:
+        """The data set's names (not the lexicon, which ships with the code), for the endpoint to load."""
+        body = {
+            "children": sorted(self.children),
+            "adults": sorted(self.adults),
+            "people": [list(p) for p in self.people],
+        }
+        return json.dumps(body).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Roster:
+        body = json.loads(data)
+        return cls(
+            children=frozenset(body["children"]),
+            adults=frozenset(body["adults"]),
+            people=tuple(tuple(p) for p in body["people"]),
+        )
 
 
 def _alternation(tokens: Iterable[str]) -> str:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import uvicorn
 
+from obs_platform.data.redaction import Roster
 from obs_platform.serving.app import create_app
 from obs_platform.serving.predictor import ClassifierPredictor
+from obs_platform.settings import ROSTER_PATH
 from obs_platform.taxonomy import load_taxonomy
 
 
@@ -22,13 +24,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
-    predictor = ClassifierPredictor(args.model_dir, load_taxonomy(args.taxonomy))
+    roster_file = Path(args.storage_root, ROSTER_PATH)  # written by the redacted_observations asset
+    roster = Roster.from_json(roster_file.read_bytes()) if roster_file.exists() else None
+    predictor = ClassifierPredictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster)
     info = {
         "model_version": args.model_version,
         "base_model": manifest.get("base_model"),
         "dataset": manifest.get("data"),
         "validation_metrics": manifest.get("metrics"),
         "labels": {name: len(values) for name, values in manifest.get("labels", {}).items()},
+        "roster_people": len(roster) if roster else 0,
         "inputs": {"notes": True, "child_age_months": True, "child_name": "redaction only", "image_uri": False},
         "note": "text-only classifier: image_uri is validated and accepted, not used",
     }

@@ -14,7 +14,7 @@ from obs_platform.data.schema import CanonicalObservationsSchema
 from obs_platform.data.splits import empty_ledger
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.metadata import table
-from obs_platform.settings import LANDING_PREFIX
+from obs_platform.settings import LANDING_PREFIX, ROSTER_PATH
 from obs_platform.storage import write_content_addressed
 
 GROUP = "data"
@@ -92,11 +92,13 @@ def redacted_observations(
     context: dg.AssetExecutionContext,
     canonical_observations: pd.DataFrame,
     quarantined_observations: pd.DataFrame,
+    storage: StorageResource,
 ) -> pd.DataFrame:
     """Names (from the roster of every name in the data set), e-mail addresses and phone numbers replaced
     by placeholders; the name fields are dropped. Nothing downstream of this asset sees personal data."""
     roster = prepare.build_roster(canonical_observations, quarantined_observations)
     redacted = prepare.redact_observations(canonical_observations, roster)
+    storage.client().write_bytes(ROSTER_PATH, roster.to_json())  # the endpoint redacts requests with it
     changed = int((redacted["text"] != canonical_observations["notes"].reset_index(drop=True)).sum())
     context.add_output_metadata(
         {
