@@ -161,7 +161,7 @@ def classify(
         _fail(str(exc))
     typer.echo(f"{result.domain_name} → {result.attribute} · {result.level}  (confidence {result.confidence:.2f})")
     for suggestion in result.top_k[1:]:
-        typer.echo(f"  or {suggestion['domain_name']} → {suggestion['attribute']}  ({suggestion['probability']:.2f})")
+        typer.echo(f"  or {suggestion.domain_name} → {suggestion.attribute}  ({suggestion.probability:.2f})")
 
 
 def main() -> None:

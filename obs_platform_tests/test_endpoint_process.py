@@ -66,7 +66,8 @@ class FlakyTransport:
         if self.failures:
             raise self.failures.pop(0)
         return {"model_version": "v", "predictions": [
-            {"domain": "d", "domain_name": "D", "attribute": "a", "attribute_id": 1, "level": "l", "confidence": 0.5}
+            {"domain": "d", "domain_name": "D", "attribute": "a", "attribute_id": 1, "level": "l", "confidence": 0.5,
+         "level_confidence": 0.5}
         ] * len(instances)}  # fmt: skip
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+
+from obs_platform.serving.results import Prediction, Suggestion
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
 
@@ -34,14 +36,9 @@ class RequestRejected(ClassifierError):
 
 
 @dataclass(frozen=True)
-class ClassificationResult:
-    domain: str
-    domain_name: str
-    attribute: str
-    attribute_id: int
-    level: str
-    confidence: float
-    top_k: list[dict[str, Any]] = field(default_factory=list)
+class ClassificationResult(Prediction):
+    """A prediction as the endpoint returned it, with the model version that made it."""
+
     model_version: str | None = None
 
 
@@ -102,16 +99,7 @@ class ObservationClassifier:
         body = self._with_retries(instances)
         version = body.get("model_version")
         return [
-            ClassificationResult(
-                domain=p["domain"],
-                domain_name=p["domain_name"],
-                attribute=p["attribute"],
-                attribute_id=p["attribute_id"],
-                level=p["level"],
-                confidence=p["confidence"],
-                top_k=p.get("top_k", []),
-                model_version=version,
-            )  # fmt: skip
+            ClassificationResult(**{**p, "top_k": [Suggestion(**s) for s in p.get("top_k", [])]}, model_version=version)
             for p in body["predictions"]
         ]
 

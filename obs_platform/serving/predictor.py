@@ -6,7 +6,6 @@ the model sees at serving time the text shape it was trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,36 +14,8 @@ from trainer.classifier import load_trained_classifier
 
 from obs_platform.data.formats import user_text
 from obs_platform.data.redaction import Redactor, Roster, name_tokens
+from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.taxonomy import Taxonomy
-
-
-@dataclass(frozen=True)
-class Instance:
-    notes: str
-    child_age_months: float | None = None
-    child_name: str | None = None
-    image_uri: str | None = None
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    domain: str
-    domain_name: str
-    attribute: str
-    attribute_id: int
-    probability: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    domain: str
-    domain_name: str
-    attribute: str
-    attribute_id: int
-    level: str
-    confidence: float
-    level_confidence: float
-    top_k: list[Suggestion] = field(default_factory=list)
 
 
 class ClassifierPredictor:
