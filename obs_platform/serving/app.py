@@ -1,4 +1,4 @@
-"""The HTTP endpoint: Vertex AI's predict shape over a `ClassifierPredictor`.
+"""The HTTP endpoint: Vertex AI's predict shape over a `Predictor` (a classifier or a tuned causal LM).
 
 `POST /v1/predict` `{"instances": [{"notes", "child_age_months", "child_name", "image_uri"}]}` →
 `{"predictions": [...], "model_version": ...}`; `GET /health`; `GET /v1/model`. Bearer-token auth, limits on
@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
-from obs_platform.serving.predictor import ClassifierPredictor, Instance
+from obs_platform.serving.predictor import Instance, Predictor
 
 MAX_BATCH = 64
 MAX_BODY_BYTES = 1_000_000
@@ -46,7 +46,7 @@ class PredictRequest(BaseModel):
 
 
 def create_app(
-    predictor: ClassifierPredictor, model_info: dict[str, Any], token: str, storage_root: Path | None = None
+    predictor: Predictor, model_info: dict[str, Any], token: str, storage_root: Path | None = None
 ) -> FastAPI:
     app = FastAPI(title="obs-platform endpoint", version=str(model_info.get("model_version", "")))
     bearer = HTTPBearer(auto_error=False)

@@ -1,35 +1,38 @@
-"""Predictions from a trained classifier: redact like the training data, one batched forward pass, top-k.
+"""Predictions from a registry version: redact like the training data, answer a batch, return typed results.
 
 Requests pass through the same redaction as training data (a request's `child_name` joins the roster), so
-the model sees at serving time the text shape it was trained on.
+the model sees at serving time the text shape it was trained on. Two kinds of model answer behind one
+protocol: the LoRA classifier (one forward pass, top-k from its heads) and a LoRA-tuned causal LM (`sft`
+mode: greedy generation, the answer read back into a taxonomy label, repaired or reported invalid).
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import torch
-from trainer.classifier import load_trained_classifier
+from trainer.answers import ReadAnswer, read_answer
 
-from obs_platform.data.formats import user_text
+from obs_platform.data.formats import OSS_SYSTEM_PROMPT, user_text
 from obs_platform.data.redaction import Redactor, Roster, name_tokens
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.taxonomy import Taxonomy
 
 
-class ClassifierPredictor:
-    """A registry version's classifier, ready to answer batches."""
+class Predictor(Protocol):
+    def predict(self, instances: list[Instance]) -> list[Prediction]: ...
 
-    def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, top_k: int = 3,
-                 max_length: int = 128, base_model: str | None = None):  # fmt: skip
-        self.model, self.tokenizer, self.labels = load_trained_classifier(model_dir, base_model=base_model)
-        self.taxonomy = taxonomy
+
+class RequestTexts:
+    """What the model reads for each request: the notes redacted with the roster, then the training format."""
+
+    def __init__(self, roster: Roster | None):
         self.roster = roster or Roster()
         self._redactor = Redactor(self.roster)  # building one compiles the roster's pattern: once, not per request
         self._extended = lru_cache(maxsize=256)(lambda name: Redactor(self.roster.with_child(name)))
-        self.top_k = top_k
-        self.max_length = max_length
 
     def _redactor_for(self, child_name: str | None) -> Redactor:
         """The shared redactor, or (cached) one whose roster also holds a child it does not know yet."""
@@ -37,12 +40,36 @@ class ClassifierPredictor:
             return self._redactor
         return self._extended(child_name)
 
-    def _inputs(self, instances: list[Instance]) -> list[str]:
-        texts = []
-        for instance in instances:
-            redacted = self._redactor_for(instance.child_name).redact(instance.notes, instance.child_name)
-            texts.append(user_text(redacted, instance.child_age_months))
-        return texts
+    def __call__(self, instances: list[Instance]) -> list[str]:
+        return [
+            user_text(self._redactor_for(i.child_name).redact(i.notes, i.child_name), i.child_age_months)
+            for i in instances
+        ]
+
+
+def model_mode(model_dir: str | Path) -> str:
+    return json.loads(Path(model_dir, "manifest.json").read_text()).get("mode", "classifier")
+
+
+def load_predictor(model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None) -> Predictor:
+    """The predictor for a trained model folder, by the mode its manifest records."""
+    if model_mode(model_dir) == "sft":
+        return GenerativePredictor(model_dir, taxonomy, roster)
+    return ClassifierPredictor(model_dir, taxonomy, roster)
+
+
+class ClassifierPredictor:
+    """A registry version's classifier, ready to answer batches."""
+
+    def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, top_k: int = 3,
+                 max_length: int = 128, base_model: str | None = None):  # fmt: skip
+        from trainer.classifier import load_trained_classifier
+
+        self.model, self.tokenizer, self.labels = load_trained_classifier(model_dir, base_model=base_model)
+        self.taxonomy = taxonomy
+        self.texts = RequestTexts(roster)
+        self.top_k = top_k
+        self.max_length = max_length
 
     @torch.inference_mode()  # per call: the endpoint answers on worker threads
     def predict(self, instances: list[Instance]) -> list[Prediction]:
@@ -50,7 +77,7 @@ class ClassifierPredictor:
             return []
         # One forward pass for the whole batch, padded to its longest input.
         encoded = self.tokenizer(
-            self._inputs(instances), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            self.texts(instances), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         logits = self.model(encoded["input_ids"], encoded["attention_mask"])
         attribute_p = logits["attribute"].softmax(-1)
@@ -58,7 +85,10 @@ class ClassifierPredictor:
         predictions = []
         for row in range(len(instances)):
             ranked = attribute_p[row].topk(min(self.top_k, attribute_p.shape[-1]))
-            suggestions = [self._suggestion(int(i), float(p)) for p, i in zip(ranked.values, ranked.indices)]
+            suggestions = [
+                suggestion(self.taxonomy, self.labels.attributes[int(i)], float(p))
+                for p, i in zip(ranked.values, ranked.indices)
+            ]
             best, level_index = suggestions[0], int(level_p[row].argmax())
             predictions.append(
                 Prediction(
@@ -74,8 +104,83 @@ class ClassifierPredictor:
             )
         return predictions
 
-    def _suggestion(self, index: int, probability: float) -> Suggestion:
-        # The attribute decides the domain: an attribute belongs to exactly one domain of the taxonomy.
-        attribute = self.taxonomy.attribute(self.labels.attributes[index])
-        domain = self.taxonomy.domain(attribute.domain_id)
-        return Suggestion(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4))
+
+def suggestion(taxonomy: Taxonomy, attribute_id: int, probability: float) -> Suggestion:
+    # The attribute decides the domain: an attribute belongs to exactly one domain of the taxonomy.
+    attribute = taxonomy.attribute(attribute_id)
+    domain = taxonomy.domain(attribute.domain_id)
+    return Suggestion(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4))
+
+
+class GenerativePredictor:
+    """A LoRA-tuned causal LM (`sft` mode): greedy answers read back into labels of the taxonomy.
+
+    The confidence is the probability of the generated answer under the model (the product of its token
+    probabilities); top-k holds the primary tag and the secondary tags the answer named.
+    """
+
+    def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None,
+                 max_length: int = 512, max_new_tokens: int = 96):  # fmt: skip
+        from trainer.sft import load_trained_generator
+
+        self.model, self.tokenizer, self.space = load_trained_generator(model_dir)
+        self.tokenizer.padding_side = "left"
+        self.taxonomy = taxonomy
+        self.texts = RequestTexts(roster)
+        self.max_length, self.max_new_tokens = max_length, max_new_tokens
+
+    @torch.inference_mode()
+    def predict(self, instances: list[Instance]) -> list[Prediction]:
+        if not instances:
+            return []
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": OSS_SYSTEM_PROMPT}, {"role": "user", "content": text}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for text in self.texts(instances)
+        ]
+        encoded = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
+            add_special_tokens=False,
+        )  # fmt: skip
+        generated = self.model.generate(
+            **encoded, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+            output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        answer_ids = generated.sequences[:, encoded["input_ids"].shape[1] :]
+        token_logp = self.model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True)
+        counted = answer_ids != self.tokenizer.pad_token_id
+        probabilities = (token_logp.masked_fill(~counted, 0).sum(-1)).exp()
+        texts = self.tokenizer.batch_decode(answer_ids, skip_special_tokens=True)
+        return [self._prediction(read_answer(t, self.space), float(p)) for t, p in zip(texts, probabilities)]
+
+    def _prediction(self, read: ReadAnswer, probability: float) -> Prediction:
+        if read.tag is None:
+            return Prediction.invalid(read.problem)
+        tags = [self._attribute_id(t.domain, t.attribute) for t in (read.tag, *read.secondary)]
+        found = [t for t in tags if t is not None]
+        if tags[0] is None:
+            return Prediction.invalid(f"{read.tag.attribute!r} is not an attribute of this taxonomy")
+        suggestions = [suggestion(self.taxonomy, a, probability if n == 0 else 0.0) for n, a in enumerate(found)]
+        best = suggestions[0]
+        return Prediction(
+            domain=best.domain,
+            domain_name=best.domain_name,
+            attribute=best.attribute,
+            attribute_id=best.attribute_id,
+            level=read.tag.level,
+            confidence=round(probability, 4),
+            level_confidence=round(probability, 4),
+            top_k=suggestions,
+            status="ok" if read.status == "valid" else read.status,
+            problem=read.problem,
+        )
+
+    def _attribute_id(self, domain_key: str, attribute_name: str) -> int | None:
+        try:
+            domain = self.taxonomy.domain_by_key(domain_key)
+        except KeyError:
+            return None
+        return next((a.id for a in domain.attributes if a.name == attribute_name), None)

@@ -27,6 +27,13 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class Prediction:
+    """One suggestion for one observation.
+
+    `status` is `ok` for a classifier, and for a generative model says how its answer was read: `ok` (named a
+    label exactly), `repaired` (moved to the nearest valid label; `problem` says how) or `invalid` (no label:
+    the label fields are empty, confidence is 0 and `problem` says why).
+    """
+
     domain: str
     domain_name: str
     attribute: str
@@ -35,3 +42,9 @@ class Prediction:
     confidence: float
     level_confidence: float
     top_k: list[Suggestion] = field(default_factory=list)
+    status: str = "ok"
+    problem: str = ""
+
+    @classmethod
+    def invalid(cls, problem: str) -> Prediction:
+        return cls("", "", "", 0, "", 0.0, 0.0, [], status="invalid", problem=problem)

@@ -18,6 +18,12 @@ from obs_platform.storage import Storage
 
 ALIASES = ("champion", "challenger")
 OSS_MODEL = "oss-classifier"  # the registry name of the LoRA-tuned open-source classifier
+OSS_SFT_MODEL = "oss-sft"  # a LoRA-tuned causal LM (the trainer's `sft` mode)
+
+
+def oss_model_name(mode: str) -> str:
+    """The registry name of the open-source models a training mode produces."""
+    return OSS_SFT_MODEL if mode == "sft" else OSS_MODEL
 
 
 @dataclass(frozen=True)

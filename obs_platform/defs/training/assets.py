@@ -5,11 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from obs_platform.defs.data.assets import training_splits
+from obs_platform.defs.data.assets import oss_sft_jsonl, training_splits
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.training.backend import JobState
-from obs_platform.training.registry import OSS_MODEL, ModelRegistry, ModelVersion
+from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 GROUP = "model"
 
@@ -21,21 +21,27 @@ def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dic
     return {name: value.value for name, value in event.asset_materialization.metadata.items()}
 
 
-@dg.asset(group_name=GROUP, deps=[training_splits], kinds={"pytorch", "huggingface"})
+@dg.asset(group_name=GROUP, deps=[training_splits, oss_sft_jsonl], kinds={"pytorch", "huggingface"})
 def tuned_oss_model(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
     tuning: TuningBackendResource,
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
-    """LoRA-tuned MiniLM classifier on the current splits: submitted to the tuning backend, waited for,
-    registered as the next version of `oss-classifier` (the first version becomes the champion). A version
+    """A LoRA-tuned open-source model: the MiniLM classifier on the splits (the default, CPU) or, in `sft`
+    mode, a causal LM on the chat files (GPU). Submitted to the tuning backend, waited for, registered as the
+    next version of `oss-classifier` (or `oss-sft`); the first version becomes the champion. A version
     already trained on the same dataset version with the same recipe is reused instead."""
-    splits = _latest_metadata(context, training_splits.key)
-    folder = str(splits["splits_uri"])
-    spec = tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", str(splits["dataset_version"]))
+    if tuning.mode == "sft":
+        files = _latest_metadata(context, oss_sft_jsonl.key)
+        folder, dataset_version = str(files["folder_uri"]), str(files["dataset_version"])
+    else:
+        splits = _latest_metadata(context, training_splits.key)
+        folder, dataset_version = str(splits["splits_uri"]), str(splits["dataset_version"])
+    spec = tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
+    name = tuning.model_name
     models = registry.registry()
-    trained = models.find(OSS_MODEL, dataset_version=spec.dataset_version, spec=spec.to_dict())
+    trained = models.find(name, dataset_version=spec.dataset_version, spec=spec.to_dict())
     if trained is not None:  # same data, same recipe: training again would only spend minutes
         context.log.info(f"{trained.label} was trained on dataset {spec.dataset_version} with this recipe: reused")
         return dg.MaterializeResult(metadata={**_version_metadata(models, trained), "reused": True})
@@ -60,11 +66,11 @@ def tuned_oss_model(
         )
     artifact = backend.result(job_id)
     version = models.register(
-        OSS_MODEL, Path(artifact.uri), manifest=artifact.manifest, dataset_version=spec.dataset_version,
+        name, Path(artifact.uri), manifest=artifact.manifest, dataset_version=spec.dataset_version,
         job_id=job_id, spec=spec.to_dict(),
     )  # fmt: skip
-    if "champion" not in models.aliases(OSS_MODEL):
-        models.set_alias(OSS_MODEL, "champion", version.version)
+    if "champion" not in models.aliases(name):
+        models.set_alias(name, "champion", version.version)
     return dg.MaterializeResult(
         metadata={
             **_version_metadata(models, version),
@@ -80,7 +86,8 @@ def _version_metadata(models: ModelRegistry, version: ModelVersion) -> dict:
     return {
         "model_version": version.label,
         "model_uri": dg.MetadataValue.path(version.uri),
-        "aliases": dg.MetadataValue.json(models.aliases(OSS_MODEL)),
+        "aliases": dg.MetadataValue.json(models.aliases(version.name)),
+        "mode": manifest.get("mode", "classifier"),
         "job_id": version.job_id,
         "dataset_version": version.dataset_version,
         "base_model": manifest.get("base_model"),

