@@ -30,6 +30,7 @@ class Settings:
     backend: str = "local"
     train_mode: str = "classifier"
     base_model: str = ""  # "": the training mode's default
+    endpoint_runtime: str = "onnx"
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -37,7 +38,8 @@ class Settings:
         """`OBS_PLATFORM_HOME` (folder or `gs://bucket/prefix`), `OBS_PLATFORM_TAXONOMY` (a file) and
         `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_TRAIN_MODE` (`classifier`, the
         CPU default, or `sft`, a causal LM for GPUs), `OBS_PLATFORM_BASE_MODEL` (the model to tune; default:
-        the mode's) and `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults."""
+        the mode's), `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults and
+        `OBS_PLATFORM_ENDPOINT_RUNTIME` (what runs a served classifier: `onnx`, ONNX Runtime, or `torch`)."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
@@ -53,5 +55,5 @@ class Settings:
         }
         return cls(
             home=home, taxonomy_path=taxonomy, backend=backend, train_mode=mode, base_model=base_model,
-            train_options=options,
+            train_options=options, endpoint_runtime=os.environ.get("OBS_PLATFORM_ENDPOINT_RUNTIME") or "onnx",
         )  # fmt: skip

@@ -105,3 +105,21 @@ def test_auth_and_size_limits(client):
     )
     good_image = {"instances": [{"notes": "ok", "image_uri": "gs://bucket/a.jpg"}]}
     assert client.post("/v1/predict", headers=AUTH, json=good_image).status_code == 200
+
+
+def test_onnx_runtime_gives_the_same_predictions(trained, tiny_bert, eyfs, predictor):
+    on_onnx = ClassifierPredictor(
+        trained, eyfs, roster=predictor.texts.roster, base_model=str(tiny_bert), runtime="onnx"
+    )
+    assert on_onnx.model.fused_operators.get("Attention") == 2  # one fused attention kernel per layer
+    notes = [Instance("Built a tall tower with the big blocks", 30), Instance("Sang", None), Instance("Counted " * 40)]
+    for batch in (notes, notes[:1]):  # padded batches and a single observation
+        expected, got = predictor.predict(batch), on_onnx.predict(batch)
+        assert [p.attribute_id for p in got] == [p.attribute_id for p in expected]
+        assert [p.level for p in got] == [p.level for p in expected]
+        assert all(abs(a.confidence - b.confidence) < 1e-4 for a, b in zip(got, expected))
+
+
+def test_an_unknown_runtime_is_refused(trained, tiny_bert, eyfs):
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        ClassifierPredictor(trained, eyfs, base_model=str(tiny_bert), runtime="tensorrt")

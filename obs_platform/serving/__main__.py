@@ -10,7 +10,8 @@ import uvicorn
 from obs_platform.data.redaction import Roster
 from obs_platform.serving.app import create_app
 from obs_platform.serving.predictor import load_predictor
-from obs_platform.settings import ROSTER_PATH
+from obs_platform.serving.runtime import RUNTIMES
+from obs_platform.settings import ROSTER_PATH, Settings
 from obs_platform.taxonomy import load_taxonomy
 
 
@@ -22,15 +23,17 @@ def main() -> None:
     parser.add_argument("--storage-root", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--runtime", choices=RUNTIMES, default=Settings.from_env().endpoint_runtime)
     args = parser.parse_args()
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
     roster_file = Path(args.storage_root, ROSTER_PATH)  # written by the redacted_observations asset
     roster = Roster.from_json(roster_file.read_bytes()) if roster_file.exists() else None
-    predictor = load_predictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster)
+    predictor = load_predictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster, runtime=args.runtime)
     labels = manifest.get("labels") or manifest.get("label_space") or {}
     info = {
         "model_version": args.model_version,
         "mode": manifest.get("mode", "classifier"),
+        "runtime": predictor.runtime,
         "base_model": manifest.get("base_model"),
         "dataset": manifest.get("data"),
         "validation_metrics": manifest.get("metrics"),

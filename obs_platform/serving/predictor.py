@@ -19,10 +19,13 @@ from trainer.answers import ReadAnswer, read_answer
 from obs_platform.data.formats import OSS_SYSTEM_PROMPT, user_text
 from obs_platform.data.redaction import Redactor, Roster, name_tokens
 from obs_platform.serving.results import Instance, Prediction, Suggestion
+from obs_platform.serving.runtime import RUNTIMES, OnnxForward, Runtime
 from obs_platform.taxonomy import Taxonomy
 
 
 class Predictor(Protocol):
+    runtime: str
+
     def predict(self, instances: list[Instance]) -> list[Prediction]: ...
 
 
@@ -51,21 +54,30 @@ def model_mode(model_dir: str | Path) -> str:
     return json.loads(Path(model_dir, "manifest.json").read_text()).get("mode", "classifier")
 
 
-def load_predictor(model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None) -> Predictor:
-    """The predictor for a trained model folder, by the mode its manifest records."""
+def load_predictor(
+    model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, runtime: Runtime = "torch"
+) -> Predictor:
+    """The predictor for a trained model folder, by the mode its manifest records (`runtime`: classifiers)."""
     if model_mode(model_dir) == "sft":
         return GenerativePredictor(model_dir, taxonomy, roster)
-    return ClassifierPredictor(model_dir, taxonomy, roster)
+    return ClassifierPredictor(model_dir, taxonomy, roster, runtime=runtime)
 
 
 class ClassifierPredictor:
-    """A registry version's classifier, ready to answer batches."""
+    """A registry version's classifier, ready to answer batches: the LoRA adapter merged into the encoder (one
+    matrix product per layer instead of three), run by PyTorch or ONNX Runtime (`runtime`)."""
 
     def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, top_k: int = 3,
-                 max_length: int = 128, base_model: str | None = None):  # fmt: skip
+                 max_length: int = 128, base_model: str | None = None, runtime: Runtime = "torch"):  # fmt: skip
         from trainer.classifier import load_trained_classifier
 
         self.model, self.tokenizer, self.labels = load_trained_classifier(model_dir, base_model=base_model)
+        self.model.encoder = self.model.encoder.merge_and_unload()
+        self.runtime = runtime
+        if runtime == "onnx":
+            self.model = OnnxForward(self.model, self.tokenizer)
+        elif runtime != "torch":
+            raise ValueError(f"unknown runtime {runtime!r}: expected one of {RUNTIMES}")
         self.taxonomy = taxonomy
         self.texts = RequestTexts(roster)
         self.top_k = top_k
@@ -118,6 +130,8 @@ class GenerativePredictor:
     The confidence is the probability of the generated answer under the model (the product of its token
     probabilities); top-k holds the primary tag and the secondary tags the answer named.
     """
+
+    runtime = "torch"
 
     def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None,
                  max_length: int = 512, max_new_tokens: int = 96):  # fmt: skip
