@@ -40,7 +40,6 @@ class OnnxForward:
 
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, threads: int | None = None):
         import onnxruntime
-
         from onnxruntime.transformers import optimizer
 
         folder = Path(tempfile.mkdtemp(prefix="obs-platform-onnx-"))
