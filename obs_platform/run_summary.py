@@ -1,4 +1,5 @@
-"""What `obs-platform run` prints when the main job ends: each asset's latest figures and locations."""
+"""What `obs-platform run` prints when the main job ends: each asset's latest figures and locations, the
+evaluation table, and the endpoint's URL."""
 
 from collections.abc import Callable
 
@@ -14,6 +15,11 @@ SHOWN_KEYS = (
     "valid_attribute_accuracy",
     "training_seconds",
     "model_uri",
+    "attribute_temperature",
+    "valid_attribute_ece_after",
+    "test_attribute_macro_f1",
+    "promotion",
+    "champion",
     "url",
     "example",
 )
@@ -44,3 +50,18 @@ def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions, echo: Call
     echo("")
     for name, description in rows:
         echo(f"  {name.ljust(width)}  {description}")
+    report = _latest(instance, dg.AssetKey("evaluation_report"))
+    if report and "summary" in report:
+        echo("")
+        echo(str(report["summary"]))
+    served = _latest(instance, dg.AssetKey("oss_endpoint"))
+    if served and "url" in served:
+        echo("")
+        echo(f'endpoint: {served["url"]}  (model {served["model_version"]}; `obs-platform classify "..."`)')
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict | None:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return {name: value.value for name, value in event.asset_materialization.metadata.items()}

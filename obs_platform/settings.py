@@ -12,6 +12,8 @@ from trainer.config import MODE_DEFAULTS
 from obs_platform.taxonomy import default_taxonomy_path
 
 DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
+# The shared reference data beside a checkout (present in CI): evaluation only, never trained on.
+DEFAULT_EXTERNAL_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "eyfs_comment_bank.csv"
 LANDING_PREFIX = "landing"
 # The data set's names, kept for the endpoint to redact requests with: personal data, like the landing
 # area, and never part of any training file.
@@ -31,6 +33,10 @@ class Settings:
     train_mode: str = "classifier"
     base_model: str = ""  # "": the training mode's default
     endpoint_runtime: str = "onnx"
+    promotion_tolerance: float = 0.01
+    promotion_floor: str = "tfidf_logistic"
+    baselines: tuple[str, ...] = ("majority", "tfidf_logistic", "frozen_minilm_logistic")
+    external_eval_path: str = ""
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -39,7 +45,10 @@ class Settings:
         `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_TRAIN_MODE` (`classifier`, the
         CPU default, or `sft`, a causal LM for GPUs), `OBS_PLATFORM_BASE_MODEL` (the model to tune; default:
         the mode's), `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults and
-        `OBS_PLATFORM_ENDPOINT_RUNTIME` (what runs a served classifier: `onnx`, ONNX Runtime, or `torch`)."""
+        `OBS_PLATFORM_ENDPOINT_RUNTIME` (what runs a served classifier: `onnx`, ONNX Runtime, or `torch`);
+        for evaluation `OBS_PLATFORM_PROMOTION_TOLERANCE`, `OBS_PLATFORM_PROMOTION_FLOOR` (the baseline a model
+        must reach, or `none`), `OBS_PLATFORM_BASELINES` (comma-separated) and `OBS_PLATFORM_EXTERNAL_EVAL`
+        (the external comment bank; default `../shared/eval/eyfs_comment_bank.csv` beside the checkout)."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
@@ -56,4 +65,11 @@ class Settings:
         return cls(
             home=home, taxonomy_path=taxonomy, backend=backend, train_mode=mode, base_model=base_model,
             train_options=options, endpoint_runtime=os.environ.get("OBS_PLATFORM_ENDPOINT_RUNTIME") or "onnx",
+            promotion_tolerance=float(os.environ.get("OBS_PLATFORM_PROMOTION_TOLERANCE") or 0.01),
+            promotion_floor=os.environ.get("OBS_PLATFORM_PROMOTION_FLOOR") or "tfidf_logistic",
+            baselines=tuple(
+                b.strip() for b in (os.environ.get("OBS_PLATFORM_BASELINES") or ",".join(cls.baselines)).split(",")
+                if b.strip()
+            ),
+            external_eval_path=os.environ.get("OBS_PLATFORM_EXTERNAL_EVAL", str(DEFAULT_EXTERNAL_EVAL)),
         )  # fmt: skip

@@ -100,25 +100,46 @@ def test_registry_versions_and_aliases(tmp_path):
         ModelRegistry(storage).resolve("other", "champion")
 
 
-def test_the_model_asset_trains_registers_and_links_the_dataset(monkeypatch, landed_storage, tiny_bert):
+def test_the_main_job_trains_evaluates_gates_and_serves(monkeypatch, landed_storage, tiny_bert):
     monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_bert))
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_EPOCHS", "1")
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_BATCH_SIZE", "64")
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_MAX_LENGTH", "64")
-    defs = load_defs(monkeypatch, landed_storage.root)
+    monkeypatch.setenv("OBS_PLATFORM_BASELINES", "majority,tfidf_logistic")  # frozen MiniLM: the slow test
+    monkeypatch.setenv("OBS_PLATFORM_EXTERNAL_EVAL", "")
     with dg.DagsterInstance.ephemeral() as instance:
         try:
-            result = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
-            assert result.success
+            # A one-epoch tiny BERT is below the TF-IDF baseline: the blocking gate keeps it from serving.
+            rejected = load_defs(monkeypatch, landed_storage.root).resolve_job_def("main")
+            result = rejected.execute_in_process(instance=instance, raise_on_error=False)
+            assert not result.success
+            report = metadata(instance, "evaluation_report")
+            assert report["promotion"] == "reject" and "below the baseline" in report["promotion_reason"]
+            [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
+            assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+            assert instance.get_latest_materialization_event(dg.AssetKey("champion_model")) is None
+            assert "champion" not in ModelRegistry(LocalStorage(landed_storage.root)).aliases("oss-classifier")
+
+            # With no floor it is promoted (there is no champion yet), and served.
+            monkeypatch.setenv("OBS_PLATFORM_PROMOTION_FLOOR", "none")
+            defs = load_defs(monkeypatch, landed_storage.root)
+            assert defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False).success
             served = metadata(instance, "oss_endpoint")
-            first_model = metadata(instance, "tuned_oss_model")
+            promoted = metadata(instance, "champion_model")
+            evaluated = metadata(instance, "evaluation_report")
             again = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
             assert again.success
             reused = metadata(instance, "tuned_oss_model")
-            assert reused["reused"] is True and reused["model_version"] == first_model["model_version"]
+            assert reused["reused"] is True
             assert metadata(instance, "oss_endpoint")["pid"] == served["pid"]  # same champion: not restarted
         finally:
             endpoint.stop(landed_storage.root)
+        assert promoted["outcome"] == "promote" and promoted["champion"] == "oss-classifier/v1"
+        assert evaluated["promotion"] == "promote" and 0 <= evaluated["test_attribute_macro_f1"] <= 1
+        assert "tfidf_logistic" in evaluated["summary"] and "majority" in evaluated["summary"]
+        assert Path(evaluated["report"]).exists() and Path(evaluated["confusion_attribute"]).exists()
+        calibration = metadata(instance, "model_calibration")
+        assert calibration["calibrated"] is True and calibration["attribute_temperature"] > 0
         assert served["model_version"] == "oss-classifier/v1" and served["url"].startswith("http://127.0.0.1:")
         assert "Amara poured water" in served["example"]
         roster = Roster.from_json((landed_storage.root / "private" / "roster.json").read_bytes())
@@ -127,15 +148,18 @@ def test_the_model_asset_trains_registers_and_links_the_dataset(monkeypatch, lan
         splits = metadata(instance, "training_splits")
         assert model["model_version"] == "oss-classifier/v1"
         assert model["dataset_version"] == splits["dataset_version"]
-        assert model["aliases"] == {"champion": 1}
         assert 0 <= model["valid_attribute_accuracy"] <= 1
         assert Path(model["model_uri"], "adapter", "adapter_model.safetensors").exists()
+        assert Path(model["model_uri"], "calibration.json").exists()
 
 
 def test_sft_mode_trains_on_the_chat_files_and_serves_a_generative_model(monkeypatch, landed_storage, tiny_causal_lm):
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_MODE", "sft")
     monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_causal_lm))
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_EPOCHS", "1")
+    monkeypatch.setenv("OBS_PLATFORM_BASELINES", "majority,tfidf_logistic")
+    monkeypatch.setenv("OBS_PLATFORM_PROMOTION_FLOOR", "none")
+    monkeypatch.setenv("OBS_PLATFORM_EXTERNAL_EVAL", "")
     defs = load_defs(monkeypatch, landed_storage.root)
     with dg.DagsterInstance.ephemeral() as instance:
         try:

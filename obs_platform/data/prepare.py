@@ -132,6 +132,12 @@ def _by_split(frame: pd.DataFrame, splits: Iterable[str]) -> dict[str, pd.DataFr
     return {f"{s}.jsonl": ordered[ordered["split"] == s] for s in splits}
 
 
+def split_records(frame: pd.DataFrame) -> dict[str, list[dict]]:
+    """The records of each split (`train`, `valid`, `test`) exactly as the split files hold them."""
+    return {name.removesuffix(".jsonl"): [orjson.loads(line) for line in _split_records(part)]
+            for name, part in _by_split(frame, SPLITS).items()}  # fmt: skip
+
+
 def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
     """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
     return {name: _chunked(_split_records(part)) for name, part in _by_split(frame, SPLITS).items()}

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import uvicorn
@@ -34,6 +35,7 @@ def main() -> None:
         "model_version": args.model_version,
         "mode": manifest.get("mode", "classifier"),
         "runtime": predictor.runtime,
+        "calibration": asdict(calibration) if (calibration := getattr(predictor, "calibration", None)) else None,
         "base_model": manifest.get("base_model"),
         "dataset": manifest.get("data"),
         "validation_metrics": manifest.get("metrics"),

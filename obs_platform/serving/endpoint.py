@@ -1,12 +1,14 @@
 """The local endpoint as a managed background process: start (or restart on a new model), stop, status.
 
 Its state lives under the storage root (`endpoint/state.json`: URL, PID, model version; `endpoint/server.log`),
-so the CLI, a Dagster run and a sensor all see the same endpoint. The bearer token is
+so the CLI, a Dagster run and a sensor all see the same endpoint. Evaluation serves a candidate model beside
+it under another name (`endpoint-evaluation/`), so the champion keeps answering meanwhile. The bearer token is
 `OBS_PLATFORM_ENDPOINT_TOKEN`, or one generated once and kept in `endpoint/token` with owner-only permissions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -20,9 +22,12 @@ from pathlib import Path
 
 import httpx
 
+from obs_platform.evaluation.calibration import CALIBRATION_FILE
 from obs_platform.processes import process_alive
 
 STARTUP_SECONDS = 120
+SERVING = "endpoint"
+EVALUATION = "endpoint-evaluation"
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,21 @@ class EndpointState:
     token_file: str
     log_file: str
     started_at: float
+    revision: str = ""  # the model's calibration: a re-calibrated version is served again
+
+
+def model_revision(model_dir: str) -> str:
+    """What besides the version decides the answers: the calibration file, when the version has one."""
+    calibration = Path(model_dir, CALIBRATION_FILE)
+    return hashlib.sha256(calibration.read_bytes()).hexdigest()[:16] if calibration.exists() else ""
 
 
 class EndpointError(RuntimeError):
     pass
 
 
-def _folder(root: Path) -> Path:
-    folder = root / "endpoint"
+def _folder(root: Path, name: str = SERVING) -> Path:
+    folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -64,9 +76,9 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def status(root: Path) -> EndpointState | None:
+def status(root: Path, name: str = SERVING) -> EndpointState | None:
     """The running endpoint, or None (a stale state file of a dead process is removed)."""
-    path = _folder(root) / "state.json"
+    path = _folder(root, name) / "state.json"
     if not path.exists():
         return None
     state = EndpointState(**json.loads(path.read_text()))
@@ -78,8 +90,8 @@ def status(root: Path) -> EndpointState | None:
     return state
 
 
-def stop(root: Path, timeout: float = 20) -> EndpointState | None:
-    state = status(root)
+def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState | None:
+    state = status(root, name)
     if state is None:
         return None
     try:
@@ -91,18 +103,24 @@ def stop(root: Path, timeout: float = 20) -> EndpointState | None:
         time.sleep(0.2)
     if process_alive(state.pid):
         os.killpg(state.pid, signal.SIGKILL)
-    (_folder(root) / "state.json").unlink(missing_ok=True)
+    (_folder(root, name) / "state.json").unlink(missing_ok=True)
     return state
 
 
 def start(
-    root: Path, model_dir: str, model_version: str, taxonomy_path: str, host: str = "127.0.0.1", port: int = 0
+    root: Path,
+    model_dir: str,
+    model_version: str,
+    taxonomy_path: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    name: str = SERVING,
 ) -> EndpointState:
     """Serve `model_dir`; an endpoint already running is replaced (stopped first, then the new one started)."""
-    stop(root)
+    stop(root, name=name)
     token, token_file = endpoint_token(root)
     port = port or _free_port(host)
-    log_file = _folder(root) / "server.log"
+    log_file = _folder(root, name) / "server.log"
     command = [
         sys.executable, "-m", "obs_platform.serving", "--model-dir", model_dir, "--model-version", model_version,
         "--taxonomy", taxonomy_path, "--host", host, "--port", str(port), "--storage-root", str(root),
@@ -127,6 +145,6 @@ def start(
         os.killpg(process.pid, signal.SIGTERM)
         raise EndpointError(f"endpoint did not answer /health within {STARTUP_SECONDS} s; see {log_file}")
     state = EndpointState(url, process.pid, model_version, model_dir, str(token_file or "$OBS_PLATFORM_ENDPOINT_TOKEN"),
-                          str(log_file), time.time())  # fmt: skip
-    (_folder(root) / "state.json").write_text(json.dumps(asdict(state), indent=2))
+                          str(log_file), time.time(), model_revision(model_dir))  # fmt: skip
+    (_folder(root, name) / "state.json").write_text(json.dumps(asdict(state), indent=2))
     return state

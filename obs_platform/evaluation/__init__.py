@@ -1,0 +1,1 @@
+"""Evaluation: metrics at every level of the taxonomy, baselines, calibration, the promotion gate."""

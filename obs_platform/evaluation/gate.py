@@ -1,0 +1,46 @@
+"""The promotion rule: a retrained model never replaces a better one, and never serves below a baseline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    PROMOTE = "promote"  # the challenger becomes the champion
+    KEEP = "keep"  # the champion stays; the challenger is worse by more than the tolerance
+    REJECT = "reject"  # the challenger is below the baseline floor: never served
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    outcome: Outcome
+    reason: str
+    challenger_f1: float
+    champion_f1: float | None
+    baseline_f1: float
+    tolerance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "outcome": self.outcome.value}
+
+
+def decide(challenger_f1: float, champion_f1: float | None, baseline_f1: float, tolerance: float) -> PromotionDecision:
+    """Compare test macro-F1 (attribute level) of challenger, champion (None: there is none) and baseline."""
+
+    def decision(outcome: Outcome, reason: str) -> PromotionDecision:
+        return PromotionDecision(outcome, reason, challenger_f1, champion_f1, baseline_f1, tolerance)
+
+    if challenger_f1 < baseline_f1:
+        return decision(Outcome.REJECT, f"macro-F1 {challenger_f1:.4f} is below the baseline's {baseline_f1:.4f}")
+    if champion_f1 is None:
+        return decision(Outcome.PROMOTE, "there is no champion yet")
+    if challenger_f1 < champion_f1 - tolerance:
+        return decision(
+            Outcome.KEEP,
+            f"macro-F1 {challenger_f1:.4f} is worse than the champion's {champion_f1:.4f} by more than {tolerance}",
+        )
+    return decision(
+        Outcome.PROMOTE, f"macro-F1 {challenger_f1:.4f} vs champion {champion_f1:.4f} (tolerance {tolerance})"
+    )
