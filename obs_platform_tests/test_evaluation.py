@@ -17,6 +17,7 @@ from obs_platform.evaluation.metrics import (
     evaluate_domains,
     evaluate_predictions,
     expected_calibration_error,
+    macro_f1_difference_interval,
     summary_row,
 )
 from obs_platform.evaluation.plots import confusion_matrix_png
@@ -139,21 +140,35 @@ def test_report_schema_and_summary(known, eyfs):
     assert png.startswith(b"\x89PNG")
 
 
+ABOVE, NOISE, BELOW = (0.02, 0.2), (-0.15, 0.1), (-0.3, -0.02)  # intervals of challenger − baseline macro-F1
+
+
 @pytest.mark.parametrize(
-    ("challenger", "champion", "outcome"),
+    ("challenger", "champion", "versus_baseline", "outcome"),
     [
-        (0.60, None, gate.Outcome.PROMOTE),  # first model, above the floor
-        (0.60, 0.55, gate.Outcome.PROMOTE),  # better
-        (0.545, 0.55, gate.Outcome.PROMOTE),  # worse, within the tolerance
-        (0.52, 0.55, gate.Outcome.KEEP),  # worse by more than the tolerance
-        (0.40, None, gate.Outcome.REJECT),  # below the baseline, even with no champion
-        (0.45, 0.30, gate.Outcome.REJECT),  # below the baseline, even when better than the champion
+        (0.60, None, ABOVE, gate.Outcome.PROMOTE),  # first model, above the floor
+        (0.48, None, NOISE, gate.Outcome.PROMOTE),  # below on the point estimate, within the split's noise
+        (0.60, 0.55, ABOVE, gate.Outcome.PROMOTE),  # better
+        (0.545, 0.55, ABOVE, gate.Outcome.PROMOTE),  # worse, within the tolerance
+        (0.52, 0.55, ABOVE, gate.Outcome.KEEP),  # worse by more than the tolerance
+        (0.40, None, BELOW, gate.Outcome.REJECT),  # below the baseline, even with no champion
+        (0.45, 0.30, BELOW, gate.Outcome.REJECT),  # below the baseline, even when better than the champion
     ],
 )
-def test_the_promotion_rule(challenger, champion, outcome):
-    decision = gate.decide(challenger, champion, baseline_f1=0.5, tolerance=0.01)
+def test_the_promotion_rule(challenger, champion, versus_baseline, outcome):
+    decision = gate.decide(challenger, champion, 0.5, 0.01, versus_baseline)
     assert decision.outcome is outcome and decision.reason
     assert decision.to_dict()["outcome"] == outcome.value
+
+
+def test_the_bootstrap_interval_of_a_macro_f1_difference():
+    truth = [i % 5 for i in range(100)]
+    assert macro_f1_difference_interval(truth, truth, truth) == (0.0, 0.0)
+    half_wrong = [t if i % 2 else (t + 1) % 5 for i, t in enumerate(truth)]
+    low, high = macro_f1_difference_interval(truth, half_wrong, truth)
+    assert low < high < 0  # clearly worse: the whole interval is below zero
+    low, high = macro_f1_difference_interval(truth, truth, half_wrong)
+    assert 0 < low < high
 
 
 def test_baselines_fit_on_train_and_predict_labels(split_frame, eyfs):

@@ -33,7 +33,7 @@ def test_gemini_line_shape(eyfs, example):
     assert gemini_line_problems(line, eyfs) == []
     user, model = line["contents"]
     assert user["role"] == "user" and model["role"] == "model"
-    assert user["parts"][0]["text"].startswith("Child's age: 40 months\nObservation: ")
+    assert user["parts"][0]["text"].endswith("Child's age: 40 months")
     assert user["parts"][1] == {"fileData": {"mimeType": "image/jpeg", "fileUri": "gs://photos/a.jpg"}}
     assert len(user["parts"]) == 2  # local paths and non-images never reach Gemini
     answer = orjson.loads(model["parts"][0]["text"])

@@ -57,7 +57,7 @@ def test_a_batch_is_one_pass_with_the_same_answers(predictor):
 
 def test_requests_are_redacted_like_training_data(predictor):
     texts = predictor.texts([Instance("Zeynep and Amara built a den", 30, child_name="Zeynep Kaya")])
-    assert texts == ["Child's age: 30 months\nObservation: [CHILD] and [CHILD_2] built a den"]
+    assert texts == ["Observation: [CHILD] and [CHILD_2] built a den\nChild's age: 30 months"]
 
 
 def test_predict_endpoint(client):

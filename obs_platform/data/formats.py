@@ -49,10 +49,9 @@ def system_instruction(taxonomy: Taxonomy) -> str:
 
 
 def user_text(notes: str, child_age_months: float | None) -> str:
-    """The age comes first: a model that truncates long notes must never lose it (it tells the stage)."""
     text = f"Observation: {notes}"
     if child_age_months is not None and child_age_months == child_age_months and child_age_months is not pd.NA:
-        text = f"Child's age: {int(round(child_age_months))} months\n{text}"
+        text += f"\nChild's age: {int(round(child_age_months))} months"
     return text
 
 

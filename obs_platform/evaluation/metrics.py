@@ -112,6 +112,24 @@ def evaluate_domains(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Any]:
     return {"count": len(frame), **_level_metrics(frame["true_domain"].tolist(), frame["pred_domain"].tolist(), names)}
 
 
+def macro_f1_difference_interval(
+    truth: Sequence[Any], first: Sequence[Any], second: Sequence[Any], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % paired-bootstrap interval of macro-F1(first) − macro-F1(second) on the same observations: how far
+    apart two systems really are on a small test split (61 notes over 17 classes move macro-F1 by ±0.15)."""
+    truth, first, second = np.asarray(truth), np.asarray(first), np.asarray(second)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        sample = rng.integers(0, len(truth), len(truth))
+        differences.append(
+            f1_score(truth[sample], first[sample], average="macro", zero_division=0)
+            - f1_score(truth[sample], second[sample], average="macro", zero_division=0)
+        )
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def domain_f1_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Per-domain precision, recall, F1 and support from an evaluation's domain report."""
     report = metrics["domain"]["classification_report"]

@@ -6,15 +6,16 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
-# LoRA target modules by architecture. Encoders (classifier mode): every linear layer of attention and
-# feed-forward: on the sample corpus about 1.3x the time per step of query/value only, and validation loss
-# 2.53 instead of 2.97 (level accuracy 0.92 instead of 0.65). Causal LMs (sft mode): query and value.
+# LoRA target modules by architecture: attention query and value projections (the seed's choice). On the
+# sample corpus every linear layer of the encoder (`--target-modules query key value dense`) lowered the
+# validation loss (2.53 vs 2.97) and lifted level accuracy (0.92 vs 0.65) but not attribute accuracy
+# (0.57 vs 0.61), the metric promotion is judged on.
 TARGET_MODULES = {
-    "bert": ["query", "key", "value", "dense"],
-    "roberta": ["query", "key", "value", "dense"],
-    "xlm-roberta": ["query", "key", "value", "dense"],
-    "mpnet": ["q", "k", "v", "o", "dense"],
-    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "mpnet": ["q", "v"],
+    "distilbert": ["q_lin", "v_lin"],
     "llama": ["q_proj", "v_proj"],
     "mistral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"],

@@ -9,5 +9,5 @@ import math
 def model_input(text: str, child_age_months: float | None) -> str:
     rendered = f"Observation: {text}"
     if child_age_months is not None and not (isinstance(child_age_months, float) and math.isnan(child_age_months)):
-        rendered = f"Child's age: {round(child_age_months)} months\n{rendered}"  # first: truncation keeps it
+        rendered += f"\nChild's age: {round(child_age_months)} months"
     return rendered

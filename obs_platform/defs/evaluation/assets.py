@@ -16,7 +16,7 @@ from obs_platform.defs.training.assets import latest_metadata, tuned_oss_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.evaluation import gate, plots
 from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
-from obs_platform.evaluation.metrics import domain_f1_table
+from obs_platform.evaluation.metrics import domain_f1_table, macro_f1_difference_interval
 from obs_platform.evaluation.report import REPORT_FILE, build_report, comparison_table, markdown_summary
 from obs_platform.evaluation.runs import EvaluationSet, SystemResult, fit_calibration, score_baselines, score_model
 from obs_platform.evaluation.store import EvaluationStore
@@ -207,7 +207,7 @@ def evaluation_report(
         external=_external_section(data, system_results),
         calibration=calibration,
     )  # fmt: skip
-    report["promotion"] = _decision(report, version.label, champion_f1, evaluation).to_dict()
+    report["promotion"] = _decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
     report_uri = store.write_json(f"{folder}/{REPORT_FILE}", report)
     images = {}
     for level in ("domain", "attribute", "level"):
@@ -227,6 +227,7 @@ def evaluation_report(
             "external_domain_macro_f1": (result.external_metrics or {}).get("macro_f1"),
             "promotion": decision["outcome"],
             "promotion_reason": decision["reason"],
+            "versus_baseline_interval": dg.MetadataValue.json(list(decision["versus_baseline"])),
             "report": dg.MetadataValue.path(report_uri),
             **{f"confusion_{level}": dg.MetadataValue.path(uri) for level, (uri, _) in images.items()},
             "confusion_domain_plot": dg.MetadataValue.md(
@@ -237,11 +238,19 @@ def evaluation_report(
 
 
 def _decision(
-    report: dict, label: str, champion_f1: float | None, evaluation: EvaluationResource
-) -> gate.PromotionDecision:
+    report: dict, results: dict[str, SystemResult], label: str, champion_f1: float | None,
+    evaluation: EvaluationResource,
+) -> gate.PromotionDecision:  # fmt: skip
+    challenger = results[label].test_predictions
     challenger_f1 = report["test"][label]["attribute"]["macro_f1"]
-    floor = 0.0 if evaluation.floor == "none" else report["test"][evaluation.floor]["attribute"]["macro_f1"]
-    return gate.decide(challenger_f1, champion_f1, floor, evaluation.tolerance)
+    if evaluation.floor == "none":
+        return gate.decide(challenger_f1, champion_f1, 0.0, evaluation.tolerance, (0.0, 0.0))
+    floor = results[evaluation.floor].test_predictions.set_index("observation_id").loc[challenger["observation_id"]]
+    interval = macro_f1_difference_interval(
+        challenger["true_attribute"], challenger["pred_attribute"], floor["pred_attribute"]
+    )
+    floor_f1 = report["test"][evaluation.floor]["attribute"]["macro_f1"]
+    return gate.decide(challenger_f1, champion_f1, floor_f1, evaluation.tolerance, interval)
 
 
 @dg.asset(group_name=GROUP, deps=[evaluation_report])
