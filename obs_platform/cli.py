@@ -165,6 +165,44 @@ def classify(
         typer.echo(f"  or {suggestion.domain_name} → {suggestion.attribute}  ({suggestion.probability:.2f})")
 
 
+@app.command()
+def jobs(
+    status: Annotated[str | None, typer.Option("--status", help="one job's state, progress and log tail")] = None,
+) -> None:
+    """List tuning jobs (state, backend, dataset version, model version) from the job records sensors read."""
+    from obs_platform.training.backend import JobError
+    from obs_platform.training.local import LocalSubprocessBackend
+    from obs_platform.training.registry import ModelRegistry, oss_model_name
+
+    root = _local_root()
+    backend = LocalSubprocessBackend(root)
+    if status is not None:
+        try:
+            current = backend.status(status)
+        except JobError as exc:
+            _fail(str(exc))
+        typer.echo(f"{status}: {current.state.value} ({current.progress:.0%})")
+        if current.message:
+            typer.echo(current.message)
+        return
+    records = backend.jobs()
+    if not records:
+        typer.echo("no tuning jobs yet: `obs-platform run` submits one")
+        return
+    registry = ModelRegistry(LocalStorage(root))
+    registered = {
+        v.job_id: v.label for mode in ("classifier", "sft") for v in registry.versions(oss_model_name(mode))
+    }
+    typer.echo(f"{'job':34} {'state':10} {'backend':8} {'mode':10} {'dataset':17} model")
+    for record in records:
+        state = backend.status(record["id"]).state.value  # refreshed: a record may predate its process's end
+        spec = record["spec"]
+        typer.echo(
+            f"{record['id']:34} {state:10} {backend.name:8} {spec.get('mode', 'classifier'):10} "
+            f"{spec['dataset_version']:17} {registered.get(record['id'], '-')}"
+        )
+
+
 def main() -> None:
     try:
         app()

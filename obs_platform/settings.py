@@ -37,6 +37,10 @@ class Settings:
     promotion_floor: str = "tfidf_logistic"
     baselines: tuple[str, ...] = ("majority", "tfidf_logistic", "frozen_minilm_logistic")
     external_eval_path: str = ""
+    automation: bool = False  # sensors and schedules running by default (a production deployment)
+    timezone: str = "Europe/London"
+    nightly_refresh_cron: str = "0 2 * * *"
+    weekly_retrain_cron: str = "0 3 * * 0"
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -48,7 +52,9 @@ class Settings:
         `OBS_PLATFORM_ENDPOINT_RUNTIME` (what runs a served classifier: `onnx`, ONNX Runtime, or `torch`);
         for evaluation `OBS_PLATFORM_PROMOTION_TOLERANCE`, `OBS_PLATFORM_PROMOTION_FLOOR` (the baseline a model
         must reach, or `none`), `OBS_PLATFORM_BASELINES` (comma-separated) and `OBS_PLATFORM_EXTERNAL_EVAL`
-        (the external comment bank; default `../shared/eval/eyfs_comment_bank.csv` beside the checkout)."""
+        (the external comment bank; default `../shared/eval/eyfs_comment_bank.csv` beside the checkout);
+        `OBS_PLATFORM_AUTOMATION` (`on`: the landing sensor and the schedules start running; off locally),
+        `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
@@ -72,4 +78,8 @@ class Settings:
                 if b.strip()
             ),
             external_eval_path=os.environ.get("OBS_PLATFORM_EXTERNAL_EVAL", str(DEFAULT_EXTERNAL_EVAL)),
+            automation=(os.environ.get("OBS_PLATFORM_AUTOMATION") or "off").lower() in ("on", "1", "true", "yes"),
+            timezone=os.environ.get("OBS_PLATFORM_TIMEZONE") or cls.timezone,
+            nightly_refresh_cron=os.environ.get("OBS_PLATFORM_NIGHTLY_REFRESH_CRON") or cls.nightly_refresh_cron,
+            weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
         )  # fmt: skip

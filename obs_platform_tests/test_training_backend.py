@@ -5,7 +5,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from typer.testing import CliRunner
 
+from obs_platform.cli import app
 from obs_platform.data.redaction import Roster
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
@@ -151,6 +153,8 @@ def test_the_main_job_trains_evaluates_gates_and_serves(monkeypatch, landed_stor
         assert 0 <= model["valid_attribute_accuracy"] <= 1
         assert Path(model["model_uri"], "adapter", "adapter_model.safetensors").exists()
         assert Path(model["model_uri"], "calibration.json").exists()
+        listed = CliRunner().invoke(app, ["jobs"]).output.splitlines()
+        assert len(listed) == 2 and "SUCCEEDED" in listed[1] and listed[1].endswith("oss-classifier/v1")
 
 
 def test_sft_mode_trains_on_the_chat_files_and_serves_a_generative_model(monkeypatch, landed_storage, tiny_causal_lm):
