@@ -190,9 +190,7 @@ def jobs(
         typer.echo("no tuning jobs yet: `obs-platform run` submits one")
         return
     registry = ModelRegistry(LocalStorage(root))
-    registered = {
-        v.job_id: v.label for mode in ("classifier", "sft") for v in registry.versions(oss_model_name(mode))
-    }
+    registered = {v.job_id: v.label for mode in ("classifier", "sft") for v in registry.versions(oss_model_name(mode))}
     typer.echo(f"{'job':34} {'state':10} {'backend':8} {'mode':10} {'dataset':17} model")
     for record in records:
         state = backend.status(record["id"]).state.value  # refreshed: a record may predate its process's end

@@ -77,27 +77,19 @@ class BaselineModel:
         predictions = []
         for row in range(len(observations)):
             ranked = np.argsort(-attribute_p[row])[:TOP_K]
-            suggestions = [self._suggestion(int(attribute_ids[i]), float(attribute_p[row, i])) for i in ranked]
-            best, level = suggestions[0], int(np.argmax(level_p[row]))
+            suggestions = [
+                Suggestion.of(self.taxonomy, int(attribute_ids[i]), float(attribute_p[row, i])) for i in ranked
+            ]
+            level = int(np.argmax(level_p[row]))
             predictions.append(
-                Prediction(
-                    domain=best.domain,
-                    domain_name=best.domain_name,
-                    attribute=best.attribute,
-                    attribute_id=best.attribute_id,
-                    level=str(level_titles[level]),
-                    confidence=best.probability,
-                    level_confidence=round(float(level_p[row, level]), 4),
-                    top_k=suggestions,
-                    tags=[best.attribute_id],
+                Prediction.ranked(
+                    suggestions,
+                    str(level_titles[level]),
+                    float(level_p[row, level]),
+                    tags=[suggestions[0].attribute_id],
                 )  # fmt: skip
             )
         return predictions
-
-    def _suggestion(self, attribute_id: int, probability: float) -> Suggestion:
-        attribute = self.taxonomy.attribute(attribute_id)
-        domain = self.taxonomy.domain(attribute.domain_id)
-        return Suggestion(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4))
 
 
 def _logistic(c: float) -> BaseEstimator:

@@ -109,37 +109,26 @@ class ClassifierPredictor:
         predictions = []
         for row in range(len(instances)):
             ranked = attribute_p[row].topk(min(self.top_k, attribute_p.shape[-1]))
-            suggestions = [
-                suggestion(self.taxonomy, self.labels.attributes[int(i)], float(p), self.calibration)
-                for p, i in zip(ranked.values, ranked.indices)
-            ]
-            best, level_index = suggestions[0], int(level_p[row].argmax())
+            suggestions = [self._suggestion(self.labels.attributes[int(i)], float(p))
+                           for p, i in zip(ranked.values, ranked.indices)]  # fmt: skip
+            level_index = int(level_p[row].argmax())
+            primary = suggestions[0].attribute_id
             secondary = [self.labels.attributes[int(i)] for i in tagged[row].nonzero().flatten()]
             predictions.append(
-                Prediction(
-                    domain=best.domain,
-                    domain_name=best.domain_name,
-                    attribute=best.attribute,
-                    attribute_id=best.attribute_id,
-                    level=self.labels.levels[level_index],
-                    confidence=round(best.probability, 4),
-                    level_confidence=round(float(level_p[row, level_index]), 4),
-                    top_k=suggestions,
-                    confident=best.confident,
-                    tags=[best.attribute_id, *(a for a in secondary if a != best.attribute_id)],
-                )
+                Prediction.ranked(
+                    suggestions,
+                    self.labels.levels[level_index],
+                    float(level_p[row, level_index]),
+                    tags=[primary, *(a for a in secondary if a != primary)],
+                )  # fmt: skip
             )
         return predictions
 
-
-def suggestion(
-    taxonomy: Taxonomy, attribute_id: int, probability: float, calibration: Calibration | None = None
-) -> Suggestion:
-    # The attribute decides the domain: an attribute belongs to exactly one domain of the taxonomy.
-    attribute = taxonomy.attribute(attribute_id)
-    domain = taxonomy.domain(attribute.domain_id)
-    confident = calibration is not None and probability >= calibration.threshold(domain.key)
-    return Suggestion(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4), confident)
+    def _suggestion(self, attribute_id: int, probability: float) -> Suggestion:
+        found = Suggestion.of(self.taxonomy, attribute_id, probability)
+        if self.calibration is None or probability < self.calibration.threshold(found.domain):
+            return found
+        return Suggestion.of(self.taxonomy, attribute_id, probability, confident=True)
 
 
 class GenerativePredictor:
@@ -195,21 +184,11 @@ class GenerativePredictor:
         found = [t for t in tags if t is not None]
         if tags[0] is None:
             return Prediction.invalid(f"{read.tag.attribute!r} is not an attribute of this taxonomy")
-        suggestions = [suggestion(self.taxonomy, a, probability if n == 0 else 0.0) for n, a in enumerate(found)]
-        best = suggestions[0]
-        return Prediction(
-            domain=best.domain,
-            domain_name=best.domain_name,
-            attribute=best.attribute,
-            attribute_id=best.attribute_id,
-            level=read.tag.level,
-            confidence=round(probability, 4),
-            level_confidence=round(probability, 4),
-            top_k=suggestions,
-            tags=[s.attribute_id for s in suggestions],
-            status="ok" if read.status == "valid" else read.status,
-            problem=read.problem,
-        )
+        suggestions = [Suggestion.of(self.taxonomy, a, probability if n == 0 else 0.0) for n, a in enumerate(found)]
+        return Prediction.ranked(
+            suggestions, read.tag.level, probability, tags=[s.attribute_id for s in suggestions],
+            status="ok" if read.status == "valid" else read.status, problem=read.problem,
+        )  # fmt: skip
 
     def _attribute_id(self, domain_key: str, attribute_name: str) -> int | None:
         try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from obs_platform.taxonomy import Taxonomy
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -24,6 +26,13 @@ class Suggestion:
     attribute_id: int
     probability: float
     confident: bool = False  # calibrated probability at or above its domain's threshold
+
+    @classmethod
+    def of(cls, taxonomy: Taxonomy, attribute_id: int, probability: float, confident: bool = False) -> Suggestion:
+        """The attribute decides the domain: an attribute belongs to exactly one domain of the taxonomy."""
+        attribute = taxonomy.attribute(attribute_id)
+        domain = taxonomy.domain(attribute.domain_id)
+        return cls(domain.key, domain.name, attribute.name, attribute.id, round(probability, 4), confident)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,17 @@ class Prediction:
     tags: list[int] = field(default_factory=list)
     status: str = "ok"
     problem: str = ""
+
+    @classmethod
+    def ranked(cls, suggestions: list[Suggestion], level: str, level_confidence: float, **extra: object) -> Prediction:
+        """The prediction whose label is the first of `suggestions` (ranked, most probable first)."""
+        best = suggestions[0]
+        return cls(
+            domain=best.domain, domain_name=best.domain_name, attribute=best.attribute,
+            attribute_id=best.attribute_id, level=level, confidence=round(best.probability, 4),
+            level_confidence=round(level_confidence, 4), top_k=suggestions, confident=best.confident,
+            **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
 
     @classmethod
     def invalid(cls, problem: str) -> Prediction:
