@@ -125,10 +125,10 @@ class ClassifierPredictor:
         return predictions
 
     def _suggestion(self, attribute_id: int, probability: float) -> Suggestion:
-        found = Suggestion.of(self.taxonomy, attribute_id, probability)
-        if self.calibration is None or probability < self.calibration.threshold(found.domain):
-            return found
-        return Suggestion.of(self.taxonomy, attribute_id, probability, confident=True)
+        """A suggestion, `confident` when its calibrated probability reaches its domain's threshold."""
+        domain = self.taxonomy.domain(self.taxonomy.attribute(attribute_id).domain_id).key
+        confident = self.calibration is not None and probability >= self.calibration.threshold(domain)
+        return Suggestion.of(self.taxonomy, attribute_id, probability, confident)
 
 
 class GenerativePredictor:
