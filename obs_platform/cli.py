@@ -63,11 +63,12 @@ def _dagster_home() -> Path:
 
 @app.command()
 def run() -> None:
-    """Run the main job: the whole local asset graph, recorded in DAGSTER_HOME so the UI shows it."""
+    """Run the whole local asset graph (train → tuning job → evaluation → endpoint) without a daemon, recorded in
+    DAGSTER_HOME so the UI shows it."""
     import dagster as dg
 
     from obs_platform.definitions import defs
-    from obs_platform.defs.jobs import MAIN_JOB
+    from obs_platform.local_run import run_whole_graph
     from obs_platform.run_summary import print_summary
 
     home = _dagster_home()
@@ -78,10 +79,9 @@ def run() -> None:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
-            instance=instance, run_config=quiet, raise_on_error=False
-        )
-        typer.echo(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} (DAGSTER_HOME={home})")
+        result = run_whole_graph(defs, instance, echo=typer.echo, run_config=quiet)
+        outcome = "succeeded" if result.success else f"FAILED: {result.failure}"
+        typer.echo(f"runs {', '.join(result.run_ids)} {outcome} (DAGSTER_HOME={home})")
         print_summary(instance, defs, echo=typer.echo)
     if not result.success:
         raise typer.Exit(code=1)
@@ -168,6 +168,7 @@ def classify(
 @app.command()
 def jobs(
     status: Annotated[str | None, typer.Option("--status", help="one job's state, progress and log tail")] = None,
+    list_jobs: Annotated[bool, typer.Option("--list", help="every job, a line each (the default)")] = False,
 ) -> None:
     """List tuning jobs (state, backend, dataset version, model version) from the job records sensors read."""
     from obs_platform.training.backend import JobError
@@ -176,6 +177,8 @@ def jobs(
 
     root = _local_root()
     backend = LocalSubprocessBackend(root)
+    if status is not None and list_jobs:
+        _fail("--status and --list are alternatives")
     if status is not None:
         try:
             current = backend.status(status)

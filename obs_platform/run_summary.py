@@ -13,7 +13,7 @@ SHOWN_KEYS = (
     "landing_uri",
     "model_version",
     "valid_attribute_accuracy",
-    "training_seconds",
+    "job_seconds",
     "model_uri",
     "attribute_temperature",
     "valid_attribute_ece_after",

@@ -41,6 +41,7 @@ class Settings:
     timezone: str = "Europe/London"
     nightly_refresh_cron: str = "0 2 * * *"
     weekly_retrain_cron: str = "0 3 * * 0"
+    tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -54,7 +55,8 @@ class Settings:
         must reach, or `none`), `OBS_PLATFORM_BASELINES` (comma-separated) and `OBS_PLATFORM_EXTERNAL_EVAL`
         (the external comment bank; default `../shared/eval/eyfs_comment_bank.csv` beside the checkout);
         `OBS_PLATFORM_AUTOMATION` (`on`: the landing sensor and the schedules start running; off locally),
-        `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`."""
+        `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`;
+        `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED)."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
@@ -82,4 +84,7 @@ class Settings:
             timezone=os.environ.get("OBS_PLATFORM_TIMEZONE") or cls.timezone,
             nightly_refresh_cron=os.environ.get("OBS_PLATFORM_NIGHTLY_REFRESH_CRON") or cls.nightly_refresh_cron,
             weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
+            tuning_timeout_seconds=float(
+                os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
+            ),
         )  # fmt: skip

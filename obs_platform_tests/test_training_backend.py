@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from obs_platform.cli import app
 from obs_platform.data.redaction import Roster
+from obs_platform.local_run import run_whole_graph
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import JobError, JobState, TrainingSpec
@@ -102,7 +103,12 @@ def test_registry_versions_and_aliases(tmp_path):
         ModelRegistry(storage).resolve("other", "champion")
 
 
-def test_the_main_job_trains_evaluates_gates_and_serves(monkeypatch, landed_storage, tiny_bert):
+def whole_graph(defs, instance):
+    """What `obs-platform run` does: train → wait for the tuning job (sensor ticks) → deploy."""
+    return run_whole_graph(defs, instance, echo=lambda line: None)
+
+
+def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_storage, tiny_bert):
     monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_bert))
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_EPOCHS", "1")
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_BATCH_SIZE", "64")
@@ -112,27 +118,30 @@ def test_the_main_job_trains_evaluates_gates_and_serves(monkeypatch, landed_stor
     with dg.DagsterInstance.ephemeral() as instance:
         try:
             # A one-epoch tiny BERT is below the TF-IDF baseline: the blocking gate keeps it from serving.
-            rejected = load_defs(monkeypatch, landed_storage.root).resolve_job_def("main")
-            result = rejected.execute_in_process(instance=instance, raise_on_error=False)
-            assert not result.success
+            rejected = whole_graph(load_defs(monkeypatch, landed_storage.root), instance)
+            assert not rejected.success and "deploy run" in rejected.failure
             report = metadata(instance, "evaluation_report")
             assert report["promotion"] == "reject" and "below the baseline" in report["promotion_reason"]
-            [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
-            assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+            check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+                [dg.AssetCheckKey(dg.AssetKey("evaluation_report"), "promotion_gate")]
+            )
+            [execution] = check.values()
+            evaluation = execution.event.dagster_event.event_specific_data
+            assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
             assert instance.get_latest_materialization_event(dg.AssetKey("champion_model")) is None
             assert "champion" not in ModelRegistry(LocalStorage(landed_storage.root)).aliases("oss-classifier")
 
             # With no floor it is promoted (there is no champion yet), and served.
             monkeypatch.setenv("OBS_PLATFORM_PROMOTION_FLOOR", "none")
             defs = load_defs(monkeypatch, landed_storage.root)
-            assert defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False).success
+            assert whole_graph(defs, instance).success
             served = metadata(instance, "oss_endpoint")
             promoted = metadata(instance, "champion_model")
             evaluated = metadata(instance, "evaluation_report")
-            again = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
-            assert again.success
-            reused = metadata(instance, "tuned_oss_model")
-            assert reused["reused"] is True
+            assert whole_graph(defs, instance).success
+            request = metadata(instance, "oss_tuning_job")
+            assert request["outcome"] == "reused" and request["model_version"] == "oss-classifier/v1"
+            assert len(LocalSubprocessBackend(landed_storage.root).jobs()) == 1  # trained once
             assert metadata(instance, "oss_endpoint")["pid"] == served["pid"]  # same champion: not restarted
         finally:
             endpoint.stop(landed_storage.root)
@@ -167,8 +176,7 @@ def test_sft_mode_trains_on_the_chat_files_and_serves_a_generative_model(monkeyp
     defs = load_defs(monkeypatch, landed_storage.root)
     with dg.DagsterInstance.ephemeral() as instance:
         try:
-            result = defs.resolve_job_def("main").execute_in_process(instance=instance, raise_on_error=False)
-            assert result.success
+            assert whole_graph(defs, instance).success
             served = metadata(instance, "oss_endpoint")
         finally:
             endpoint.stop(landed_storage.root)

@@ -1,15 +1,27 @@
-"""Jobs over the asset graph."""
+"""Jobs over the asset graph. Training is split at the tuning job: `train` ends when the job is submitted; the
+job-status sensor reports the tuned model; what follows (`deploy`) runs by declarative automation, or by hand."""
 
 import dagster as dg
 
-MAIN_JOB = "main"
+TRAIN_JOB = "train"
+DEPLOY_JOB = "deploy"
 DATA_JOB = "data"
 REFRESH_JOB = "refresh"
 
-main_job = dg.define_asset_job(
-    MAIN_JOB,
-    selection=dg.AssetSelection.all(),
-    description="The whole local asset graph, from the landing area to the last asset.",
+TUNED_MODEL = dg.AssetKey("tuned_oss_model")
+
+train_job = dg.define_asset_job(
+    TRAIN_JOB,
+    selection=dg.AssetSelection.groups("data") | dg.AssetSelection.assets("baselines", "oss_tuning_job"),
+    description="Landing area → canonical → splits → training files → baselines → a tuning job submitted (not "
+    "waited for). Started by the landing sensor, the weekly schedule or the UI.",
+)
+
+deploy_job = dg.define_asset_job(
+    DEPLOY_JOB,
+    selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False),
+    description="Everything after the tuned model: calibration, evaluation report, promotion gate, champion and "
+    "endpoint. Automation runs it when a model lands; run it by hand to re-deploy.",
 )
 
 refresh_job = dg.define_asset_job(

@@ -3,7 +3,7 @@ come from the environment (`OBS_PLATFORM_AUTOMATION=on` in a production deployme
 
 import dagster as dg
 
-from obs_platform.defs.jobs import MAIN_JOB, REFRESH_JOB
+from obs_platform.defs.jobs import REFRESH_JOB, TRAIN_JOB
 from obs_platform.settings import Settings
 
 
@@ -23,11 +23,12 @@ def schedules() -> dg.Definitions:
             ),
             dg.ScheduleDefinition(
                 name="weekly_retrain",
-                job_name=MAIN_JOB,
+                job_name=TRAIN_JOB,
                 cron_schedule=settings.weekly_retrain_cron,
                 execution_timezone=settings.timezone,
                 default_status=status,
-                description="The whole graph: trains again when the data or the recipe changed since the last model.",
+                description="Submits a tuning job when the data or the recipe changed since the last model; the "
+                "job-status sensor and automation take it from there.",
             ),
         ]
     )

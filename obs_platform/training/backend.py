@@ -16,10 +16,11 @@ class JobState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"  # ran (or waited) past its time limit and was stopped
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self is not JobState.PENDING and self is not JobState.RUNNING
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class ModelArtifact:
 
 class JobError(RuntimeError):
     """A job cannot give what was asked (unknown id, no result because it failed, ...)."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend could not be asked right now (network, quota, a locked job database): ask again later.
+    A poller backs off on this; it never takes it to mean that the job failed."""
 
 
 class TuningBackend(Protocol):

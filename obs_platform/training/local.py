@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from obs_platform.processes import process_alive
-from obs_platform.training.backend import JobError, JobState, JobStatus, ModelArtifact, TrainingSpec
+from obs_platform.training.backend import BackendUnavailable, JobError, JobState, JobStatus, ModelArtifact, TrainingSpec
 
 LOG_TAIL_LINES = 20
 
@@ -50,10 +50,15 @@ class LocalSubprocessBackend:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.root / "jobs" / "jobs.sqlite", timeout=30)
+        try:
+            connection = sqlite3.connect(self.root / "jobs" / "jobs.sqlite", timeout=30)
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailable(f"the job records cannot be opened: {exc}") from exc
         try:
             with connection:
                 yield connection
+        except sqlite3.OperationalError as exc:  # locked past the timeout, disk full: try again later
+            raise BackendUnavailable(f"the job records cannot be read: {exc}") from exc
         finally:
             connection.close()
 

@@ -1,17 +1,22 @@
-"""The landing sensor: new or changed data requests a run of the whole graph (which retrains only when the
-data version changed: the model asset reuses a version trained on the same data with the same recipe)."""
+"""The landing sensor: new or changed data requests a `train` run (data assets → baselines → tuning job), which
+submits a job only when the dataset version changed: a version trained on the same data with the same recipe is
+reused. One run per drop, keyed by the content of the whole landing area.
+
+Why not one dynamic partition per drop: every drop is re-read together with the earlier ones (the canonical set is
+the union of all exports, de-duplicated across files), so the data assets are not partitioned by drop; the run key
+already makes each drop visible (a run tagged with its fingerprint) and run once."""
 
 import dagster as dg
 
 from obs_platform.data.landing import LandingSnapshot
 from obs_platform.defs.data.resources import StorageResource
-from obs_platform.defs.jobs import MAIN_JOB
+from obs_platform.defs.jobs import TRAIN_JOB
 from obs_platform.settings import LANDING_PREFIX, Settings
 
 
 @dg.sensor(
     name="landing_sensor",
-    job_name=MAIN_JOB,
+    job_name=TRAIN_JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING if Settings.from_env().automation else dg.DefaultSensorStatus.STOPPED,
 )

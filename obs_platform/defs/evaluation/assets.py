@@ -97,7 +97,13 @@ def _candidate(context: dg.AssetExecutionContext, registry: ModelRegistry) -> Mo
     return registry.by_label(str(latest_metadata(context, tuned_oss_model.key)["model_version"]))
 
 
-@dg.asset(group_name=GROUP, deps=[tuned_oss_model], kinds={"pytorch"})
+# New data alone does not re-calibrate the served model: only a newly reported model does.
+@dg.asset(
+    group_name=GROUP,
+    deps=[tuned_oss_model],
+    kinds={"pytorch"},
+    automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data")),
+)
 def model_calibration(
     context: dg.AssetExecutionContext,
     training_splits: pd.DataFrame,
@@ -163,7 +169,14 @@ def _model_result(
     return result, folder
 
 
-@dg.asset(group_name=GROUP, deps=[model_calibration, baselines], kinds={"scikitlearn", "matplotlib"})
+@dg.asset(
+    group_name=GROUP,
+    deps=[model_calibration, baselines],
+    kinds={"scikitlearn", "matplotlib"},
+    automation_condition=dg.AutomationCondition.eager().ignore(
+        dg.AssetSelection.groups("data") | dg.AssetSelection.assets(baselines)
+    ),
+)
 def evaluation_report(
     context: dg.AssetExecutionContext,
     training_splits: pd.DataFrame,
@@ -253,7 +266,8 @@ def _decision(
     return gate.decide(challenger_f1, champion_f1, floor_f1, evaluation.tolerance, interval)
 
 
-@dg.asset(group_name=GROUP, deps=[evaluation_report])
+# Requested in the same run as the report: the blocking promotion gate skips it there when the model is rejected.
+@dg.asset(group_name=GROUP, deps=[evaluation_report], automation_condition=dg.AutomationCondition.eager())
 def champion_model(
     context: dg.AssetExecutionContext, registry: ModelRegistryResource, tuning: TuningBackendResource
 ) -> dg.MaterializeResult:

@@ -12,7 +12,9 @@ from obs_platform.storage import LocalStorage
 EXAMPLE = "Amara poured water from the jug into three cups and said 'this one has the most'"
 
 
-@dg.asset(group_name="serving", deps=[champion_model], kinds={"fastapi"})
+@dg.asset(
+    group_name="serving", deps=[champion_model], kinds={"fastapi"}, automation_condition=dg.AutomationCondition.eager()
+)
 def oss_endpoint(
     context: dg.AssetExecutionContext,
     storage: StorageResource,

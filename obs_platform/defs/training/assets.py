@@ -1,14 +1,14 @@
-"""The model assets: a tuned open-source model, trained by the tuning backend and registered."""
+"""The model assets: the tuning job (submitted, never waited for) and the tuned model it produces, which the
+job-status sensor reports."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 
 from obs_platform.defs.data.assets import oss_sft_jsonl, training_splits
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
-from obs_platform.training.backend import JobState
+from obs_platform.training.backend import JobError, TrainingSpec, TuningBackend
 from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 GROUP = "model"
@@ -21,65 +21,84 @@ def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict
     return {name: value.value for name, value in event.asset_materialization.metadata.items()}
 
 
-@dg.asset(group_name=GROUP, deps=[training_splits, oss_sft_jsonl], kinds={"pytorch", "huggingface"})
-def tuned_oss_model(
-    context: dg.AssetExecutionContext,
-    storage: StorageResource,
-    tuning: TuningBackendResource,
-    registry: ModelRegistryResource,
-) -> dg.MaterializeResult:
-    """A LoRA-tuned open-source model: the MiniLM classifier on the splits (the default, CPU) or, in `sft`
-    mode, a causal LM on the chat files (GPU). Submitted to the tuning backend, waited for, registered as the
-    next version of `oss-classifier` (or `oss-sft`); evaluation decides whether it becomes the champion. A
-    version already trained on the same dataset version with the same recipe is reused instead."""
+def training_spec(context: dg.AssetExecutionContext, tuning: TuningBackendResource) -> TrainingSpec:
+    """What the next job trains: the newest split files (or chat files in `sft` mode) with the configured recipe."""
     if tuning.mode == "sft":
         files = latest_metadata(context, oss_sft_jsonl.key)
         folder, dataset_version = str(files["folder_uri"]), str(files["dataset_version"])
     else:
         splits = latest_metadata(context, training_splits.key)
         folder, dataset_version = str(splits["splits_uri"]), str(splits["dataset_version"])
-    spec = tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
-    name = tuning.model_name
-    models = registry.registry()
-    trained = models.find(name, dataset_version=spec.dataset_version, spec=spec.to_dict())
-    if trained is not None:  # same data, same recipe: training again would only spend minutes
+    return tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
+
+
+@dg.asset(group_name=GROUP, deps=[training_splits, oss_sft_jsonl], kinds={"pytorch", "huggingface"})
+def oss_tuning_job(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    tuning: TuningBackendResource,
+    registry: ModelRegistryResource,
+) -> dg.MaterializeResult:
+    """A LoRA tuning job for the open-source model on the newest data: the MiniLM classifier on the splits (the
+    default, CPU) or, in `sft` mode, a causal LM on the chat files (GPU). Submitted to the tuning backend and
+    returned at once: jobs run for minutes locally and hours on Vertex, and no run should sit blocked on one.
+    `tuning_job_sensor` polls the job and reports `tuned_oss_model` when it ends. Nothing is submitted when a
+    version was already trained on this dataset version with this recipe (that version is reported instead),
+    nor when the same job is still running. Not automated: on Vertex a job costs money, so it starts from the
+    landing sensor, the weekly schedule or the UI."""
+    spec = training_spec(context, tuning)
+    facts = {"dataset_version": spec.dataset_version, "spec": dg.MetadataValue.json(spec.to_dict())}
+    trained = registry.registry().find(tuning.model_name, dataset_version=spec.dataset_version, spec=spec.to_dict())
+    if trained is not None:  # same data, same recipe: training again would only spend minutes (or money)
         context.log.info(f"{trained.label} was trained on dataset {spec.dataset_version} with this recipe: reused")
-        return dg.MaterializeResult(metadata={**_version_metadata(models, trained), "reused": True})
+        return dg.MaterializeResult(metadata={"outcome": "reused", "model_version": trained.label, **facts})
     backend = tuning.backend(storage)
+    running = _running_job(context, backend, spec)
+    if running is not None:
+        context.log.info(f"job {running['job_id']} is already training this data with this recipe: not submitted again")
+        return dg.MaterializeResult(metadata={**running, "outcome": "running", **facts})
     job_id = backend.submit(spec)
     context.log.info(f"submitted {backend.name} tuning job {job_id} on dataset {spec.dataset_version}")
-    started = time.monotonic()
-    reported, pause = -1.0, 0.5
-    while not (status := backend.status(job_id)).state.finished:
-        if time.monotonic() - started > tuning.timeout_seconds:
-            backend.cancel(job_id)
-            raise dg.Failure(f"tuning job {job_id} ran past {tuning.timeout_seconds:.0f} s and was cancelled")
-        if status.progress - reported >= 0.25:
-            context.log.info(f"job {job_id}: {status.state.value}, {status.progress:.0%}")
-            reported = status.progress
-        time.sleep(pause)
-        pause = min(pause * 2, tuning.poll_seconds)
-    if status.state is not JobState.SUCCEEDED:
-        raise dg.Failure(
-            f"tuning job {job_id} {status.state.value}",
-            metadata={"job_id": job_id, "log_tail": dg.MetadataValue.md(f"```\n{status.message}\n```")},
-        )
-    artifact = backend.result(job_id)
-    version = models.register(
-        name, Path(artifact.uri), manifest=artifact.manifest, dataset_version=spec.dataset_version,
-        job_id=job_id, spec=spec.to_dict(),
-    )  # fmt: skip
     return dg.MaterializeResult(
         metadata={
-            **_version_metadata(models, version),
-            "reused": False,
+            "outcome": "submitted",
+            "job_id": job_id,
             "backend": backend.name,
-            "training_seconds": round(time.monotonic() - started, 1),
-        }
+            "submitted_at": time.time(),
+            "base_model": spec.base_model,
+            **facts,
+        }  # fmt: skip
     )
 
 
-def _version_metadata(models: ModelRegistry, version: ModelVersion) -> dict:
+def _running_job(context: dg.AssetExecutionContext, backend: TuningBackend, spec: TrainingSpec) -> dict | None:
+    """The job the previous materialisation submitted (id, backend, submission time), when it trains the same
+    spec and has not ended."""
+    event = context.instance.get_latest_materialization_event(oss_tuning_job.key)
+    if event is None or event.asset_materialization is None:
+        return None
+    previous = {name: value.value for name, value in event.asset_materialization.metadata.items()}
+    if "job_id" not in previous or previous.get("backend") != backend.name or previous.get("spec") != spec.to_dict():
+        return None
+    try:
+        state = backend.status(str(previous["job_id"])).state
+    except JobError:
+        return None
+    return None if state.finished else {k: previous[k] for k in ("job_id", "backend", "submitted_at", "base_model")}
+
+
+tuned_oss_model = dg.AssetSpec(
+    "tuned_oss_model",
+    deps=[oss_tuning_job],
+    group_name=GROUP,
+    kinds={"pytorch", "huggingface"},
+    description="The registered model version a tuning job produced (or the version reused for the same data and "
+    "recipe). Never executed by Dagster: `tuning_job_sensor` records its materialisation, with the job's "
+    "metrics, when the job succeeds; evaluation and serving follow it by declarative automation.",
+)
+
+
+def version_metadata(models: ModelRegistry, version: ModelVersion) -> dict:
     manifest = version.manifest
     return {
         "model_version": version.label,

@@ -27,8 +27,8 @@ class TuningBackendResource(dg.ConfigurableResource):
     batch_size: int = 0
     max_length: int = 0
     learning_rate: float = 0.0
-    poll_seconds: float = 5.0
-    timeout_seconds: float = 3 * 3600
+    poll_seconds: float = 5.0  # how often `obs-platform run`, waiting without a daemon, asks about its job
+    timeout_seconds: float = 6 * 3600
 
     def backend(self, storage: StorageResource) -> TuningBackend:
         client = storage.client()
@@ -80,6 +80,7 @@ def resources() -> dg.Definitions:
                 kind=settings.backend,
                 mode=settings.train_mode,
                 base_model=settings.base_model,
+                timeout_seconds=settings.tuning_timeout_seconds,
                 **settings.train_options,
             ),
             "registry": ModelRegistryResource(storage=configured_storage()),

@@ -1,0 +1,143 @@
+"""The job-status sensor: polls every open tuning job through the backend protocol and reports how it ended.
+
+Why a sensor returning `SensorResult(asset_events=...)` rather than a run request: `tuned_oss_model` is produced
+by the tuning job, outside Dagster, so it is declared as an `AssetSpec` Dagster never executes, and the sensor
+records its materialisation the moment the job's result is registered; no run is launched only to copy metadata.
+Evaluation and serving follow it by declarative automation (`obs_platform/defs/automation.py`).
+
+What is waited for comes from the event log (each `oss_tuning_job` materialisation names its job); the cursor
+holds the last event read and the open jobs with their back-off state, so a restarted daemon neither loses a job
+nor starts again from the beginning. A tick that crashed after its events were stored but before its cursor was
+(Dagster stores the cursor last) finds the job's outcome already on `oss_tuning_job` and does not report it twice.
+"""
+
+import time
+
+import dagster as dg
+
+from obs_platform.defs.data.resources import StorageResource
+from obs_platform.defs.training.assets import oss_tuning_job, tuned_oss_model, version_metadata
+from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
+from obs_platform.training.backend import JobState
+from obs_platform.training.monitor import Backoff, JobOutcome, JobWatch, WatchedJob
+from obs_platform.training.registry import ModelRegistry
+
+SENSOR_NAME = "tuning_job_sensor"
+READ_PER_TICK = 100  # new tuning-job events read per tick; more wait for the next one
+OUTCOMES_REMEMBERED = 500  # how far back a tick looks for outcomes it already reported
+
+
+@dg.sensor(
+    name=SENSOR_NAME,
+    minimum_interval_seconds=30,
+    # On everywhere: it only reads job states, and without it a job submitted from the UI is never reported.
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def tuning_job_sensor(
+    context: dg.SensorEvaluationContext,
+    storage: StorageResource,
+    tuning: TuningBackendResource,
+    registry: ModelRegistryResource,
+) -> dg.SensorResult:
+    """Polls the open tuning jobs; reports a success as a `tuned_oss_model` materialisation with the job's metrics,
+    and every ending (succeeded, failed with the trainer's last log lines, cancelled, expired) as an observation
+    of `oss_tuning_job`. An unreachable backend is asked again later, waiting twice as long each time."""
+    watch = JobWatch.from_cursor(context.cursor)
+    models = registry.registry()
+    events: list[dg.AssetMaterialization | dg.AssetObservation] = []
+    for requested in _new_requests(context.instance, watch):
+        if requested.get("outcome") == "reused":
+            events += _reused(context.instance, models, requested)
+        elif "job_id" in requested:
+            watch.add(_watched(requested))
+    backend = tuning.backend(storage)
+    ended, unavailable = watch.poll(
+        backend, models, tuning.model_name, timeout_seconds=tuning.timeout_seconds, backoff=Backoff()
+    )
+    for job in unavailable:
+        context.log.warning(
+            f"{job.backend} backend unavailable for job {job.job_id} ({job.unavailable} times in a row): "
+            f"{job.last_error}; asking again in {job.next_poll_at - time.time():.0f} s"
+        )
+    already = _reported_jobs(context.instance)
+    for outcome in ended:
+        if outcome.job.job_id in already:
+            continue
+        log = context.log.info if outcome.state is JobState.SUCCEEDED else context.log.error
+        log(f"tuning job {outcome.job.job_id} {outcome.state.value}"
+            + (f": {outcome.version.label}" if outcome.version else f"\n{outcome.message}"))  # fmt: skip
+        events += _ended(models, outcome)
+    if not events:
+        return dg.SensorResult(
+            skip_reason=f"{len(watch.jobs)} tuning job(s) open, none ended", cursor=watch.to_cursor()
+        )
+    return dg.SensorResult(asset_events=events, cursor=watch.to_cursor())
+
+
+def _new_requests(instance: dg.DagsterInstance, watch: JobWatch) -> list[dict]:
+    """The metadata of the `oss_tuning_job` materialisations after the cursor's bookmark (which moves past them)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=oss_tuning_job.key, after_storage_id=watch.after or None),
+        limit=READ_PER_TICK,
+        ascending=True,
+    ).records
+    requests = []
+    for record in records:
+        watch.after = max(watch.after, record.storage_id)
+        if record.asset_materialization is not None:
+            requests.append({k: v.value for k, v in record.asset_materialization.metadata.items()})
+    return requests
+
+
+def _watched(requested: dict) -> WatchedJob:
+    return WatchedJob(
+        job_id=str(requested["job_id"]),
+        backend=str(requested["backend"]),
+        spec=dict(requested["spec"]),
+        submitted_at=float(requested["submitted_at"]),
+    )
+
+
+def _reported_jobs(instance: dg.DagsterInstance) -> set[str]:
+    observations = instance.fetch_observations(oss_tuning_job.key, limit=OUTCOMES_REMEMBERED).records
+    return {
+        str(record.asset_observation.metadata["job_id"].value)
+        for record in observations
+        if record.asset_observation is not None and "job_id" in record.asset_observation.metadata
+    }
+
+
+def _reused(instance: dg.DagsterInstance, models: ModelRegistry, requested: dict) -> list[dg.AssetMaterialization]:
+    """A reused version becomes the tuned model again, unless it already is (then nothing downstream re-runs)."""
+    event = instance.get_latest_materialization_event(tuned_oss_model.key)
+    if event is not None and event.asset_materialization is not None:
+        current = event.asset_materialization.metadata.get("model_version")
+        if current is not None and current.value == requested["model_version"]:
+            return []
+    version = models.by_label(str(requested["model_version"]))
+    return [
+        dg.AssetMaterialization(tuned_oss_model.key, metadata={**version_metadata(models, version), "reused": True})
+    ]
+
+
+def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMaterialization | dg.AssetObservation]:
+    job = outcome.job
+    seconds = round(time.time() - job.submitted_at, 1)
+    facts = {"job_id": job.job_id, "state": outcome.state.value, "backend": job.backend,
+             "dataset_version": job.dataset_version, "seconds_since_submission": seconds}  # fmt: skip
+    if outcome.version is None:
+        message = dg.MetadataValue.md(f"```\n{outcome.message or '(no message)'}\n```")
+        return [dg.AssetObservation(oss_tuning_job.key, metadata={**facts, "message": message})]
+    return [
+        dg.AssetObservation(oss_tuning_job.key, metadata={**facts, "model_version": outcome.version.label}),
+        dg.AssetMaterialization(
+            tuned_oss_model.key,
+            metadata={
+                **version_metadata(models, outcome.version),
+                "reused": False,
+                "backend": job.backend,
+                "job_seconds": seconds,
+                "job_metrics": dg.MetadataValue.json(outcome.metrics),
+            },  # fmt: skip
+        ),
+    ]
