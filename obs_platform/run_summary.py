@@ -1,4 +1,4 @@
-"""What `obs-platform run` prints when the main job ends: each asset's latest figures and locations, the
+"""What `obs-platform run` prints when the graph has run: each asset's latest figures and locations, the
 evaluation table, and the endpoint's URL."""
 
 from collections.abc import Callable
@@ -11,6 +11,8 @@ SHOWN_KEYS = (
     "splits_uri",
     "folder_uri",
     "landing_uri",
+    "outcome",
+    "job_id",
     "model_version",
     "valid_attribute_accuracy",
     "job_seconds",
