@@ -15,6 +15,7 @@ DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
 # The shared reference data beside a checkout (present in CI): evaluation only, never trained on.
 DEFAULT_EXTERNAL_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "eyfs_comment_bank.csv"
 LANDING_PREFIX = "landing"
+BACKENDS = ("local", "vertex")  # where tuning jobs run: a subprocess here, or Vertex AI
 # The data set's names, kept for the endpoint to redact requests with: personal data, like the landing
 # area, and never part of any training file.
 ROSTER_PATH = "private/roster.json"
@@ -42,6 +43,7 @@ class Settings:
     nightly_refresh_cron: str = "0 2 * * *"
     weekly_retrain_cron: str = "0 3 * * 0"
     tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
+    usd_per_million_training_tokens: float | None = None  # the price the tuning cost estimate uses
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -56,11 +58,16 @@ class Settings:
         (the external comment bank; default `../shared/eval/eyfs_comment_bank.csv` beside the checkout);
         `OBS_PLATFORM_AUTOMATION` (`on`: the landing sensor and the schedules start running; off locally),
         `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`;
-        `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED)."""
+        `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED),
+        `OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS` (the price of a Gemini tuning job's training tokens). The
+        Vertex deployment's own variables are read by `obs_platform.cloud.vertex.VertexSettings`."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
         taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
         backend = os.environ.get("OBS_PLATFORM_BACKEND") or "local"
+        if backend not in BACKENDS:
+            raise ValueError(f"OBS_PLATFORM_BACKEND={backend!r}: expected one of {list(BACKENDS)}")
+        price = os.environ.get("OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS")
         mode = os.environ.get("OBS_PLATFORM_TRAIN_MODE") or "classifier"
         if mode not in MODE_DEFAULTS:
             raise ValueError(f"OBS_PLATFORM_TRAIN_MODE={mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
@@ -84,6 +91,7 @@ class Settings:
             timezone=os.environ.get("OBS_PLATFORM_TIMEZONE") or cls.timezone,
             nightly_refresh_cron=os.environ.get("OBS_PLATFORM_NIGHTLY_REFRESH_CRON") or cls.nightly_refresh_cron,
             weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
+            usd_per_million_training_tokens=float(price) if price else None,
             tuning_timeout_seconds=float(
                 os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
             ),

@@ -27,6 +27,8 @@ from obs_platform.data.raw import parse_export
 from obs_platform.storage import LocalStorage
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
 
+from .fake_vertex import fake_vertex  # noqa: F401  (a fixture: the fake Vertex AI API)
+
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 SEED_TAXONOMY = SHARED / "reference" / "seed_taxonomy" / "learningdomains.json"
 SEED_SAMPLE = SHARED / "reference" / "seed_taxonomy" / "sample_canonical.jsonl"

@@ -9,7 +9,7 @@ from obs_platform.cli import app
 from obs_platform.data.landing import LandingSnapshot
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.data.sensors import landing_sensor
-from obs_platform.local_run import run_whole_graph, tick_sensor
+from obs_platform.local_run import tick_sensor, wait_for_tuning_job
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
 from obs_platform.training.local import LocalSubprocessBackend
@@ -110,7 +110,7 @@ def tiny_training(monkeypatch, tiny_bert):
     monkeypatch.setenv("OBS_PLATFORM_EXTERNAL_EVAL", "")
 
 
-def test_the_loop_from_a_landed_file_to_the_promotion_gate(monkeypatch, storage, tiny_bert):
+def test_the_loop_from_a_landed_file_to_the_promotion_gate_and_a_failed_job(monkeypatch, storage, tiny_bert):
     tiny_training(monkeypatch, tiny_bert)
     monkeypatch.setenv("OBS_PLATFORM_PROMOTION_FLOOR", "none")
     defs = load_defs(monkeypatch, storage.root)
@@ -172,6 +172,25 @@ def test_the_loop_from_a_landed_file_to_the_promotion_gate(monkeypatch, storage,
             assert deploy.success
             after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
             assert requested(after) == set()  # nothing new since
+
+            # A job that fails (a base model that does not exist) is reported with the trainer's last lines, and
+            # nothing downstream moves; `obs-platform run` (which ticks the same sensor) says why it stopped.
+            monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(storage.root / "no-such-model"))
+            broken = load_defs(monkeypatch, storage.root)
+            broken.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey("oss_tuning_job")]
+            )
+            lines = []
+            failure = wait_for_tuning_job(broken, instance, echo=lines.append)
+            assert failure.startswith("tuning job local-") and failure.endswith("FAILED")
+            event = instance.fetch_observations(dg.AssetKey("oss_tuning_job"), limit=1).records[0].asset_observation
+            message = event.metadata["message"].value
+            assert event.metadata["state"].value == "FAILED"
+            assert "no-such-model" in message and "exited with code" in message
+            assert any("no-such-model" in line for line in lines)
+            assert metadata(instance, "tuned_oss_model")["model_version"] == "oss-classifier/v1"
+            after_failure = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+            assert requested(after_failure) == set()
         finally:
             endpoint.stop(storage.root)
         report = metadata(instance, "evaluation_report")
@@ -180,22 +199,3 @@ def test_the_loop_from_a_landed_file_to_the_promotion_gate(monkeypatch, storage,
         assert metadata(instance, "oss_endpoint")["model_version"] == "oss-classifier/v1"
         listed = CliRunner().invoke(app, ["jobs"]).output.splitlines()
         assert submitted["job_id"] in listed[1] and listed[1].endswith("oss-classifier/v1")
-
-
-def test_a_failed_job_is_reported_with_the_trainer_log_and_nothing_follows(monkeypatch, landed_storage, tiny_bert):
-    tiny_training(monkeypatch, tiny_bert)
-    monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(landed_storage.root / "no-such-model"))
-    defs = load_defs(monkeypatch, landed_storage.root)
-    lines = []
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = run_whole_graph(defs, instance, echo=lines.append)
-        assert not result.success and result.failure.endswith("FAILED") and len(result.run_ids) == 1
-        event = instance.fetch_observations(dg.AssetKey("oss_tuning_job"), limit=1).records[0].asset_observation
-        assert event.metadata["state"].value == "FAILED"
-        assert (
-            "no-such-model" in event.metadata["message"].value and "exited with code" in event.metadata["message"].value
-        )
-        assert instance.get_latest_materialization_event(dg.AssetKey("tuned_oss_model")) is None
-        assert any("no-such-model" in line for line in lines)
-        # Reported once: later ticks from the beginning find nothing new to say.
-        assert tick(defs, instance, "tuning_job_sensor").asset_events == []

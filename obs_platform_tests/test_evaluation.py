@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 from obs_platform.evaluation import gate
 from obs_platform.evaluation.baselines import majority, tfidf_logistic
@@ -17,6 +18,7 @@ from obs_platform.evaluation.metrics import (
     evaluate_domains,
     evaluate_predictions,
     expected_calibration_error,
+    macro_f1,
     macro_f1_difference_interval,
     summary_row,
 )
@@ -169,6 +171,13 @@ def test_the_bootstrap_interval_of_a_macro_f1_difference():
     assert low < high < 0  # clearly worse: the whole interval is below zero
     low, high = macro_f1_difference_interval(truth, truth, half_wrong)
     assert 0 < low < high
+
+
+def test_the_fast_macro_f1_is_scikit_learns():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        truth, predicted = rng.integers(0, 9, 40), rng.integers(0, 12, 40)
+        assert macro_f1(truth, predicted, 12) == pytest.approx(f1_score(truth, predicted, average="macro"))
 
 
 def test_baselines_fit_on_train_and_predict_labels(split_frame, eyfs):

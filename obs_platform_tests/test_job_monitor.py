@@ -73,12 +73,12 @@ def registry(tmp_path) -> ModelRegistry:
 def watch_of(backend: ScriptedBackend, *job_ids: str, submitted_at: float = 1000.0) -> JobWatch:
     watch = JobWatch()
     for job_id in job_ids:
-        watch.add(WatchedJob(job_id, backend.name, SPEC.to_dict(), submitted_at))
+        watch.add(WatchedJob(job_id, backend.name, "m", "tests", SPEC.to_dict(), submitted_at))
     return watch
 
 
 def poll(watch, backend, registry, now=1010.0, timeout=3600.0):
-    return watch.poll(backend, registry, "m", timeout_seconds=timeout, backoff=Backoff(30, 600), now=now)
+    return watch.poll({backend.name: backend}, registry, timeout_seconds=timeout, backoff=Backoff(30, 600), now=now)
 
 
 def test_a_success_is_registered_and_reported_once(backend, registry):
@@ -150,12 +150,13 @@ def test_the_watch_round_trips_through_a_cursor_and_adds_a_job_once(backend, reg
     poll(watch, backend, registry)
     restored = JobWatch.from_cursor(watch.to_cursor())  # a restarted daemon
     assert restored == watch and restored.jobs[job_id].unavailable == 1
-    assert not restored.add(WatchedJob(job_id, backend.name, SPEC.to_dict(), 5000.0))
+    assert not restored.add(WatchedJob(job_id, backend.name, "m", "tests", SPEC.to_dict(), 5000.0))
     assert restored.jobs[job_id].submitted_at == 1000.0
     assert JobWatch.from_cursor(None) == JobWatch()
 
 
-def test_jobs_of_another_backend_are_left_alone(backend, registry):
+def test_jobs_of_a_backend_not_given_stay_watched(backend, registry):
     watch = JobWatch()
-    watch.add(WatchedJob("vertex-1", "vertex", SPEC.to_dict(), 1000.0))
+    watch.add(WatchedJob("vertex-1", "vertex", "m", "tests", SPEC.to_dict(), 1000.0))
     assert poll(watch, backend, registry) == ([], []) and backend.asked == []
+    assert "vertex-1" in watch.jobs

@@ -12,7 +12,7 @@ from obs_platform.data.redaction import Roster
 from obs_platform.local_run import run_whole_graph
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
-from obs_platform.training.backend import JobError, JobState, TrainingSpec
+from obs_platform.training.backend import JobError, JobState, ModelArtifact, TrainingSpec
 from obs_platform.training.local import LocalSubprocessBackend
 from obs_platform.training.registry import ModelRegistry, RegistryError
 
@@ -87,9 +87,10 @@ def test_registry_versions_and_aliases(tmp_path):
     (files / "checkpoints").mkdir()
     (files / "checkpoints" / "optimizer.pt").write_bytes(b"state")
     registry = ModelRegistry(storage)
-    first = registry.register("m", files, manifest={"metrics": {}}, dataset_version="d1", job_id="j1")
-    assert registry.register("m", files, manifest={}, dataset_version="d1", job_id="j1") == first  # idempotent
-    second = registry.register("m", files, manifest={}, dataset_version="d2", job_id="j2")
+    artifact = ModelArtifact(uri=str(files), manifest={"metrics": {}})
+    first = registry.register("m", artifact, dataset_version="d1", job_id="j1")
+    assert registry.register("m", artifact, dataset_version="d1", job_id="j1") == first  # idempotent
+    second = registry.register("m", artifact, dataset_version="d2", job_id="j2")
     assert (first.version, second.version) == (1, 2)
     assert storage.exists("models/m/v1/files/adapter/adapter_model.safetensors")
     assert not storage.exists("models/m/v1/files/checkpoints/optimizer.pt")
@@ -101,6 +102,16 @@ def test_registry_versions_and_aliases(tmp_path):
         registry.set_alias("m", "champion", 7)
     with pytest.raises(RegistryError):
         ModelRegistry(storage).resolve("other", "champion")
+    with pytest.raises(RegistryError, match="no model files"):  # a wrong URI is no empty version
+        registry.register(
+            "m", ModelArtifact(uri=str(tmp_path / "nothing"), manifest={}), dataset_version="d", job_id="j3"
+        )
+    # A managed model (a tuned Gemini) is registered by reference: its endpoint, no files.
+    endpoint = "projects/1/locations/europe-west2/endpoints/77"
+    gemini = registry.register(
+        "g", ModelArtifact(uri=endpoint, manifest={}, managed=True), dataset_version="d", job_id="t1"
+    )
+    assert gemini.uri == endpoint and storage.list_files("models/g") == ["models/g/v1/version.json"]
 
 
 def whole_graph(defs, instance):

@@ -3,6 +3,8 @@ job-status sensor reports the tuned model; what follows (`deploy`) runs by decla
 
 import dagster as dg
 
+from obs_platform.settings import Settings
+
 TRAIN_JOB = "train"
 DEPLOY_JOB = "deploy"
 DATA_JOB = "data"
@@ -10,28 +12,37 @@ REFRESH_JOB = "refresh"
 
 TUNED_MODEL = dg.AssetKey("tuned_oss_model")
 
-train_job = dg.define_asset_job(
-    TRAIN_JOB,
-    selection=dg.AssetSelection.groups("data") | dg.AssetSelection.assets("baselines", "oss_tuning_job"),
-    description="Landing area → canonical → splits → training files → baselines → a tuning job submitted (not "
-    "waited for). Started by the landing sensor, the weekly schedule or the UI.",
-)
 
-deploy_job = dg.define_asset_job(
-    DEPLOY_JOB,
-    selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False),
-    description="Everything after the tuned model: calibration, evaluation report, promotion gate, champion and "
-    "endpoint. Automation runs it when a model lands; run it by hand to re-deploy.",
-)
-
-refresh_job = dg.define_asset_job(
-    REFRESH_JOB,
-    selection=dg.AssetSelection.groups("data", "evaluation"),
-    description="The data assets and the evaluation of the newest model (no training): keeps reports current.",
-)
-
-data_job = dg.define_asset_job(
-    DATA_JOB,
-    selection=dg.AssetSelection.groups("data"),
-    description="The data assets only: landing area to training files (no training).",
-)
+@dg.definitions
+def jobs() -> dg.Definitions:
+    # On Vertex AI the managed Gemini tuning job is submitted beside the open-source one; locally it cannot run.
+    tuning_jobs = (
+        ["oss_tuning_job", "gemini_tuning_job"] if Settings.from_env().backend == "vertex" else ["oss_tuning_job"]
+    )
+    return dg.Definitions(
+        jobs=[
+            dg.define_asset_job(
+                TRAIN_JOB,
+                selection=dg.AssetSelection.groups("data") | dg.AssetSelection.assets("baselines", *tuning_jobs),
+                description="Landing area → canonical → splits → training files → baselines → tuning jobs submitted "
+                "(not waited for). Started by the landing sensor, the weekly schedule or the UI.",
+            ),
+            dg.define_asset_job(
+                DEPLOY_JOB,
+                selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False),
+                description="Everything after the tuned model: calibration, evaluation report, promotion gate, "
+                "champion and endpoint. Automation runs it when a model lands; run it by hand to re-deploy.",
+            ),
+            dg.define_asset_job(
+                REFRESH_JOB,
+                selection=dg.AssetSelection.groups("data", "evaluation"),
+                description="The data assets and the evaluation of the newest model (no training): keeps reports "
+                "current.",
+            ),
+            dg.define_asset_job(
+                DATA_JOB,
+                selection=dg.AssetSelection.groups("data"),
+                description="The data assets only: landing area to training files (no training).",
+            ),
+        ]
+    )

@@ -117,17 +117,28 @@ def macro_f1_difference_interval(
 ) -> tuple[float, float]:
     """95 % paired-bootstrap interval of macro-F1(first) − macro-F1(second) on the same observations: how far
     apart two systems really are on a small test split (61 notes over 17 classes move macro-F1 by ±0.15)."""
-    truth, first, second = np.asarray(truth), np.asarray(first), np.asarray(second)
+    labels, codes = np.unique(np.concatenate([np.asarray(v, dtype=object) for v in (truth, first, second)]).astype(str),
+                              return_inverse=True)  # fmt: skip
+    truth_codes, first_codes, second_codes = np.split(codes, 3)
     rng = np.random.default_rng(seed)
-    differences = []
-    for _ in range(resamples):
-        sample = rng.integers(0, len(truth), len(truth))
-        differences.append(
-            f1_score(truth[sample], first[sample], average="macro", zero_division=0)
-            - f1_score(truth[sample], second[sample], average="macro", zero_division=0)
+    differences = np.empty(resamples)
+    for index in range(resamples):
+        sample = rng.integers(0, len(truth_codes), len(truth_codes))
+        differences[index] = macro_f1(truth_codes[sample], first_codes[sample], len(labels)) - macro_f1(
+            truth_codes[sample], second_codes[sample], len(labels)
         )
     low, high = np.percentile(differences, [2.5, 97.5])
     return float(low), float(high)
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray, n_labels: int) -> float:
+    """Macro-F1 over the labels that occur in either array, as scikit-learn's `f1_score(average="macro")` computes
+    it, on integer codes: the bootstrap calls it thousands of times, where scikit-learn's checks cost ~1 ms each."""
+    true_counts = np.bincount(truth, minlength=n_labels)
+    predicted_counts = np.bincount(predicted, minlength=n_labels)
+    hits = np.bincount(truth[truth == predicted], minlength=n_labels)
+    present = (true_counts + predicted_counts) > 0
+    return float(np.mean(2 * hits[present] / (true_counts + predicted_counts)[present]))
 
 
 def domain_f1_table(metrics: dict[str, Any]) -> pd.DataFrame:

@@ -39,6 +39,19 @@ class TrainingSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def trainer_args(self, output: str) -> list[str]:
+        """The trainer's command line after `python -m trainer` (a local subprocess and a Vertex custom job run
+        the same one); a list value (`target_modules`) becomes several arguments, as the trainer's `nargs="*"`
+        option takes them."""
+        args = [
+            "--mode", self.mode, "--train", self.train_uri, "--valid", self.valid_uri, "--output", output,
+            "--base-model", self.base_model,
+        ]  # fmt: skip
+        for key, value in sorted(self.hyperparameters.items()):
+            values = value if isinstance(value, list | tuple) else [value]
+            args += [f"--{key.replace('_', '-')}", *map(str, values)]
+        return args
+
 
 @dataclass(frozen=True)
 class JobStatus:
@@ -49,10 +62,13 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A finished job's output: where the trained files are and the trainer's manifest."""
+    """A finished job's output: where the trained files are (a local folder or `gs://`) and the trainer's
+    manifest. A `managed` model lives in the service that tuned it (a tuned Gemini behind its Vertex endpoint):
+    its URI is a reference, and there are no files to copy."""
 
     uri: str
     manifest: dict[str, Any]
+    managed: bool = False
 
 
 class JobError(RuntimeError):

@@ -71,12 +71,7 @@ class LocalSubprocessBackend:
         folder = self._folder(job_id)
         output = folder / "output"
         output.mkdir(parents=True)
-        command = [
-            self.python, "-m", "trainer", "--mode", spec.mode, "--train", spec.train_uri, "--valid", spec.valid_uri,
-            "--output", str(output), "--base-model", spec.base_model,
-        ]  # fmt: skip
-        for key, value in sorted(spec.hyperparameters.items()):
-            command += [f"--{key.replace('_', '-')}", str(value)]
+        command = [self.python, "-m", "trainer", *spec.trainer_args(str(output))]
         now = time.time()
         with self._db() as db:
             db.execute(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 from obs_platform.training.backend import (
     BackendUnavailable,
@@ -29,7 +29,9 @@ class WatchedJob:
     """A submitted job a poller waits for, and how its polling goes."""
 
     job_id: str
-    backend: str
+    backend: str  # the name of the backend that runs it
+    model_name: str  # the registry name its model is registered under
+    requested_by: str  # what asked for it (the Dagster sensor: the tuning-job asset), reported back with it
     spec: dict
     submitted_at: float
     unavailable: int = 0  # consecutive times the backend could not be asked
@@ -80,23 +82,24 @@ class JobWatch:
 
     def poll(
         self,
-        backend: TuningBackend,
+        backends: Mapping[str, TuningBackend],
         registry: ModelRegistry,
-        model_name: str,
         *,
         timeout_seconds: float,
         backoff: Backoff = Backoff(),
         now: float | None = None,
     ) -> tuple[list[JobOutcome], list[WatchedJob]]:
-        """Ask the backend about every job that is due; returns the jobs that ended (and are no longer watched)
-        and those the backend could not be asked about this time."""
+        """Ask each job's backend about every job that is due; returns the jobs that ended (and are no longer
+        watched) and those whose backend could not be asked this time. A job of a backend not given (the
+        deployment was switched to another one) stays watched until its backend is given again."""
         now = time.time() if now is None else now
         ended, unavailable = [], []
         for job in list(self.jobs.values()):
-            if job.backend != backend.name or job.next_poll_at > now:
+            backend = backends.get(job.backend)
+            if backend is None or job.next_poll_at > now:
                 continue
             try:
-                outcome = _ask(backend, registry, model_name, job, timeout_seconds, now)
+                outcome = _ask(backend, registry, job, timeout_seconds, now)
             except (BackendUnavailable, OSError) as exc:
                 failures = job.unavailable + 1
                 self.jobs[job.job_id] = replace(
@@ -124,9 +127,8 @@ class JobWatch:
 
 
 def _ask(
-    backend: TuningBackend, registry: ModelRegistry, model_name: str, job: WatchedJob, timeout_seconds: float,
-    now: float,
-) -> JobOutcome | None:  # fmt: skip
+    backend: TuningBackend, registry: ModelRegistry, job: WatchedJob, timeout_seconds: float, now: float
+) -> JobOutcome | None:
     """The job's outcome if it ended (a success registered first), None while it runs."""
     try:
         status = backend.status(job.job_id)
@@ -141,8 +143,7 @@ def _ask(
         return JobOutcome(job, status.state, status.message)
     artifact = backend.result(job.job_id)
     version = registry.register(
-        model_name, Path(artifact.uri), manifest=artifact.manifest, dataset_version=job.dataset_version,
-        job_id=job.job_id, spec=job.spec,
-    )  # fmt: skip
+        job.model_name, artifact, dataset_version=job.dataset_version, job_id=job.job_id, spec=job.spec
+    )
     metrics = {k: v for k, v in artifact.manifest.get("metrics", {}).items() if isinstance(v, int | float)}
     return JobOutcome(job, JobState.SUCCEEDED, status.message, version=version, metrics=metrics)

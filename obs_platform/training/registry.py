@@ -1,6 +1,7 @@
 """A versioned model registry under the storage root.
 
-`models/<name>/v<N>/` holds a trained model's files and `version.json` (training manifest, dataset
+`models/<name>/v<N>/` holds a trained model's files (none for a managed model, such as a tuned Gemini, which is
+registered by its endpoint) and `version.json` (training manifest, dataset
 version, job id, registration time); `models/<name>/aliases.json` maps aliases (`champion`,
 `challenger`) to versions. Versions are never overwritten: registering the same job twice returns the
 version it already has.
@@ -11,14 +12,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from obs_platform.storage import Storage
+from obs_platform.storage import Storage, storage_from_uri
+from obs_platform.training.backend import ModelArtifact
 
 ALIASES = ("champion", "challenger")
 OSS_MODEL = "oss-classifier"  # the registry name of the LoRA-tuned open-source classifier
 OSS_SFT_MODEL = "oss-sft"  # a LoRA-tuned causal LM (the trainer's `sft` mode)
+GEMINI_MODEL = "gemini-tuned"  # Gemini tuned on Vertex AI, registered by its endpoint
 
 
 def oss_model_name(mode: str) -> str:
@@ -65,34 +67,39 @@ class ModelRegistry:
     def register(
         self,
         name: str,
-        files: Path,
+        artifact: ModelArtifact,
         *,
-        manifest: dict[str, Any],
         dataset_version: str,
         job_id: str,
         spec: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        """Copy a finished job's output folder in as the next version (or return the job's existing one)."""
+        """A finished job's model as the next version (or the job's existing one): its files copied in from a
+        local folder or `gs://`, or, for a managed model, its reference kept as the version's URI."""
         existing = self.versions(name)
         for version in existing:
             if version.job_id == job_id:
                 return version
         number = existing[-1].version + 1 if existing else 1
         folder = f"{self.prefix}/{name}/v{number}"
-        for file in sorted(p for p in files.rglob("*") if p.is_file()):
-            relative = file.relative_to(files).as_posix()
-            if relative.startswith(("checkpoints/", "best/")):
-                continue  # training state, not part of the model
-            self.storage.write_bytes(f"{folder}/files/{relative}", file.read_bytes())
+        if artifact.managed:
+            uri = artifact.uri
+        else:
+            source = storage_from_uri(artifact.uri)
+            files = [path for path in source.list_files("") if not path.startswith(("checkpoints/", "best/"))]
+            if not files:  # a wrong URI would otherwise register an empty version
+                raise RegistryError(f"{artifact.uri} holds no model files to register")
+            for path in files:  # training state (checkpoints, the best epoch's copy) is not part of the model
+                self.storage.write_bytes(f"{folder}/files/{path}", source.read_bytes(path))
+            uri = self.storage.uri(f"{folder}/files")
         version = ModelVersion(
             name=name,
             version=number,
             folder=folder,
-            uri=self.storage.uri(f"{folder}/files"),
+            uri=uri,
             dataset_version=dataset_version,
             job_id=job_id,
             registered_at=time.time(),
-            manifest=manifest,
+            manifest=artifact.manifest,
             spec=spec or {},
         )
         # version.json last: a half-copied version has none and is not listed.

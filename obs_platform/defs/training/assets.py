@@ -5,11 +5,14 @@ import time
 
 import dagster as dg
 
-from obs_platform.defs.data.assets import oss_sft_jsonl, training_splits
+from obs_platform.cloud.costs import estimate_tuning_cost
+from obs_platform.cloud.vertex import VertexConfigError
+from obs_platform.defs.data.assets import gemini_sft_jsonl, oss_sft_jsonl, training_splits
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
-from obs_platform.training.backend import JobError, TrainingSpec, TuningBackend
-from obs_platform.training.registry import ModelRegistry, ModelVersion
+from obs_platform.storage import storage_from_uri
+from obs_platform.training.backend import BackendUnavailable, JobError, TrainingSpec, TuningBackend
+from obs_platform.training.registry import GEMINI_MODEL, ModelRegistry, ModelVersion
 
 GROUP = "model"
 
@@ -40,19 +43,52 @@ def oss_tuning_job(
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
     """A LoRA tuning job for the open-source model on the newest data: the MiniLM classifier on the splits (the
-    default, CPU) or, in `sft` mode, a causal LM on the chat files (GPU). Submitted to the tuning backend and
-    returned at once: jobs run for minutes locally and hours on Vertex, and no run should sit blocked on one.
-    `tuning_job_sensor` polls the job and reports `tuned_oss_model` when it ends. Nothing is submitted when a
-    version was already trained on this dataset version with this recipe (that version is reported instead),
-    nor when the same job is still running. Not automated: on Vertex a job costs money, so it starts from the
-    landing sensor, the weekly schedule or the UI."""
+    default, CPU) or, in `sft` mode, a causal LM on the chat files (GPU); a local subprocess, or a Vertex AI custom
+    job running the trainer image. Submitted and returned at once: jobs run for minutes locally and hours on
+    Vertex, and no run should sit blocked on one. `tuning_job_sensor` polls the job and reports
+    `tuned_oss_model` when it ends. Nothing is submitted when a version was already trained on this dataset
+    version with this recipe (that version is reported instead), nor while the same job still runs. Not
+    automated: on Vertex a job costs money, so it starts from the landing sensor, the weekly schedule or the UI."""
     spec = training_spec(context, tuning)
-    facts = {"dataset_version": spec.dataset_version, "spec": dg.MetadataValue.json(spec.to_dict())}
-    trained = registry.registry().find(tuning.model_name, dataset_version=spec.dataset_version, spec=spec.to_dict())
+    return _submit_once(context, tuning.backend(storage), registry.registry(), tuning.model_name, spec, {})
+
+
+@dg.asset(group_name=GROUP, deps=[gemini_sft_jsonl], kinds={"gemini", "googlecloud"})
+def gemini_tuning_job(
+    context: dg.AssetExecutionContext, tuning: TuningBackendResource, registry: ModelRegistryResource
+) -> dg.MaterializeResult:
+    """A managed supervised-tuning job of Gemini on Vertex AI, on the newest Gemini JSONL files (which must be in
+    the deployment's bucket), with a cost estimate (training tokens × epochs × the configured price) in its
+    metadata. Submitted and returned at once, like `oss_tuning_job`; `tuning_job_sensor` reports
+    `tuned_gemini_model`. Vertex AI only: locally it fails and names what to set."""
+    files = latest_metadata(context, gemini_sft_jsonl.key)
+    folder, dataset_version = str(files["folder_uri"]), str(files["dataset_version"])
+    try:
+        backend = tuning.gemini_backend()
+    except VertexConfigError as exc:
+        raise dg.Failure(str(exc)) from exc
+    spec = tuning.gemini_spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
+    estimate = estimate_tuning_cost(
+        storage_from_uri(folder).read_bytes("train.jsonl"), spec.hyperparameters["epochs"],
+        tuning.vertex.usd_per_million_training_tokens,
+    )  # fmt: skip
+    cost = {"estimated_training_tokens": estimate.training_tokens, "estimated_usd": estimate.usd,
+            "cost_estimate": dg.MetadataValue.json(estimate.to_dict())}  # fmt: skip
+    return _submit_once(context, backend, registry.registry(), GEMINI_MODEL, spec, cost)
+
+
+def _submit_once(
+    context: dg.AssetExecutionContext, backend: TuningBackend, models: ModelRegistry, model_name: str,
+    spec: TrainingSpec, extra: dict,
+) -> dg.MaterializeResult:  # fmt: skip
+    """Submit the spec unless its model exists (reused) or its job still runs; the metadata is what the job-status
+    sensor reads: outcome, job id, backend, registry name, spec, submission time."""
+    facts = {"dataset_version": spec.dataset_version, "model_name": model_name,
+             "spec": dg.MetadataValue.json(spec.to_dict()), **extra}  # fmt: skip
+    trained = models.find(model_name, dataset_version=spec.dataset_version, spec=spec.to_dict())
     if trained is not None:  # same data, same recipe: training again would only spend minutes (or money)
         context.log.info(f"{trained.label} was trained on dataset {spec.dataset_version} with this recipe: reused")
         return dg.MaterializeResult(metadata={"outcome": "reused", "model_version": trained.label, **facts})
-    backend = tuning.backend(storage)
     running = _running_job(context, backend, spec)
     if running is not None:
         context.log.info(f"job {running['job_id']} is already training this data with this recipe: not submitted again")
@@ -72,9 +108,9 @@ def oss_tuning_job(
 
 
 def _running_job(context: dg.AssetExecutionContext, backend: TuningBackend, spec: TrainingSpec) -> dict | None:
-    """The job the previous materialisation submitted (id, backend, submission time), when it trains the same
-    spec and has not ended."""
-    event = context.instance.get_latest_materialization_event(oss_tuning_job.key)
+    """The job this asset's previous materialisation submitted (id, backend, submission time), when it trains the
+    same spec and has not ended."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
     if event is None or event.asset_materialization is None:
         return None
     previous = {name: value.value for name, value in event.asset_materialization.metadata.items()}
@@ -82,7 +118,7 @@ def _running_job(context: dg.AssetExecutionContext, backend: TuningBackend, spec
         return None
     try:
         state = backend.status(str(previous["job_id"])).state
-    except JobError:
+    except (JobError, BackendUnavailable):
         return None
     return None if state.finished else {k: previous[k] for k in ("job_id", "backend", "submitted_at", "base_model")}
 
@@ -95,6 +131,15 @@ tuned_oss_model = dg.AssetSpec(
     description="The registered model version a tuning job produced (or the version reused for the same data and "
     "recipe). Never executed by Dagster: `tuning_job_sensor` records its materialisation, with the job's "
     "metrics, when the job succeeds; evaluation and serving follow it by declarative automation.",
+)
+
+tuned_gemini_model = dg.AssetSpec(
+    "tuned_gemini_model",
+    deps=[gemini_tuning_job],
+    group_name=GROUP,
+    kinds={"gemini", "googlecloud"},
+    description="A tuned Gemini, registered by reference to the Vertex endpoint its tuning job deployed it to. "
+    "Never executed by Dagster: `tuning_job_sensor` records it when the Gemini tuning job succeeds.",
 )
 
 

@@ -4,6 +4,7 @@ import dagster as dg
 from trainer import source_fingerprint
 from trainer.config import MODE_DEFAULTS
 
+from obs_platform.defs.cloud.resources import VertexResource, configured_vertex
 from obs_platform.defs.data.resources import StorageResource, configured_storage
 from obs_platform.settings import Settings
 from obs_platform.storage import LocalStorage
@@ -13,10 +14,12 @@ from obs_platform.training.registry import ModelRegistry, oss_model_name
 
 
 class TuningBackendResource(dg.ConfigurableResource):
-    """Where tuning jobs run (`OBS_PLATFORM_BACKEND`; `local`: the trainer as a subprocess), what they train
+    """Where tuning jobs run (`OBS_PLATFORM_BACKEND`: `local`, the trainer as a subprocess; `vertex`, a Vertex AI
+    custom job, and managed Gemini tuning beside it), what they train
     (`mode`: the `classifier` on CPU, or `sft`, a causal LM for GPUs) and with what hyper-parameters (the seed
     system's defaults; an empty base model, batch size or length means the mode's default)."""
 
+    vertex: dg.ResourceDependency[VertexResource]
     kind: str = "local"
     mode: str = "classifier"
     base_model: str = ""
@@ -31,12 +34,28 @@ class TuningBackendResource(dg.ConfigurableResource):
     timeout_seconds: float = 6 * 3600
 
     def backend(self, storage: StorageResource) -> TuningBackend:
+        """Where the open-source trainer runs: a local subprocess, or a Vertex AI custom job."""
+        if self.kind == "vertex":
+            from obs_platform.cloud.custom_job import VertexCustomJobBackend
+
+            return VertexCustomJobBackend(self.vertex.settings())
         client = storage.client()
-        if self.kind != "local":
-            raise ValueError(f"unknown tuning backend {self.kind!r}: this build has 'local'")
         if not isinstance(client, LocalStorage):
             raise ValueError("the local tuning backend needs a local OBS_PLATFORM_HOME, not " + client.root_uri)
         return LocalSubprocessBackend(client.root)
+
+    def gemini_backend(self) -> TuningBackend:
+        """Managed Gemini tuning: on Vertex AI only (the error names what to set elsewhere)."""
+        from obs_platform.cloud.gemini_tuning import GeminiTuningBackend
+
+        return GeminiTuningBackend(self.vertex.settings())
+
+    def backends(self, storage: StorageResource) -> dict[str, TuningBackend]:
+        """Every backend this deployment's jobs may run on, by name: what the job-status sensor polls."""
+        found = [self.backend(storage)]
+        if self.kind == "vertex":
+            found.append(self.gemini_backend())
+        return {backend.name: backend for backend in found}
 
     @property
     def model_name(self) -> str:
@@ -63,6 +82,18 @@ class TuningBackendResource(dg.ConfigurableResource):
             trainer_code=source_fingerprint(),
         )
 
+    def gemini_spec(self, train_uri: str, valid_uri: str, dataset_version: str) -> TrainingSpec:
+        """A Gemini tuning job's spec: the configured base model, the epochs and Gemini's adapter size (rank)."""
+        return TrainingSpec(
+            train_uri=train_uri,
+            valid_uri=valid_uri,
+            dataset_version=dataset_version,
+            mode="gemini",
+            base_model=self.vertex.gemini_base_model,
+            hyperparameters={"epochs": self.epochs, "lora_rank": self.lora_rank, "learning_rate_multiplier": 1.0},
+            display_name=f"obs-platform-gemini-{dataset_version}",
+        )
+
 
 class ModelRegistryResource(dg.ConfigurableResource):
     storage: dg.ResourceDependency[StorageResource]
@@ -77,6 +108,7 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
             "tuning": TuningBackendResource(
+                vertex=configured_vertex(settings),
                 kind=settings.backend,
                 mode=settings.train_mode,
                 base_model=settings.base_model,

@@ -5,10 +5,11 @@ by the tuning job, outside Dagster, so it is declared as an `AssetSpec` Dagster 
 records its materialisation the moment the job's result is registered; no run is launched only to copy metadata.
 Evaluation and serving follow it by declarative automation (`obs_platform/defs/automation.py`).
 
-What is waited for comes from the event log (each `oss_tuning_job` materialisation names its job); the cursor
+What is waited for comes from the event log (each tuning-job materialisation names its job); the cursor
 holds the last event read and the open jobs with their back-off state, so a restarted daemon neither loses a job
 nor starts again from the beginning. A tick that crashed after its events were stored but before its cursor was
-(Dagster stores the cursor last) finds the job's outcome already on `oss_tuning_job` and does not report it twice.
+(Dagster stores the cursor last) finds the job's outcome already on the tuning-job asset and does not report it
+twice.
 """
 
 import time
@@ -16,13 +17,21 @@ import time
 import dagster as dg
 
 from obs_platform.defs.data.resources import StorageResource
-from obs_platform.defs.training.assets import oss_tuning_job, tuned_oss_model, version_metadata
+from obs_platform.defs.training.assets import (
+    gemini_tuning_job,
+    oss_tuning_job,
+    tuned_gemini_model,
+    tuned_oss_model,
+    version_metadata,
+)
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.training.backend import JobState
 from obs_platform.training.monitor import Backoff, JobOutcome, JobWatch, WatchedJob
 from obs_platform.training.registry import ModelRegistry
 
 SENSOR_NAME = "tuning_job_sensor"
+# Each tuning-job asset and the model asset its jobs produce.
+TRACKS = {oss_tuning_job.key: tuned_oss_model.key, gemini_tuning_job.key: tuned_gemini_model.key}
 READ_PER_TICK = 100  # new tuning-job events read per tick; more wait for the next one
 OUTCOMES_REMEMBERED = 500  # how far back a tick looks for outcomes it already reported
 
@@ -39,20 +48,20 @@ def tuning_job_sensor(
     tuning: TuningBackendResource,
     registry: ModelRegistryResource,
 ) -> dg.SensorResult:
-    """Polls the open tuning jobs; reports a success as a `tuned_oss_model` materialisation with the job's metrics,
-    and every ending (succeeded, failed with the trainer's last log lines, cancelled, expired) as an observation
-    of `oss_tuning_job`. An unreachable backend is asked again later, waiting twice as long each time."""
+    """Polls the open tuning jobs of every backend; reports a success as a materialisation of the tuned model
+    (`tuned_oss_model`, `tuned_gemini_model`) with the job's metrics, and every ending (succeeded, failed with the
+    trainer's last log lines, cancelled, expired) as an observation of the tuning-job asset. An unreachable
+    backend is asked again later, waiting twice as long each time."""
     watch = JobWatch.from_cursor(context.cursor)
     models = registry.registry()
     events: list[dg.AssetMaterialization | dg.AssetObservation] = []
-    for requested in _new_requests(context.instance, watch):
+    for job_key, requested in _new_requests(context.instance, watch):
         if requested.get("outcome") == "reused":
-            events += _reused(context.instance, models, requested)
+            events += _reused(context.instance, models, TRACKS[job_key], requested)
         elif "job_id" in requested:
-            watch.add(_watched(requested))
-    backend = tuning.backend(storage)
+            watch.add(_watched(job_key, requested))
     ended, unavailable = watch.poll(
-        backend, models, tuning.model_name, timeout_seconds=tuning.timeout_seconds, backoff=Backoff()
+        tuning.backends(storage), models, timeout_seconds=tuning.timeout_seconds, backoff=Backoff()
     )
     for job in unavailable:
         context.log.warning(
@@ -74,50 +83,65 @@ def tuning_job_sensor(
     return dg.SensorResult(asset_events=events, cursor=watch.to_cursor())
 
 
-def _new_requests(instance: dg.DagsterInstance, watch: JobWatch) -> list[dict]:
-    """The metadata of the `oss_tuning_job` materialisations after the cursor's bookmark (which moves past them)."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=oss_tuning_job.key, after_storage_id=watch.after or None),
-        limit=READ_PER_TICK,
-        ascending=True,
-    ).records
+def _new_requests(instance: dg.DagsterInstance, watch: JobWatch) -> list[tuple[dg.AssetKey, dict]]:
+    """The tuning-job materialisations after the cursor's bookmark, oldest first, with their metadata; the bookmark
+    moves past them. Storage ids are shared by all assets, so one bookmark serves every tuning-job asset; when one
+    asset has more new events than a tick reads, the others wait at the same point."""
+    batches = {
+        key: instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=watch.after or None),
+            limit=READ_PER_TICK,
+            ascending=True,
+        ).records
+        for key in TRACKS
+    }
+    full = [records[-1].storage_id for records in batches.values() if len(records) == READ_PER_TICK]
+    horizon = min(full) if full else None
+    found = sorted(
+        ((record.storage_id, key, record) for key, records in batches.items() for record in records),
+        key=lambda item: item[0],
+    )
     requests = []
-    for record in records:
-        watch.after = max(watch.after, record.storage_id)
+    for storage_id, key, record in found:
+        if horizon is not None and storage_id > horizon:
+            break
+        watch.after = max(watch.after, storage_id)
         if record.asset_materialization is not None:
-            requests.append({k: v.value for k, v in record.asset_materialization.metadata.items()})
+            requests.append((key, {k: v.value for k, v in record.asset_materialization.metadata.items()}))
     return requests
 
 
-def _watched(requested: dict) -> WatchedJob:
+def _watched(job_key: dg.AssetKey, requested: dict) -> WatchedJob:
     return WatchedJob(
         job_id=str(requested["job_id"]),
         backend=str(requested["backend"]),
+        model_name=str(requested["model_name"]),
+        requested_by=job_key.to_user_string(),
         spec=dict(requested["spec"]),
         submitted_at=float(requested["submitted_at"]),
     )
 
 
 def _reported_jobs(instance: dg.DagsterInstance) -> set[str]:
-    observations = instance.fetch_observations(oss_tuning_job.key, limit=OUTCOMES_REMEMBERED).records
     return {
         str(record.asset_observation.metadata["job_id"].value)
-        for record in observations
+        for key in TRACKS
+        for record in instance.fetch_observations(key, limit=OUTCOMES_REMEMBERED).records
         if record.asset_observation is not None and "job_id" in record.asset_observation.metadata
     }
 
 
-def _reused(instance: dg.DagsterInstance, models: ModelRegistry, requested: dict) -> list[dg.AssetMaterialization]:
+def _reused(
+    instance: dg.DagsterInstance, models: ModelRegistry, model_key: dg.AssetKey, requested: dict
+) -> list[dg.AssetMaterialization]:
     """A reused version becomes the tuned model again, unless it already is (then nothing downstream re-runs)."""
-    event = instance.get_latest_materialization_event(tuned_oss_model.key)
+    event = instance.get_latest_materialization_event(model_key)
     if event is not None and event.asset_materialization is not None:
         current = event.asset_materialization.metadata.get("model_version")
         if current is not None and current.value == requested["model_version"]:
             return []
     version = models.by_label(str(requested["model_version"]))
-    return [
-        dg.AssetMaterialization(tuned_oss_model.key, metadata={**version_metadata(models, version), "reused": True})
-    ]
+    return [dg.AssetMaterialization(model_key, metadata={**version_metadata(models, version), "reused": True})]
 
 
 def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMaterialization | dg.AssetObservation]:
@@ -125,13 +149,14 @@ def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMateriali
     seconds = round(time.time() - job.submitted_at, 1)
     facts = {"job_id": job.job_id, "state": outcome.state.value, "backend": job.backend,
              "dataset_version": job.dataset_version, "seconds_since_submission": seconds}  # fmt: skip
+    job_key = dg.AssetKey.from_user_string(job.requested_by)
     if outcome.version is None:
         message = dg.MetadataValue.md(f"```\n{outcome.message or '(no message)'}\n```")
-        return [dg.AssetObservation(oss_tuning_job.key, metadata={**facts, "message": message})]
+        return [dg.AssetObservation(job_key, metadata={**facts, "message": message})]
     return [
-        dg.AssetObservation(oss_tuning_job.key, metadata={**facts, "model_version": outcome.version.label}),
+        dg.AssetObservation(job_key, metadata={**facts, "model_version": outcome.version.label}),
         dg.AssetMaterialization(
-            tuned_oss_model.key,
+            TRACKS[job_key],
             metadata={
                 **version_metadata(models, outcome.version),
                 "reused": False,

@@ -1,0 +1,193 @@
+"""Vertex AI settings, SDK clients and what the two Vertex backends share: job names, states and errors.
+
+The SDKs are imported inside functions: google-cloud-aiplatform alone takes seconds to import, and loading the
+Dagster definitions must not pay that for a deployment that never talks to Vertex.
+
+Neither client retries on its own: the poller backs off on `BackendUnavailable`, and a blindly retried create
+could start a job twice. Custom jobs go through the generated `aiplatform_v1.JobServiceClient` rather than
+`aiplatform.CustomJob`: `CustomJob.get` and `.state` retry a 503 or a refused connection for 120 s with no way to
+turn that off (a sensor tick would hang), each property read is one more request, and `aiplatform.init` is
+process-wide state that two settings in one process would fight over.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from obs_platform.training.backend import BackendUnavailable, JobError, JobState, JobStatus, TrainingSpec
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.auth.credentials import Credentials
+    from google.cloud.aiplatform_v1 import JobServiceClient
+
+ENV_VARIABLES = {
+    "project": "OBS_PLATFORM_VERTEX_PROJECT",
+    "region": "OBS_PLATFORM_VERTEX_REGION",
+    "staging_bucket": "OBS_PLATFORM_VERTEX_BUCKET",
+    "trainer_image_uri": "OBS_PLATFORM_VERTEX_TRAINER_IMAGE",
+    "service_account": "OBS_PLATFORM_VERTEX_SERVICE_ACCOUNT",
+    "machine_type": "OBS_PLATFORM_VERTEX_MACHINE_TYPE",
+    "accelerator_type": "OBS_PLATFORM_VERTEX_ACCELERATOR_TYPE",
+    "accelerator_count": "OBS_PLATFORM_VERTEX_ACCELERATOR_COUNT",
+    "gemini_base_model": "OBS_PLATFORM_GEMINI_BASE_MODEL",
+    "api_endpoint": "OBS_PLATFORM_VERTEX_API_ENDPOINT",
+}
+REQUIRED = ("project", "region", "staging_bucket", "trainer_image_uri")
+
+# Vertex's job states (the same names in google-genai and aiplatform) as the protocol's. A state this table does
+# not know is taken for RUNNING: the poller keeps asking, and the time limit ends a job that never finishes.
+STATES = {
+    "JOB_STATE_QUEUED": JobState.PENDING,
+    "JOB_STATE_PENDING": JobState.PENDING,
+    "JOB_STATE_RUNNING": JobState.RUNNING,
+    "JOB_STATE_CANCELLING": JobState.RUNNING,
+    "JOB_STATE_UPDATING": JobState.RUNNING,
+    "JOB_STATE_PAUSED": JobState.RUNNING,
+    "JOB_STATE_SUCCEEDED": JobState.SUCCEEDED,
+    "JOB_STATE_FAILED": JobState.FAILED,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,  # finished with results missing: no whole model
+    "JOB_STATE_CANCELLED": JobState.CANCELLED,
+    "JOB_STATE_EXPIRED": JobState.EXPIRED,
+}
+# HTTP statuses worth asking again for: timeout, quota, server errors (not 501, which stays unimplemented).
+TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+LABEL_VALUE_LENGTH = 63
+
+
+class VertexConfigError(ValueError):
+    """The Vertex settings are incomplete or malformed."""
+
+
+@dataclass(frozen=True)
+class VertexSettings:
+    """Where and how tuning jobs run on Vertex AI."""
+
+    project: str
+    region: str
+    staging_bucket: str  # gs://bucket[/prefix]: custom jobs write their output under <bucket>/jobs/
+    trainer_image_uri: str  # the trainer_container image, pushed to Artifact Registry
+    service_account: str = ""  # "": the project's default Vertex AI service agent
+    machine_type: str = "n1-standard-8"
+    accelerator_type: str = "NVIDIA_TESLA_T4"
+    accelerator_count: int = 1  # 0: a CPU-only machine
+    gemini_base_model: str = "gemini-2.5-flash"
+    api_endpoint: str = ""  # "": Google's regional endpoint; tests point this at a loopback fake
+
+    def __post_init__(self) -> None:
+        if not self.staging_bucket.startswith("gs://"):
+            raise VertexConfigError(f"the staging bucket must be a gs:// URI, not {self.staging_bucket!r}")
+        if self.api_endpoint and not self.api_endpoint.startswith(("http://", "https://")):
+            # Without a scheme the SDKs assume https, which a loopback fake does not speak.
+            raise VertexConfigError(f"the API endpoint needs its scheme (http:// or https://): {self.api_endpoint!r}")
+        if self.accelerator_count < 0:
+            raise VertexConfigError(f"the accelerator count cannot be negative: {self.accelerator_count}")
+
+    @classmethod
+    def from_env(cls) -> VertexSettings:
+        """The settings from `OBS_PLATFORM_VERTEX_*` variables (and `OBS_PLATFORM_GEMINI_BASE_MODEL`); the error
+        names every required variable that is missing, so one attempt shows all there is to set."""
+        values = {name: os.environ.get(variable, "").strip() for name, variable in ENV_VARIABLES.items()}
+        missing = [ENV_VARIABLES[name] for name in REQUIRED if not values[name]]
+        if missing:
+            raise VertexConfigError(f"Vertex AI tuning needs {', '.join(missing)}")
+        given: dict[str, Any] = {name: value for name, value in values.items() if value}
+        if "accelerator_count" in given:
+            if not given["accelerator_count"].isdigit():
+                raise VertexConfigError(f"{ENV_VARIABLES['accelerator_count']} must be a whole number")
+            given["accelerator_count"] = int(given["accelerator_count"])
+        return cls(**given)
+
+    @property
+    def parent(self) -> str:
+        """The resource name jobs are created under."""
+        return f"projects/{self.project}/locations/{self.region}"
+
+    @property
+    def loopback(self) -> bool:
+        """A plain-http endpoint is a local fake: Google's APIs answer on https only."""
+        return self.api_endpoint.startswith("http://")
+
+    @property
+    def request_timeout_s(self) -> float:
+        """How long one API call may take; a fake answers at once, so a hang fails a test in seconds."""
+        return 10.0 if self.loopback else 60.0
+
+    def genai_client(self) -> genai.Client:
+        """A google-genai client for Vertex AI (the tunings API), on the v1 API."""
+        from google import genai
+        from google.genai import types
+
+        options = types.HttpOptions(api_version="v1", timeout=int(self.request_timeout_s * 1000))
+        if self.api_endpoint:
+            options.base_url = self.api_endpoint.rstrip("/") + "/"
+        return genai.Client(
+            vertexai=True, project=self.project, location=self.region, credentials=self._credentials(),
+            http_options=options,
+        )  # fmt: skip
+
+    def job_service_client(self) -> JobServiceClient:
+        """Vertex AI's job service (custom jobs) over REST, on the region's endpoint."""
+        from google.cloud.aiplatform_v1 import JobServiceClient
+
+        endpoint = self.api_endpoint or f"{self.region}-aiplatform.googleapis.com"
+        return JobServiceClient(
+            credentials=self._credentials(), transport="rest", client_options={"api_endpoint": endpoint}
+        )
+
+    def _credentials(self) -> Credentials | None:
+        """None (Application Default Credentials), or a placeholder token for a loopback fake: google-genai
+        insists on a token, and anonymous credentials have none."""
+        if not self.loopback:
+            return None
+        from google.oauth2.credentials import Credentials
+
+        return Credentials(token="loopback-fake")
+
+
+def job_status(state_name: str, message: str) -> JobStatus:
+    """The protocol's status of a Vertex job, from its state's name and its error message."""
+    state = STATES.get(state_name, JobState.RUNNING)
+    return JobStatus(state, 1.0 if state is JobState.SUCCEEDED else 0.0, message)
+
+
+def require_succeeded(job_id: str, status: JobStatus) -> None:
+    """JobError unless the job succeeded: only a finished job has a result."""
+    if status.state is not JobState.SUCCEEDED:
+        raise JobError(f"job {job_id} is {status.state.value}: {status.message or 'no result yet'}")
+
+
+def require_job_name(job_id: str, collection: str) -> None:
+    """JobError for an id that is no Vertex job name of this kind (the SDKs would fail with a ValueError)."""
+    if not re.fullmatch(rf"projects/[^/]+/locations/[^/]+/{collection}/[^/]+", job_id):
+        raise JobError(f"{job_id!r} is not a Vertex AI {collection} name (projects/…/locations/…/{collection}/…)")
+
+
+def job_labels(spec: TrainingSpec) -> dict[str, str]:
+    """Labels that find a job (and its bill) by the dataset version it trained on; Vertex allows lowercase
+    letters, digits, `-` and `_` in a label value, at most 63 of them."""
+    value = re.sub(r"[^a-z0-9_-]", "-", spec.dataset_version.lower())[:LABEL_VALUE_LENGTH]
+    return {"dataset_version": value}
+
+
+@contextmanager
+def translated_errors(action: str, api_error: type[Exception]) -> Iterator[None]:
+    """Vertex's errors as the protocol's: unreachable, overloaded or a server error → BackendUnavailable, for the
+    poller to ask again later; any other API error (404 an unknown job, 400 a refused request) → JobError.
+    `api_error` is the SDK's error class; google-genai and google-api-core both keep the HTTP status in `code`."""
+    import httpx
+    import requests
+    from google.auth.exceptions import TransportError
+
+    try:
+        yield
+    except (httpx.TransportError, requests.ConnectionError, requests.Timeout, TransportError) as exc:
+        raise BackendUnavailable(f"cannot {action}: Vertex AI is unreachable: {exc}") from exc
+    except api_error as exc:
+        transient = getattr(exc, "code", None) in TRANSIENT_HTTP_STATUSES
+        raise (BackendUnavailable if transient else JobError)(f"cannot {action}: {exc}") from exc

@@ -1,0 +1,109 @@
+"""The Vertex AI deployment of the asset graph, against the loopback fake of Vertex and the GCS emulator: the data
+assets write to the bucket, a Gemini tuning job and a custom job are submitted through the real SDKs, the
+job-status sensor sees both succeed, and both models are registered."""
+
+import dagster as dg
+import pytest
+
+from obs_platform.cli import sample_data_files
+from obs_platform.cloud.vertex import VertexConfigError
+from obs_platform.local_run import tick_sensor
+from obs_platform.storage import storage_from_uri
+from obs_platform.training.registry import ModelRegistry
+
+from .test_data_assets import load_defs, metadata
+
+pytest.importorskip("google.genai")
+
+
+@pytest.fixture
+def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path):
+    """A bucket-backed storage root with the sample corpus landed, and the Vertex variables set to the fake."""
+    home = f"gs://{gcs_emulator}/{tmp_path.name}/home"
+    storage = storage_from_uri(home)
+    for file in sample_data_files():
+        storage.write_bytes(f"landing/{file.name}", file.read_bytes())
+    for name, value in {
+        "OBS_PLATFORM_BACKEND": "vertex",
+        "OBS_PLATFORM_VERTEX_PROJECT": "obs-proj",
+        "OBS_PLATFORM_VERTEX_REGION": "europe-west2",
+        "OBS_PLATFORM_VERTEX_BUCKET": f"gs://{gcs_emulator}/{tmp_path.name}/vertex",
+        "OBS_PLATFORM_VERTEX_TRAINER_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/trainer:1",
+        "OBS_PLATFORM_VERTEX_API_ENDPOINT": fake_vertex.url,
+        "OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS": "5",
+        "OBS_PLATFORM_BASELINES": "majority",
+        "OBS_PLATFORM_EXTERNAL_EVAL": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return home
+
+
+def test_missing_vertex_settings_are_named_when_the_definitions_load(monkeypatch, gcs_emulator, tmp_path):
+    monkeypatch.setenv("OBS_PLATFORM_BACKEND", "vertex")
+    for name in ("PROJECT", "REGION", "BUCKET", "TRAINER_IMAGE"):
+        monkeypatch.delenv(f"OBS_PLATFORM_VERTEX_{name}", raising=False)
+    with pytest.raises(Exception) as raised:
+        load_defs(monkeypatch, tmp_path)
+    assert "needs OBS_PLATFORM_HOME=gs://" in str(root_cause(raised.value))
+    with pytest.raises(Exception) as raised:
+        load_defs(monkeypatch, f"gs://{gcs_emulator}/x")
+    cause = root_cause(raised.value)
+    assert isinstance(cause, VertexConfigError)
+    assert "OBS_PLATFORM_VERTEX_PROJECT, OBS_PLATFORM_VERTEX_REGION, OBS_PLATFORM_VERTEX_BUCKET" in str(cause)
+    assert "OBS_PLATFORM_VERTEX_TRAINER_IMAGE" in str(cause)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """Dagster wraps an error raised while definitions load; the user sees the cause at the end of the trace."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def test_gemini_tuning_locally_fails_and_names_what_to_set(monkeypatch, landed_storage):
+    defs = load_defs(monkeypatch, landed_storage.root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert defs.resolve_job_def("data").execute_in_process(instance=instance).success
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("gemini_tuning_job")], raise_on_error=False
+        )
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.error.message
+        assert "OBS_PLATFORM_BACKEND=vertex" in message and "OBS_PLATFORM_VERTEX_PROJECT" in message
+
+
+def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_env, fake_vertex):
+    defs = load_defs(monkeypatch, vertex_env)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert defs.resolve_job_def("train").execute_in_process(instance=instance).success
+        custom, gemini = metadata(instance, "oss_tuning_job"), metadata(instance, "gemini_tuning_job")
+        assert custom["backend"] == "vertex-custom-job" and "/customJobs/" in custom["job_id"]
+        assert gemini["backend"] == "vertex-gemini" and "/tuningJobs/" in gemini["job_id"]
+        # The custom job trains the splits the data assets wrote to the bucket; Gemini its JSONL, priced first.
+        [job] = fake_vertex.created("customJobs")
+        args = job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
+        assert args[args.index("--train") + 1] == f"{metadata(instance, 'training_splits')['splits_uri']}/train.jsonl"
+        [tuning] = fake_vertex.created("tuningJobs")
+        assert tuning["supervisedTuningSpec"]["trainingDatasetUri"].startswith(vertex_env)
+        estimate = gemini["cost_estimate"]
+        assert 0 < estimate["examples"] < metadata(instance, "gemini_sft_jsonl")["dagster/row_count"]  # train only
+        assert estimate["training_tokens"] > 0 and gemini["estimated_usd"] == estimate["usd"] > 0
+
+        cursor, reported = None, {}
+        for _ in range(10):  # the fake moves each job on a step per GET: PENDING → RUNNING → SUCCEEDED
+            result = tick_sensor(defs, instance, "tuning_job_sensor", cursor)
+            cursor = result.cursor
+            events = [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+            reported |= {event.asset_key.to_user_string(): event for event in events}
+            if len(reported) == 2:
+                break
+        assert set(reported) == {"tuned_oss_model", "tuned_gemini_model"}
+        tuned_gemini = metadata(instance, "tuned_gemini_model")
+        tuned_oss = metadata(instance, "tuned_oss_model")
+        assert tuned_gemini["model_version"] == "gemini-tuned/v1" and tuned_gemini["job_id"] == gemini["job_id"]
+        assert tuned_oss["model_version"] == "oss-classifier/v1" and tuned_oss["backend"] == "vertex-custom-job"
+        registry = ModelRegistry(storage_from_uri(vertex_env))
+        assert "/endpoints/" in registry.get("gemini-tuned", 1).uri  # by reference
+        copied = registry.get("oss-classifier", 1)
+        assert copied.uri.startswith(vertex_env) and storage_from_uri(copied.uri).exists("manifest.json")
