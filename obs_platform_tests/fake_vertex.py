@@ -8,6 +8,13 @@ job whose files are not in the bucket (the GCS emulator) or whose first lines ar
 shows PENDING, RUNNING, then SUCCEEDED on successive GETs; a custom job runs "the trainer": it fails when its
 `--train`/`--valid` files are missing, and on success leaves a manifest and an adapter in its `--output` folder.
 Enums are names, or numbers for a client asking for `enum-encoding=int` (aiplatform does), as the service answers.
+
+It also serves what serving on Vertex uses: models:upload (its files must be in the bucket) and GET of a model,
+endpoints create, list (by display name), get and deployModel (of an uploaded model, on dedicated machines). Upload,
+create and deploy are long-running operations, done at their first poll (the generated clients poll under `/ui/`)
+unless a test asks for ones that never finish (`unfinished`). Predict on a deployed endpoint answers each instance
+with a prediction in the serving app's shape (`prediction_for`); generateContent on a tuned Gemini model's
+endpoint answers with the next of the `answers` a test scripted, else a valid label (`default_answer`).
 """
 
 from __future__ import annotations
@@ -17,15 +24,21 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import pytest
 
+from obs_platform.data.formats import answer_json
+from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.taxonomy import Label
+
 if TYPE_CHECKING:  # imported by the fixture: conftest imports this module for every test session
     from google.cloud import storage
+
+    from obs_platform.taxonomy import Taxonomy
 
 PROJECT_NUMBER = "271828182845"  # Vertex names the resources it creates by project number, not id
 JOB_STATE_NUMBERS = {  # google.cloud.aiplatform.v1.JobState
@@ -38,9 +51,22 @@ FAILURE = ("JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED")
 FINISHED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 ADAPTER_SIZES = {"ADAPTER_SIZE_ONE", "ADAPTER_SIZE_TWO", "ADAPTER_SIZE_FOUR", "ADAPTER_SIZE_EIGHT",
                  "ADAPTER_SIZE_SIXTEEN", "ADAPTER_SIZE_THIRTY_TWO"}  # fmt: skip
+DEPLOYMENT_RESOURCES_TYPES = {"DEDICATED_RESOURCES": 1, "AUTOMATIC_RESOURCES": 2, "SHARED_RESOURCES": 3}
+ENUM_NUMBERS = {"state": JOB_STATE_NUMBERS, "supportedDeploymentResourcesTypes": DEPLOYMENT_RESOURCES_TYPES}
 LINES_CHECKED = 10  # Vertex validates a tuning file's format from its first lines
+CREATE_TIME = "2026-01-01T00:00:00Z"
+RESPONSE_TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."  # an operation's response is an Any
+ANSWER_MEAN_LOGPROB, ANSWER_TOKENS = -0.01, 20  # what every Gemini answer reports
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+DISPLAY_NAME_FILTER = re.compile(r'(?:display_name|displayName)\s*=\s*("(?:[^"\\]|\\.)*")')
 CREATE = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/(tuningJobs|customJobs)")
 JOB = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/(?:tuningJobs|customJobs)/[^/:]+)(:cancel)?")
+UPLOAD = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/models:upload")
+MODEL = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/models/[^/:@]+)(?:@[^/:]+)?")
+ENDPOINTS = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/endpoints")
+ENDPOINT = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/endpoints/[^/:]+)(?::(\w+))?")
+OPERATION = re.compile(r"/(v1|ui)/(projects/[^/]+/locations/[^/]+/(?:models|endpoints)/[^/]+/operations/[^/]+)")
 
 
 class Refused(Exception):
@@ -74,6 +100,12 @@ class FakeVertex:
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     unavailable: int = 0  # the next N requests answer 503
     next_failure: str = ""  # the next job created fails with this message
+    taxonomy: Taxonomy | None = None  # what predictions and Gemini answers name: a test sets it to use them
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # uploaded, by name, as GET shows them
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name, as GET shows them
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name, as their first poll shows them
+    answers: list[str] = field(default_factory=list)  # the next Gemini answers, in order (then `default_answer`)
+    unfinished: int = 0  # the next N long-running operations never finish
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
 
@@ -84,8 +116,35 @@ class FakeVertex:
     def cancelled(self) -> list[str]:
         return [path.removeprefix("/v1/").removesuffix(":cancel") for m, path, _ in self.received if ":cancel" in path]
 
+    def requests(self, verb: str) -> list[dict[str, Any]]:
+        """The bodies of the requests of a custom method (`models:upload`, `:deployModel`, `:predict`, ...)."""
+        return [body for method, path, body in self.received if method == "POST" and path.endswith(verb)]
+
+    def tuned_endpoint(self, location: str = "europe-west2") -> str:
+        """The endpoint of a tuned Gemini model, as a succeeded tuning job leaves one, for tests that need no job."""
+        prefix, number = f"projects/{PROJECT_NUMBER}/locations/{location}", next(self._ids)
+        return self._add_tuned_endpoint(f"{prefix}/endpoints/{number}", f"{prefix}/models/{number}@1")
+
+    def prediction_for(self, notes: str) -> dict[str, Any]:
+        """What the serving app on a deployed endpoint answers for an observation: a label picked by the length of
+        the notes (so a batch's answers differ), in the app's shape."""
+        taxonomy = self._taxonomy()
+        attributes = taxonomy.attributes
+        chosen, runner_up = (attributes[(len(notes) + offset) % len(attributes)] for offset in (0, 1))
+        suggestions = [Suggestion.of(taxonomy, chosen.id, 0.75), Suggestion.of(taxonomy, runner_up.id, 0.2)]
+        return asdict(Prediction.ranked(suggestions, chosen.label_levels[0].title, 0.9, tags=[chosen.id]))
+
+    def default_answer(self) -> str:
+        """What a tuned Gemini model answers when a test scripted nothing: the taxonomy's first attribute, at its
+        first level, in the answer format the tuning data taught."""
+        taxonomy = self._taxonomy()
+        attribute = taxonomy.attributes[0]
+        return answer_json(Label(attribute.domain_id, attribute.id, attribute.label_levels[0].title), [], taxonomy)
+
     # ----- the API -------------------------------------------------------------------------------------
-    def answer(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def answer(
+        self, method: str, path: str, body: dict[str, Any], query: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         with self.lock:
             self.received.append((method, path, body))
             if self.unavailable:
@@ -101,7 +160,35 @@ class FakeVertex:
                     return self._cancel(self.jobs[name])
                 if method == "GET" and not cancel:
                     return self._get(name, self.jobs[name])
-            raise Refused(404, "NOT_FOUND", f"no such method: {method} {path}")
+            return self._serving_answer(method, path, body, query or {})
+
+    def _serving_answer(self, method: str, path: str, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
+        if method == "POST" and (upload := UPLOAD.fullmatch(path)):
+            return self._upload(upload.group(1), body)
+        if method == "GET" and (model := MODEL.fullmatch(path)):
+            if model.group(1) not in self.models:
+                raise Refused(404, "NOT_FOUND", f"Model {model.group(1)} not found.")
+            return self.models[model.group(1)]
+        if collection := ENDPOINTS.fullmatch(path):
+            if method == "POST":
+                return self._create_endpoint(collection.group(1), body)
+            if method == "GET":
+                return self._list_endpoints(collection.group(1), query.get("filter", ""))
+        if found := ENDPOINT.fullmatch(path):
+            name, verb = found.groups()
+            if name not in self.endpoints:
+                raise Refused(404, "NOT_FOUND", f"Endpoint {name} not found.")
+            endpoint = self.endpoints[name]
+            if method == "GET" and not verb:
+                return endpoint
+            serve = {"deployModel": self._deploy, "predict": self._predict, "generateContent": self._generate}
+            if method == "POST" and verb in serve:
+                return serve[verb](endpoint, body)
+        if method == "GET" and (operation := OPERATION.fullmatch(path)):
+            if operation.group(2) not in self.operations:
+                raise Refused(404, "NOT_FOUND", f"Operation {operation.group(2)} not found.")
+            return self.operations[operation.group(2)]
+        raise Refused(404, "NOT_FOUND", f"no such method: {method} {path}")
 
     def _create(self, parent: str, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         location = parent.split("/")[3]
@@ -113,9 +200,7 @@ class FakeVertex:
             self._check_custom_job(body)
             failure = failure or self._trainer_failure(body)
         self.next_failure = ""
-        job = FakeJob(
-            {**body, "name": name, "createTime": "2026-01-01T00:00:00Z"}, list(FAILURE if failure else SUCCESS)
-        )
+        job = FakeJob({**body, "name": name, "createTime": CREATE_TIME}, list(FAILURE if failure else SUCCESS))
         if failure:
             job.error = {"code": 13, "message": failure}
         self.jobs[name] = job
@@ -129,7 +214,7 @@ class FakeVertex:
         if job.state in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED") and job.error:
             shown["error"] = job.error
         if job.state == "JOB_STATE_SUCCEEDED" and "tuningJobs" in name:
-            shown |= self._tuned_model(name, job.resource)
+            shown |= self._tuned_model(name)
         return shown
 
     def _cancel(self, job: FakeJob) -> dict[str, Any]:
@@ -138,6 +223,129 @@ class FakeVertex:
         job.course, job.gets = ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"], 0
         job.error = {"code": 1, "message": "CANCELED"}
         return {}
+
+    # ----- serving: models, endpoints, predictions ---------------------------------------------------------
+    def _upload(self, parent: str, body: dict[str, Any]) -> dict[str, Any]:
+        model = body.get("model") or {}
+        _require(model.get("displayName"), "model.displayName is required")
+        _require((model.get("containerSpec") or {}).get("imageUri"), "model.containerSpec.imageUri is required")
+        artifacts = str(model.get("artifactUri", ""))
+        _require(artifacts.startswith("gs://"), "model.artifactUri must be a gs:// URI")
+        for key, value in (model.get("labels") or {}).items():
+            _require(LABEL_KEY.fullmatch(key) and LABEL_VALUE.fullmatch(value), f"invalid label {key}={value!r}")
+        name = f"{_named_by_number(parent)}/models/{next(self._ids)}"
+        if not self._folder_exists(artifacts):  # found while the operation runs, not when it is requested
+            return self._operation(name, error={"code": 3, "message": f"No model files found in {artifacts}."})
+        self.models[name] = {
+            **model, "name": name, "versionId": "1", "versionAliases": ["default"], "createTime": CREATE_TIME,
+            "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],  # what a custom container serves on
+        }  # fmt: skip
+        return self._operation(name, response={"@type": f"{RESPONSE_TYPE}UploadModelResponse", "model": name,
+                                               "modelVersionId": "1"})  # fmt: skip
+
+    def _create_endpoint(self, parent: str, body: dict[str, Any]) -> dict[str, Any]:
+        _require(body.get("displayName"), "endpoint.displayName is required")
+        name = f"{_named_by_number(parent)}/endpoints/{next(self._ids)}"
+        self.endpoints[name] = {**body, "name": name, "createTime": CREATE_TIME}
+        return self._operation(name, response={"@type": f"{RESPONSE_TYPE}Endpoint", **self.endpoints[name]})
+
+    def _list_endpoints(self, parent: str, filter_: str) -> dict[str, Any]:
+        wanted = DISPLAY_NAME_FILTER.fullmatch(filter_.strip())
+        _require(not filter_ or wanted, f"unsupported filter {filter_!r}")
+        display_name = json.loads(wanted.group(1)) if wanted else None
+        found = [
+            endpoint
+            for name, endpoint in self.endpoints.items()
+            if name.startswith(f"{_named_by_number(parent)}/") and display_name in (None, endpoint["displayName"])
+        ]
+        return {"endpoints": found} if found else {}
+
+    def _deploy(self, endpoint: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        deployed = body.get("deployedModel") or {}
+        model_name = str(deployed.get("model", "")).partition("@")[0]
+        _require(model_name in self.models, f"deployedModel.model {deployed.get('model')!r} does not exist")
+        resources = deployed.get("dedicatedResources")
+        _require(resources, "the model supports DEDICATED_RESOURCES only: deployedModel needs dedicatedResources")
+        _require((resources.get("machineSpec") or {}).get("machineType"),
+                 "dedicatedResources.machineSpec.machineType is required")  # fmt: skip
+        minimum = int(resources.get("minReplicaCount", 0))
+        _require(minimum >= 1, "dedicatedResources.minReplicaCount must be at least 1")
+        _require(int(resources.get("maxReplicaCount", minimum)) >= minimum,
+                 "dedicatedResources.maxReplicaCount must be at least minReplicaCount")  # fmt: skip
+        split = body.get("trafficSplit") or {}
+        known = {"0"} | {model["id"] for model in endpoint.get("deployedModels", [])}
+        _require(set(split) <= known and sum(int(share) for share in split.values()) == 100,
+                 'trafficSplit must give 100 percent to deployed models ("0": the one deployed now)')  # fmt: skip
+        shown = {**deployed, "id": str(next(self._ids)), "model": model_name, "modelVersionId": "1",
+                 "createTime": CREATE_TIME}  # fmt: skip
+        endpoint.setdefault("deployedModels", []).append(shown)
+        endpoint["trafficSplit"] = {(shown["id"] if key == "0" else key): int(share) for key, share in split.items()}
+        return self._operation(endpoint["name"], response={"@type": f"{RESPONSE_TYPE}DeployModelResponse",
+                                                           "deployedModel": shown})  # fmt: skip
+
+    def _predict(self, endpoint: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        instances = body.get("instances")
+        _require(isinstance(instances, list) and instances, "instances must not be empty")
+        for instance in instances:  # the serving app refuses an instance without notes
+            _require(isinstance(instance, dict) and isinstance(instance.get("notes"), str),
+                     f"every instance needs notes: {instance!r}")  # fmt: skip
+        traffic = endpoint.get("trafficSplit") or {}
+        serving = [model for model in endpoint.get("deployedModels", []) if traffic.get(model["id"])]
+        if not serving:
+            raise Refused(400, "FAILED_PRECONDITION", f"Endpoint {endpoint['name']} has no deployed model.")
+        deployed = max(serving, key=lambda model: traffic[model["id"]])
+        return {
+            "predictions": [self.prediction_for(instance["notes"]) for instance in instances],
+            "deployedModelId": deployed["id"],
+            "model": deployed["model"],
+            "modelDisplayName": self.models[deployed["model"]]["displayName"],
+            "modelVersionId": "1",
+        }
+
+    def _generate(self, endpoint: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        if not endpoint.get("deployedModels"):
+            raise Refused(400, "FAILED_PRECONDITION", f"Endpoint {endpoint['name']} has no deployed model.")
+        problem = _contents_problem(body.get("contents"))
+        _require(not problem, f"the request {problem}")
+        answer = self.answers.pop(0) if self.answers else self.default_answer()
+        return {
+            "candidates": [{
+                "content": {"role": "model", "parts": [{"text": answer}]},
+                "finishReason": "STOP",
+                "avgLogprobs": ANSWER_MEAN_LOGPROB,
+            }],
+            "usageMetadata": {"promptTokenCount": 80, "candidatesTokenCount": ANSWER_TOKENS,
+                              "totalTokenCount": 80 + ANSWER_TOKENS},
+            "modelVersion": endpoint["deployedModels"][0]["model"],
+            "createTime": CREATE_TIME,
+        }  # fmt: skip
+
+    def _operation(self, resource: str, **outcome: dict[str, Any]) -> dict[str, Any]:
+        """A long-running operation on a resource, not done when it starts and done (with its `response` or
+        `error`) from its first poll on, unless a test asked for operations that never finish."""
+        name = f"{resource}/operations/{next(self._ids)}"
+        if self.unfinished:
+            self.unfinished -= 1
+            self.operations[name] = {"name": name, "done": False}
+        else:
+            self.operations[name] = {"name": name, "done": True, **outcome}
+        return {"name": name, "done": False}
+
+    def _add_tuned_endpoint(self, endpoint: str, model: str) -> str:
+        self.endpoints.setdefault(
+            endpoint, {"name": endpoint, "displayName": "tuned-gemini", "deployedModels": [{"id": "1", "model": model}]}
+        )
+        return endpoint
+
+    def _taxonomy(self) -> Taxonomy:
+        if self.taxonomy is None:
+            raise Refused(500, "INTERNAL", "the fake needs a taxonomy (FakeVertex.taxonomy) to predict")
+        return self.taxonomy
+
+    def _folder_exists(self, uri: str) -> bool:
+        bucket, _, key = uri.removeprefix("gs://").partition("/")
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        return any(self.bucket_client.list_blobs(bucket, prefix=prefix, max_results=1))
 
     # ----- what the service checks ---------------------------------------------------------------------
     def _check_tuning_job(self, body: dict[str, Any]) -> None:
@@ -174,14 +382,8 @@ class FakeVertex:
                 contents = json.loads(line).get("contents")
             except (json.JSONDecodeError, AttributeError):
                 return f"line {number} is not a JSON object"
-            if not isinstance(contents, list) or not contents:
-                return f"line {number} has no contents"
-            for turn in contents:
-                if not isinstance(turn, dict) or turn.get("role") not in ("user", "model"):
-                    return f"line {number}: every content needs the role user or model"
-                parts = turn.get("parts")
-                if not parts or not all(isinstance(p, dict) and ("text" in p or "fileData" in p) for p in parts):
-                    return f"line {number}: every content needs parts with text or fileData"
+            if problem := _contents_problem(contents):
+                return f"line {number} {problem}"
         return ""
 
     def _trainer_failure(self, body: dict[str, Any]) -> str:
@@ -207,11 +409,11 @@ class FakeVertex:
         self._blob(f"{output}/manifest.json").upload_from_string(json.dumps(manifest))
         self._blob(f"{output}/adapter/adapter_model.safetensors").upload_from_string(b"adapter weights")
 
-    @staticmethod
-    def _tuned_model(name: str, resource: dict[str, Any]) -> dict[str, Any]:
+    def _tuned_model(self, name: str) -> dict[str, Any]:
         prefix, number = name.split("/tuningJobs/")
+        model = f"{prefix}/models/{number}@1"
         return {
-            "tunedModel": {"model": f"{prefix}/models/{number}@1", "endpoint": f"{prefix}/endpoints/{number}"},
+            "tunedModel": {"model": model, "endpoint": self._add_tuned_endpoint(f"{prefix}/endpoints/{number}", model)},
             "tuningDataStats": {  # int64 fields travel as strings
                 "supervisedTuningDataStats": {
                     "tuningDatasetExampleCount": "2",
@@ -232,6 +434,24 @@ def _require(condition: Any, message: str) -> None:
         raise Refused(400, "INVALID_ARGUMENT", message)
 
 
+def _contents_problem(contents: Any) -> str:
+    """What is wrong with a Gemini conversation (a tuning line's or a request's `contents`), or ""."""
+    if not isinstance(contents, list) or not contents:
+        return "has no contents"
+    for turn in contents:
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "model"):
+            return "has a content without the role user or model"
+        parts = turn.get("parts")
+        if not parts or not all(isinstance(p, dict) and ("text" in p or "fileData" in p) for p in parts):
+            return "has a content without parts of text or fileData"
+    return ""
+
+
+def _named_by_number(parent: str) -> str:
+    """`projects/{id}/locations/{location}` as Vertex names what it creates there: by project number."""
+    return f"projects/{PROJECT_NUMBER}/locations/{parent.split('/')[3]}"
+
+
 def _args(resource: dict[str, Any]) -> dict[str, str]:
     """The first worker pool's container args as flag → value (each trainer flag takes one value here)."""
     args = resource["jobSpec"]["workerPoolSpecs"][0]["containerSpec"].get("args", [])
@@ -239,12 +459,15 @@ def _args(resource: dict[str, Any]) -> dict[str, str]:
 
 
 def _with_int_enums(value: Any) -> Any:
-    """A response as `enum-encoding=int` asks for it: job states as their numbers."""
+    """A response as `enum-encoding=int` asks for it: enums (job states, deployment resource types) as numbers."""
     if isinstance(value, dict):
-        return {
-            key: JOB_STATE_NUMBERS[item] if key == "state" else _with_int_enums(item) for key, item in value.items()
-        }
+        return {key: _enum_number(ENUM_NUMBERS[key], item) if key in ENUM_NUMBERS else _with_int_enums(item)
+                for key, item in value.items()}  # fmt: skip
     return [_with_int_enums(item) for item in value] if isinstance(value, list) else value
+
+
+def _enum_number(numbers: dict[str, int], value: Any) -> Any:
+    return [numbers[item] for item in value] if isinstance(value, list) else numbers[value]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -260,8 +483,9 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+        parameters = {key: values[0] for key, values in parse_qs(query).items()}
         try:
-            code, answer = 200, self.server.fake.answer(self.command, path, body)
+            code, answer = 200, self.server.fake.answer(self.command, unquote(path), body, parameters)
             if "enum-encoding=int" in unquote(query):
                 answer = _with_int_enums(answer)
         except Refused as refused:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from obs_platform.cloud.vertex import (
@@ -36,11 +37,9 @@ class VertexCustomJobBackend:
         self.settings = settings
         self._client = client
 
-    @property
+    @cached_property
     def client(self) -> JobServiceClient:
-        if self._client is None:
-            self._client = self.settings.job_service_client()
-        return self._client
+        return self._client or self.settings.job_service_client()
 
     def submit(self, spec: TrainingSpec) -> str:
         from google.api_core.exceptions import GoogleAPICallError

@@ -7,6 +7,7 @@ endpoint of Vertex's own: the result's URI is that endpoint, and nothing is down
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from obs_platform.cloud.vertex import (
@@ -42,11 +43,9 @@ class GeminiTuningBackend:
         self.settings = settings
         self._client = client
 
-    @property
+    @cached_property
     def client(self) -> genai.Client:
-        if self._client is None:
-            self._client = self.settings.genai_client()
-        return self._client
+        return self._client or self.settings.genai_client()
 
     def submit(self, spec: TrainingSpec) -> str:
         from google.genai import errors, types

@@ -17,14 +17,19 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from obs_platform.training.backend import BackendUnavailable, JobError, JobState, JobStatus, TrainingSpec
 
 if TYPE_CHECKING:
     from google import genai
     from google.auth.credentials import Credentials
-    from google.cloud.aiplatform_v1 import JobServiceClient
+    from google.cloud.aiplatform_v1 import (
+        EndpointServiceClient,
+        JobServiceClient,
+        ModelServiceClient,
+        PredictionServiceClient,
+    )
 
 ENV_VARIABLES = {
     "project": "OBS_PLATFORM_VERTEX_PROJECT",
@@ -37,8 +42,11 @@ ENV_VARIABLES = {
     "accelerator_count": "OBS_PLATFORM_VERTEX_ACCELERATOR_COUNT",
     "gemini_base_model": "OBS_PLATFORM_GEMINI_BASE_MODEL",
     "api_endpoint": "OBS_PLATFORM_VERTEX_API_ENDPOINT",
+    "serving_image_uri": "OBS_PLATFORM_VERTEX_SERVING_IMAGE",
+    "serving_machine_type": "OBS_PLATFORM_VERTEX_SERVING_MACHINE_TYPE",
 }
 REQUIRED = ("project", "region", "staging_bucket", "trainer_image_uri")
+GapicClient = TypeVar("GapicClient")
 
 # Vertex's job states (the same names in google-genai and aiplatform) as the protocol's. A state this table does
 # not know is taken for RUNNING: the poller keeps asking, and the time limit ends a job that never finishes.
@@ -78,6 +86,8 @@ class VertexSettings:
     accelerator_count: int = 1  # 0: a CPU-only machine
     gemini_base_model: str = "gemini-2.5-flash"
     api_endpoint: str = ""  # "": Google's regional endpoint; tests point this at a loopback fake
+    serving_image_uri: str = ""  # the image Vertex serves an uploaded model in ("": each upload names one)
+    serving_machine_type: str = "n1-standard-2"  # an endpoint's machines
 
     def __post_init__(self) -> None:
         if not self.staging_bucket.startswith("gs://"):
@@ -135,8 +145,30 @@ class VertexSettings:
         """Vertex AI's job service (custom jobs) over REST, on the region's endpoint."""
         from google.cloud.aiplatform_v1 import JobServiceClient
 
+        return self._rest_client(JobServiceClient)
+
+    def model_service_client(self) -> ModelServiceClient:
+        """Vertex AI's model registry (uploads) over REST."""
+        from google.cloud.aiplatform_v1 import ModelServiceClient
+
+        return self._rest_client(ModelServiceClient)
+
+    def endpoint_service_client(self) -> EndpointServiceClient:
+        """Vertex AI's endpoints (creating them, deploying models to them) over REST."""
+        from google.cloud.aiplatform_v1 import EndpointServiceClient
+
+        return self._rest_client(EndpointServiceClient)
+
+    def prediction_service_client(self) -> PredictionServiceClient:
+        """Vertex AI's online predictions over REST."""
+        from google.cloud.aiplatform_v1 import PredictionServiceClient
+
+        return self._rest_client(PredictionServiceClient)
+
+    def _rest_client(self, client_class: type[GapicClient]) -> GapicClient:
+        """A generated aiplatform client over REST on the region's endpoint (or the configured one)."""
         endpoint = self.api_endpoint or f"{self.region}-aiplatform.googleapis.com"
-        return JobServiceClient(
+        return client_class(
             credentials=self._credentials(), transport="rest", client_options={"api_endpoint": endpoint}
         )
 
@@ -169,10 +201,23 @@ def require_job_name(job_id: str, collection: str) -> None:
 
 
 def job_labels(spec: TrainingSpec) -> dict[str, str]:
-    """Labels that find a job (and its bill) by the dataset version it trained on; Vertex allows lowercase
-    letters, digits, `-` and `_` in a label value, at most 63 of them."""
-    value = re.sub(r"[^a-z0-9_-]", "-", spec.dataset_version.lower())[:LABEL_VALUE_LENGTH]
-    return {"dataset_version": value}
+    """Labels that find a job (and its bill) by the dataset version it trained on."""
+    return {"dataset_version": label_value(spec.dataset_version)}
+
+
+def label_value(text: str) -> str:
+    """`text` as a Vertex label value, which allows lowercase letters, digits, `-` and `_`, at most 63 of them."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:LABEL_VALUE_LENGTH]
+
+
+def unreachable_errors() -> tuple[type[Exception], ...]:
+    """What the SDKs raise when Vertex cannot be reached or does not answer in time: google-genai goes through
+    httpx, the generated clients through requests, and either may fail fetching a token through google-auth."""
+    import httpx
+    import requests
+    from google.auth.exceptions import TransportError
+
+    return (httpx.TransportError, requests.ConnectionError, requests.Timeout, TransportError)
 
 
 @contextmanager
@@ -180,13 +225,9 @@ def translated_errors(action: str, api_error: type[Exception]) -> Iterator[None]
     """Vertex's errors as the protocol's: unreachable, overloaded or a server error → BackendUnavailable, for the
     poller to ask again later; any other API error (404 an unknown job, 400 a refused request) → JobError.
     `api_error` is the SDK's error class; google-genai and google-api-core both keep the HTTP status in `code`."""
-    import httpx
-    import requests
-    from google.auth.exceptions import TransportError
-
     try:
         yield
-    except (httpx.TransportError, requests.ConnectionError, requests.Timeout, TransportError) as exc:
+    except unreachable_errors() as exc:
         raise BackendUnavailable(f"cannot {action}: Vertex AI is unreachable: {exc}") from exc
     except api_error as exc:
         transient = getattr(exc, "code", None) in TRANSIENT_HTTP_STATUSES

@@ -10,14 +10,19 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
 
+from obs_platform.data.redaction import Redactor, Roster, name_tokens
 from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
+
+if TYPE_CHECKING:
+    from obs_platform.serving.results import Instance
 
 PHOTO_MIME_TYPES = {
     ".jpg": "image/jpeg",
@@ -53,6 +58,43 @@ def user_text(notes: str, child_age_months: float | None) -> str:
     if child_age_months is not None and child_age_months == child_age_months and child_age_months is not pd.NA:
         text += f"\nChild's age: {int(round(child_age_months))} months"
     return text
+
+
+def gemini_user_turn(prompt: str, photos: Sequence[str] = ()) -> dict[str, Any]:
+    """The user turn of a Gemini conversation: the prompt, then the photos Gemini can read (`gs://` images) as
+    file data. Tuning lines and requests to a tuned model both use it, so the model is asked as it was taught."""
+    files = [
+        {"fileData": {"mimeType": mime, "fileUri": uri}}
+        for uri in photos
+        if uri.startswith("gs://") and (mime := photo_mime_type(uri))
+    ]
+    return {"role": "user", "parts": [{"text": prompt}, *files]}
+
+
+class RequestTexts:
+    """What a model reads for each request: the notes redacted with the roster, then the training format.
+
+    Requests pass the redaction the training data passed (a request's `child_name` joins the roster), so a model
+    sees the text shape it was trained on, and no name leaves for a hosted model. Free of torch: the Gemini
+    transport, which has no model of its own, redacts with it too.
+    """
+
+    def __init__(self, roster: Roster | None):
+        self.roster = roster or Roster()
+        self._redactor = Redactor(self.roster)  # building one compiles the roster's pattern: once, not per request
+        self._extended = lru_cache(maxsize=256)(lambda name: Redactor(self.roster.with_child(name)))
+
+    def _redactor_for(self, child_name: str | None) -> Redactor:
+        """The shared redactor, or (cached) one whose roster also holds a child it does not know yet."""
+        if not child_name or set(name_tokens(child_name)) <= self._redactor.known_tokens:
+            return self._redactor
+        return self._extended(child_name)
+
+    def __call__(self, instances: Sequence[Instance]) -> list[str]:
+        return [
+            user_text(self._redactor_for(i.child_name).redact(i.notes, i.child_name), i.child_age_months)
+            for i in instances
+        ]
 
 
 def answer_json(label: Label, secondary: list[Label], taxonomy: Taxonomy) -> str:
@@ -92,10 +134,8 @@ class TrainingLineRenderer:
     def __init__(self, taxonomy: Taxonomy, instruction: str | None = None):
         self.taxonomy = taxonomy
         system = {"role": "system", "parts": [{"text": instruction or system_instruction(taxonomy)}]}
-        self._gemini_head = (
-            b'{"systemInstruction":' + orjson.dumps(system) + b',"contents":[{"role":"user","parts":[{"text":'
-        )
-        self._gemini_model = b'},{"role":"model","parts":[{"text":'
+        self._gemini_head = b'{"systemInstruction":' + orjson.dumps(system) + b',"contents":['
+        self._gemini_model = b',{"role":"model","parts":[{"text":'
         self._chat_head = (
             b'{"messages":[{"role":"system","content":'
             + orjson.dumps(OSS_SYSTEM_PROMPT)
@@ -116,17 +156,8 @@ class TrainingLineRenderer:
         self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...], photos: Sequence[str]
     ) -> bytes:
         """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
-        files = (
-            b"".join(
-                b',{"fileData":' + orjson.dumps({"mimeType": mime, "fileUri": uri}) + b"}"
-                for uri in photos
-                if uri.startswith("gs://") and (mime := photo_mime_type(uri))
-            )
-            if photos
-            else b""
-        )
         return b"".join((
-            self._gemini_head, orjson.dumps(user_text(text, age)), b"}", files, b"]",
+            self._gemini_head, orjson.dumps(gemini_user_turn(user_text(text, age), photos)),
             self._gemini_model, self._answer(label, secondary), b"}]}]}\n",
         ))  # fmt: skip
 

@@ -9,15 +9,14 @@ mode: greedy generation, the answer read back into a taxonomy label, repaired or
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from trainer.answers import ReadAnswer, read_answer
 
-from obs_platform.data.formats import OSS_SYSTEM_PROMPT, user_text
-from obs_platform.data.redaction import Redactor, Roster, name_tokens
+from obs_platform.data.formats import OSS_SYSTEM_PROMPT, RequestTexts
+from obs_platform.data.redaction import Roster
 from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.serving.runtime import RUNTIMES, OnnxForward, Runtime
@@ -28,27 +27,6 @@ class Predictor(Protocol):
     runtime: str
 
     def predict(self, instances: list[Instance]) -> list[Prediction]: ...
-
-
-class RequestTexts:
-    """What the model reads for each request: the notes redacted with the roster, then the training format."""
-
-    def __init__(self, roster: Roster | None):
-        self.roster = roster or Roster()
-        self._redactor = Redactor(self.roster)  # building one compiles the roster's pattern: once, not per request
-        self._extended = lru_cache(maxsize=256)(lambda name: Redactor(self.roster.with_child(name)))
-
-    def _redactor_for(self, child_name: str | None) -> Redactor:
-        """The shared redactor, or (cached) one whose roster also holds a child it does not know yet."""
-        if not child_name or set(name_tokens(child_name)) <= self._redactor.known_tokens:
-            return self._redactor
-        return self._extended(child_name)
-
-    def __call__(self, instances: list[Instance]) -> list[str]:
-        return [
-            user_text(self._redactor_for(i.child_name).redact(i.notes, i.child_name), i.child_age_months)
-            for i in instances
-        ]
 
 
 def model_mode(model_dir: str | Path) -> str:

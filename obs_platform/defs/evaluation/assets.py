@@ -41,10 +41,16 @@ def _evaluation_set(
     return data, digest.hexdigest()[:16]
 
 
+LOCAL_ONLY = (
+    "evaluation loads the model and serves it on a local endpoint: it needs a local OBS_PLATFORM_HOME (evaluating a "
+    "model registered in a bucket is not built yet)"
+)
+
+
 def _local_root(storage: StorageResource) -> Path:
     client = storage.client()
     if not isinstance(client, LocalStorage):
-        raise dg.Failure("evaluation serves models on a local endpoint: it needs a local OBS_PLATFORM_HOME")
+        raise dg.Failure(LOCAL_ONLY)
     return client.root
 
 
@@ -115,6 +121,8 @@ def model_calibration(
     validation split only and stored with the version (`calibration.json`), where the endpoint reads them."""
     models = registry.registry()
     version = _candidate(context, models)
+    if not isinstance(models.storage, LocalStorage):
+        raise dg.Failure(LOCAL_ONLY)
     path = f"{version.folder}/files/{CALIBRATION_FILE}"
     if model_mode(version.uri) != "classifier":
         return dg.MaterializeResult(metadata={"model_version": version.label, "calibrated": False,

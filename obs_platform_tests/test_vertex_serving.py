@@ -1,0 +1,323 @@
+"""Serving on Vertex AI with the real SDKs (aiplatform's generated clients, google-genai) over real HTTP to the
+loopback fake of Vertex, and GCS through its emulator: a registered version uploaded and deployed, then asked
+through `ObservationClassifier` on the endpoint's transport and on a tuned Gemini model's, with the results,
+retries and refusals the local endpoint's transport gives."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from dataclasses import replace
+
+import orjson
+import pytest
+from pydantic.alias_generators import to_camel
+
+from obs_platform.cloud import endpoints
+from obs_platform.cloud.endpoints import VertexModelDeployer
+from obs_platform.cloud.transports import GeminiTransport, VertexEndpointTransport
+from obs_platform.cloud.vertex import ENV_VARIABLES, VertexConfigError, VertexSettings
+from obs_platform.data.formats import TrainingLineRenderer, system_instruction
+from obs_platform.data.redaction import Roster
+from obs_platform.serving.client import (
+    ClassificationResult,
+    EndpointUnavailable,
+    ObservationClassifier,
+    RequestRejected,
+)
+from obs_platform.serving.results import Suggestion
+from obs_platform.training.backend import BackendUnavailable, JobError
+
+from .conftest import free_port
+from .fake_vertex import ANSWER_MEAN_LOGPROB, ANSWER_TOKENS, FakeVertex
+
+# The SDKs come with the `cloud` extra.
+storage = pytest.importorskip("google.cloud.storage")
+pytest.importorskip("google.genai")
+aiplatform = pytest.importorskip("google.cloud.aiplatform_v1")
+Model = aiplatform.Model
+
+SERVING_IMAGE = "europe-west2-docker.pkg.dev/obs-proj/obs/obs-serving:test"
+LOCATION = "projects/271828182845/locations/europe-west2"
+RETRIES = 2
+
+
+@pytest.fixture
+def fake(fake_vertex: FakeVertex, eyfs) -> FakeVertex:
+    fake_vertex.taxonomy = eyfs
+    return fake_vertex
+
+
+@pytest.fixture
+def settings(fake: FakeVertex, gcs_emulator: str) -> VertexSettings:
+    return VertexSettings(
+        project="obs-proj", region="europe-west2", staging_bucket=f"gs://{gcs_emulator}/vertex",
+        trainer_image_uri="europe-west2-docker.pkg.dev/obs-proj/obs/obs-trainer:test", api_endpoint=fake.url,
+        serving_image_uri=SERVING_IMAGE,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def model_files(gcs_emulator: str, tmp_path) -> str:
+    """A registered version's files in the bucket."""
+    bucket = storage.Client().bucket(gcs_emulator)
+    for name in ("manifest.json", "adapter/adapter_model.safetensors"):
+        bucket.blob(f"{tmp_path.name}/registry/v3/{name}").upload_from_string(b"{}")
+    return f"gs://{gcs_emulator}/{tmp_path.name}/registry/v3"
+
+
+@pytest.fixture
+def deployer(settings: VertexSettings) -> VertexModelDeployer:
+    return VertexModelDeployer(settings)
+
+
+@pytest.fixture
+def endpoint(deployer: VertexModelDeployer, model_files: str) -> str:
+    """An endpoint serving the version `obs-v3`."""
+    return deployer.deploy(deployer.upload("obs-v3", model_files, {"dataset_version": "d1"}), "obs-classifier")
+
+
+def classifier(transport) -> ObservationClassifier:
+    return ObservationClassifier(transport, retries=RETRIES, backoff_seconds=0)
+
+
+def polled_operations(fake: FakeVertex) -> list[str]:
+    return [path for method, path, _ in fake.received if method == "GET" and "/operations/" in path]
+
+
+# ----- settings ------------------------------------------------------------------------------------------------
+
+
+def test_serving_settings_are_optional(monkeypatch):
+    for variable in ENV_VARIABLES.values():
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(VertexConfigError) as error:
+        VertexSettings.from_env()
+    assert "SERVING" not in str(error.value)
+    for name, value in {"PROJECT": "p", "REGION": "europe-west2", "BUCKET": "gs://b", "TRAINER_IMAGE": "t"}.items():
+        monkeypatch.setenv(f"OBS_PLATFORM_VERTEX_{name}", value)
+    assert VertexSettings.from_env().serving_image_uri == ""
+    assert VertexSettings.from_env().serving_machine_type == "n1-standard-2"
+    monkeypatch.setenv("OBS_PLATFORM_VERTEX_SERVING_IMAGE", SERVING_IMAGE)
+    monkeypatch.setenv("OBS_PLATFORM_VERTEX_SERVING_MACHINE_TYPE", "n1-standard-4")
+    configured = VertexSettings.from_env()
+    assert (configured.serving_image_uri, configured.serving_machine_type) == (SERVING_IMAGE, "n1-standard-4")
+
+
+# ----- upload and deploy -----------------------------------------------------------------------------------------
+
+
+def test_upload_registers_the_version_served_by_the_serving_image(settings, fake, deployer, model_files):
+    name = deployer.upload("obs-v3", model_files, {"dataset_version": "Data_1", "taxonomy": "eyfs"})
+
+    assert name.startswith(f"{LOCATION}/models/")
+    assert fake.requests("models:upload") == [{
+        "model": {
+            "displayName": "obs-v3",
+            "artifactUri": model_files,
+            "labels": {"dataset_version": "data_1", "taxonomy": "eyfs"},  # made valid label values
+            "containerSpec": {
+                "imageUri": SERVING_IMAGE, "predictRoute": "/v1/predict", "healthRoute": "/health",
+                "ports": [{"containerPort": 8080}],
+            },
+        }
+    }]  # fmt: skip
+    # The upload is a long-running operation, waited for: the generated client polls it under /ui/, not /v1/.
+    [poll] = polled_operations(fake)
+    assert poll.startswith(f"/ui/{name}/operations/")
+
+    model = settings.model_service_client().get_model(name=f"{name}@1")  # travels as models/ID%401
+    assert model.display_name == "obs-v3" and model.labels["dataset_version"] == "data_1"
+    assert model.container_spec.image_uri == SERVING_IMAGE and model.version_id == "1"
+    assert list(model.supported_deployment_resources_types) == [Model.DeploymentResourcesType.DEDICATED_RESOURCES]
+
+
+def test_upload_refusals(settings, fake, deployer, model_files, gcs_emulator):
+    with pytest.raises(JobError, match="No model files found"):  # the operation fails, not the request
+        deployer.upload("obs-v4", f"gs://{gcs_emulator}/nowhere", {})
+    with pytest.raises(JobError, match="gs:// folder"):
+        deployer.upload("obs-v4", "/local/registry/v4", {})
+    with pytest.raises(JobError, match="invalid label"):
+        deployer.upload("obs-v4", model_files, {"Dataset": "d1"})
+    with pytest.raises(VertexConfigError, match="OBS_PLATFORM_VERTEX_SERVING_IMAGE"):
+        VertexModelDeployer(replace(settings, serving_image_uri="")).upload("obs-v4", model_files, {})
+    fake.unavailable = 1
+    with pytest.raises(BackendUnavailable, match="503"):
+        deployer.upload("obs-v4", model_files, {})
+    # A serving image given to the call wins over the configured one.
+    VertexModelDeployer(replace(settings, serving_image_uri="")).upload("obs-v4", model_files, {}, "img:2")
+    assert fake.requests("models:upload")[-1]["model"]["containerSpec"]["imageUri"] == "img:2"
+
+
+def test_deploy_creates_the_endpoint_once_and_moves_traffic_to_the_newest_model(fake, deployer, model_files):
+    first = deployer.upload("obs-v3", model_files, {})
+    endpoint = deployer.deploy(first, "obs-classifier")
+
+    assert endpoint.startswith(f"{LOCATION}/endpoints/")
+    assert fake.created("endpoints") == [{"displayName": "obs-classifier"}]
+    assert fake.requests(":deployModel") == [{
+        "deployedModel": {
+            "model": first, "displayName": "obs-classifier",
+            "dedicatedResources": {"machineSpec": {"machineType": "n1-standard-2"}, "minReplicaCount": 1,
+                                   "maxReplicaCount": 1},
+        },
+        "trafficSplit": {"0": 100},
+    }]  # fmt: skip
+    assert len(polled_operations(fake)) == 3  # upload, create, deploy: each waited for
+
+    assert deployer.deploy(first, "obs-classifier") == endpoint  # already deployed there: nothing to do
+    assert len(fake.requests(":deployModel")) == 1
+
+    second = deployer.upload("obs-v4", model_files, {})
+    assert deployer.deploy(second, "obs-classifier", machine_type="n1-standard-4", max_replicas=2) == endpoint
+    assert len(fake.created("endpoints")) == 1  # found by its display name
+    resources = fake.requests(":deployModel")[-1]["deployedModel"]["dedicatedResources"]
+    assert resources["machineSpec"] == {"machineType": "n1-standard-4"} and resources["maxReplicaCount"] == 2
+    deployed = {model["model"]: model["id"] for model in fake.endpoints[endpoint]["deployedModels"]}
+    assert fake.endpoints[endpoint]["trafficSplit"] == {deployed[second]: 100}
+
+
+def test_an_operation_still_running_after_its_bound_is_an_error(fake, deployer, model_files, monkeypatch):
+    monkeypatch.setattr(endpoints, "UPLOAD_WAIT_S", 0.05)
+    fake.unfinished = 1
+    with pytest.raises(JobError, match=r"operation projects/.*/operations/\d+ is still running after 0.05 s"):
+        deployer.upload("obs-v3", model_files, {})
+
+
+def test_deploy_refusals(fake, deployer, endpoint):
+    with pytest.raises(JobError, match="does not exist"):
+        deployer.deploy(f"{LOCATION}/models/404", "obs-classifier")
+    with pytest.raises(JobError, match="replicas"):
+        deployer.deploy(f"{LOCATION}/models/404", "obs-classifier", min_replicas=2, max_replicas=1)
+    fake.unavailable = 1
+    with pytest.raises(BackendUnavailable, match="503"):
+        deployer.deploy(f"{LOCATION}/models/404", "obs-classifier")
+
+
+# ----- the deployed endpoint through the client --------------------------------------------------------------------
+
+
+def test_endpoint_predictions_are_the_apps_as_classification_results(settings, fake, endpoint):
+    items = [
+        {"notes": "Amara poured water into three cups.", "child_age_months": 40, "child_name": "Amara Okafor"},
+        {"notes": "Sang a song."},
+    ]
+    results = classifier(VertexEndpointTransport(settings, endpoint)).classify_batch(items)
+
+    assert fake.requests(":predict") == [{"instances": items}]
+    for item, result in zip(items, results, strict=True):
+        written = fake.prediction_for(item["notes"])
+        expected = {**written, "top_k": [Suggestion(**s) for s in written["top_k"]]}
+        assert result == ClassificationResult(**expected, model_version="obs-v3")  # the Model's display name
+        # A protobuf Struct carries numbers as doubles: the ids are ints again, as the app wrote them.
+        ids = [result.attribute_id, *result.tags, *(s.attribute_id for s in result.top_k)]
+        assert all(type(i) is int for i in ids)
+    assert results[0].attribute != results[1].attribute
+
+
+def test_endpoint_errors_are_the_clients(settings, fake, endpoint):
+    client = classifier(VertexEndpointTransport(settings, endpoint))
+    fake.unavailable = RETRIES  # every attempt but the last answers 503
+    assert client.classify("Sang a song.").status == "ok"
+    fake.unavailable = RETRIES + 1
+    with pytest.raises(EndpointUnavailable, match="503"):
+        client.classify("Sang a song.")
+    assert len(fake.requests(":predict")) == 2 * (RETRIES + 1)
+
+    unreachable = replace(settings, api_endpoint=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(EndpointUnavailable, match="cannot reach"):
+        classifier(VertexEndpointTransport(unreachable, endpoint)).classify("Sang a song.")
+
+    with pytest.raises(RequestRejected) as rejected:  # refused at once: no retry
+        classifier(VertexEndpointTransport(settings, f"{LOCATION}/endpoints/404")).classify("Sang a song.")
+    assert rejected.value.status == 404 and "not found" in rejected.value.detail
+    with pytest.raises(RequestRejected, match="needs notes"):
+        VertexEndpointTransport(settings, endpoint).predict([{"text": "Sang a song."}])
+
+
+# ----- a tuned Gemini model through the client -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gemini(settings, fake, eyfs) -> ObservationClassifier:
+    roster = Roster.from_names(["Amara Okafor"])
+    return classifier(GeminiTransport(settings, fake.tuned_endpoint(), eyfs, roster))
+
+
+def test_gemini_is_asked_as_its_tuning_data_taught_it(gemini, fake, eyfs, gcs_emulator):
+    photo = f"gs://{gcs_emulator}/photos/cups.jpg"
+    result = gemini.classify("Amara poured water into three cups.", photo, child_age_months=40, child_name="Amara")
+
+    [request] = fake.requests(":generateContent")
+    attribute = eyfs.attributes[0]
+    label = (attribute.domain_id, attribute.id, attribute.label_levels[0].title)
+    taught = orjson.loads(
+        TrainingLineRenderer(eyfs).gemini("[CHILD] poured water into three cups.", 40, label, (), [photo])
+    )
+    # The user turn, redacted, with its photo; google-genai sends file data by its proto field names, which the
+    # service reads as it reads the JSON names.
+    [turn] = request["contents"]
+    turn["parts"][1]["fileData"] = {to_camel(key): value for key, value in turn["parts"][1]["fileData"].items()}
+    assert turn == taught["contents"][0]
+    assert request["systemInstruction"]["parts"] == [{"text": system_instruction(eyfs)}]
+    assert request["generationConfig"] == {"temperature": 0, "responseMimeType": "application/json"}
+    endpoint = gemini.transport.endpoint
+    assert [path for method, path, _ in fake.received if method == "POST"] == [f"/v1/{endpoint}:generateContent"]
+
+    probability = round(math.exp(ANSWER_MEAN_LOGPROB * ANSWER_TOKENS), 4)
+    expected = Suggestion.of(eyfs, attribute.id, probability)
+    assert result == ClassificationResult(
+        domain=expected.domain, domain_name=expected.domain_name, attribute=attribute.name, attribute_id=attribute.id,
+        level=attribute.label_levels[0].title, confidence=probability, level_confidence=probability,
+        top_k=[expected], tags=[attribute.id], model_version=endpoint,
+    )  # fmt: skip
+
+
+def test_gemini_answers_that_name_no_label_are_invalid_predictions(gemini, fake, eyfs):
+    speaking = eyfs.attributes[1]
+    fake.answers = [
+        "I think this is about maths.",
+        '{"domain": "mathematics", "attribute": "Juggling", "level": "Reception", "secondary": []}',
+        '{"domain": "mathematics", "attribute": "Number", "level": "Reception", "secondary": '
+        '[{"domain": "communication_and_language", "attribute": "Speaking", "level": "Reception"}]}',
+    ]
+    results = gemini.classify_batch([{"notes": f"Observation {n}"} for n in range(3)])
+
+    assert [r.status for r in results] == ["invalid", "invalid", "ok"]
+    assert "no JSON object" in results[0].problem and "'Juggling' is not in domain" in results[1].problem
+    for invalid in results[:2]:
+        assert invalid.attribute == "" and invalid.confidence == 0 and invalid.top_k == []
+    assert results[2].attribute == "Number" and results[2].level == "Reception"
+    assert [s.attribute for s in results[2].top_k] == ["Number", "Speaking"]
+    assert results[2].tags == [eyfs.domain_by_key("mathematics").attributes[0].id, speaking.id]
+    assert results[2].top_k[1].probability == 0.0  # a secondary tag has no probability of its own
+
+
+def test_gemini_errors_are_the_clients(gemini, fake, settings, eyfs):
+    fake.unavailable = RETRIES
+    assert gemini.classify("Sang a song.").status == "ok"
+    fake.unavailable = RETRIES + 1
+    with pytest.raises(EndpointUnavailable, match="503"):
+        gemini.classify("Sang a song.")
+
+    with pytest.raises(RequestRejected) as rejected:
+        classifier(GeminiTransport(settings, f"{LOCATION}/endpoints/404", eyfs)).classify("Sang a song.")
+    assert rejected.value.status == 404
+    sent = len(fake.received)
+    for bad in ([{"notes": "Sang a song."}, {"notes": "  "}], [{"notes": "Sang.", "photo": "x"}]):
+        with pytest.raises(RequestRejected) as rejected:
+            gemini.transport.predict(bad)
+        assert rejected.value.status == 422
+    assert len(fake.received) == sent  # a bad batch is refused before any (billed) request
+
+
+def test_the_vertex_serving_modules_leave_the_sdks_unimported():
+    """Dagster loads the definitions in every process: importing these must not import the SDKs."""
+    code = (
+        "import sys, obs_platform.cloud.endpoints, obs_platform.cloud.transports; "
+        "print([m for m in ('google.genai', 'google.cloud.aiplatform_v1', 'google.cloud.aiplatform', "
+        "'google.api_core', 'google.protobuf') if m in sys.modules])"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "[]"
