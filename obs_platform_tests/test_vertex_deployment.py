@@ -17,8 +17,10 @@ pytest.importorskip("google.genai")
 
 
 @pytest.fixture
-def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path):
-    """A bucket-backed storage root with the sample corpus landed, and the Vertex variables set to the fake."""
+def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs):
+    """A bucket-backed storage root with the sample corpus landed, and the Vertex variables set to the fake (whose
+    models answer with the shipped taxonomy's labels)."""
+    fake_vertex.taxonomy = eyfs
     home = f"gs://{gcs_emulator}/{tmp_path.name}/home"
     storage = storage_from_uri(home)
     for file in sample_data_files():
@@ -90,6 +92,7 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         assert 0 < estimate["examples"] < metadata(instance, "gemini_sft_jsonl")["dagster/row_count"]  # train only
         assert estimate["training_tokens"] > 0 and gemini["estimated_usd"] == estimate["usd"] > 0
 
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # a daemon that was already up
         cursor, reported = None, {}
         for _ in range(10):  # the fake moves each job on a step per GET: PENDING → RUNNING → SUCCEEDED
             result = tick_sensor(defs, instance, "tuning_job_sensor", cursor)
@@ -103,6 +106,18 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         tuned_oss = metadata(instance, "tuned_oss_model")
         assert tuned_gemini["model_version"] == "gemini-tuned/v1" and tuned_gemini["job_id"] == gemini["job_id"]
         assert tuned_oss["model_version"] == "oss-classifier/v1" and tuned_oss["backend"] == "vertex-custom-job"
+        # Automation follows both models; the tuned Gemini is served where its job deployed it.
+        automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        assert automation.get_num_requested(dg.AssetKey("gemini_endpoint")) == 1
+        served = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("gemini_endpoint")]
+        )
+        assert served.success
+        gemini_served = metadata(instance, "gemini_endpoint")
+        assert gemini_served["endpoint"] == tuned_gemini["model_uri"] and "/endpoints/" in gemini_served["endpoint"]
+        assert "Amara poured water" in gemini_served["example"] and "invalid" not in gemini_served["example"]
+        [asked] = fake_vertex.requests(":generateContent")
+        assert "Amara" not in str(asked)  # redacted before it left
         registry = ModelRegistry(storage_from_uri(vertex_env))
         assert "/endpoints/" in registry.get("gemini-tuned", 1).uri  # by reference
         copied = registry.get("oss-classifier", 1)

@@ -1,5 +1,5 @@
 """Declarative automation: when the job-status sensor reports a tuned model, calibration, evaluation, the
-promotion gate, the champion and the endpoint follow on their own.
+promotion gate, the champion and the endpoint follow on their own (and a tuned Gemini's endpoint is recorded).
 
 Chosen over a sensor requesting a `deploy` run because the rule belongs to the assets ("evaluate every new model;
 serve every new champion"), shows on each asset in the UI with the reason it ran or waited, and needs no code
@@ -9,7 +9,7 @@ landing sensor, the weekly schedule or a person.
 
 import dagster as dg
 
-from obs_platform.defs.jobs import TUNED_MODEL
+from obs_platform.defs.jobs import TUNED_GEMINI_MODEL, TUNED_MODEL
 
 SENSOR_NAME = "model_automation"
 
@@ -17,8 +17,9 @@ SENSOR_NAME = "model_automation"
 # and, when the gate lets it, served, with no one switching anything on. It only ever acts on a new model.
 model_automation = dg.AutomationConditionSensorDefinition(
     SENSOR_NAME,
-    target=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False),
+    target=dg.AssetSelection.assets(TUNED_MODEL, TUNED_GEMINI_MODEL).downstream(include_self=False),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Runs calibration → evaluation → champion → endpoint when a new tuned model is reported.",
+    description="Runs calibration → evaluation → champion → endpoint when a new tuned model is reported (and "
+    "records a tuned Gemini's endpoint).",
 )

@@ -11,6 +11,7 @@ DATA_JOB = "data"
 REFRESH_JOB = "refresh"
 
 TUNED_MODEL = dg.AssetKey("tuned_oss_model")
+TUNED_GEMINI_MODEL = dg.AssetKey("tuned_gemini_model")
 
 
 @dg.definitions

@@ -23,6 +23,8 @@ class VertexResource(dg.ConfigurableResource):
     accelerator_type: str = "NVIDIA_TESLA_T4"
     accelerator_count: int = 1
     gemini_base_model: str = "gemini-2.5-flash"
+    serving_image_uri: str = ""
+    serving_machine_type: str = "n1-standard-2"
     api_endpoint: str = ""
     usd_per_million_training_tokens: float | None = None  # a configured price: the cost estimate shows dollars
 

@@ -1,12 +1,18 @@
-"""The endpoint asset: the champion model served on loopback, restarted when the champion changes."""
+"""The endpoint assets: the champion served on loopback (restarted when the champion changes), and the tuned Gemini
+served on Vertex AI."""
 
 import dagster as dg
 
+from obs_platform.cloud.transports import GeminiTransport
+from obs_platform.data.redaction import Roster
+from obs_platform.defs.cloud.resources import VertexResource
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import champion_model
+from obs_platform.defs.training.assets import latest_metadata, tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
+from obs_platform.settings import ROSTER_PATH
 from obs_platform.storage import LocalStorage
 
 EXAMPLE = "Amara poured water from the jug into three cups and said 'this one has the most'"
@@ -50,5 +56,44 @@ def oss_endpoint(
             "log": dg.MetadataValue.path(state.log_file),
             "example": f"{EXAMPLE!r} → {example.domain_name} → {example.attribute}, {example.level} "
             f"(confidence {example.confidence:.2f}{', confident' if example.confident else ''})",
+        }
+    )
+
+
+@dg.asset(
+    group_name="serving",
+    deps=[tuned_gemini_model],
+    kinds={"gemini", "googlecloud"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def gemini_endpoint(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    registry: ModelRegistryResource,
+    taxonomy: TaxonomyResource,
+    vertex: VertexResource,
+) -> dg.MaterializeResult:
+    """The newest tuned Gemini, served where its tuning job deployed it (a Vertex endpoint of its own, recorded as
+    is), asked the example observation through the inference client: requests are redacted with the data set's
+    roster, and the JSON answer is read against the taxonomy (an invalid one is reported, not raised)."""
+    version = registry.registry().by_label(str(latest_metadata(context, tuned_gemini_model.key)["model_version"]))
+    home = storage.client()
+    roster_bytes = home.read_bytes(ROSTER_PATH) if home.exists(ROSTER_PATH) else None
+    transport = GeminiTransport(
+        vertex.settings(), version.uri, taxonomy.load(), Roster.from_json(roster_bytes) if roster_bytes else None
+    )
+    example = ObservationClassifier(transport).classify(EXAMPLE, child_age_months=40)
+    answer = (
+        f"{example.domain_name} → {example.attribute}, {example.level}"
+        if example.status != "invalid"
+        else f"invalid answer: {example.problem}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version.label,
+            "endpoint": version.uri,
+            "base_model": version.manifest.get("base_model"),
+            "tuned_model": version.manifest.get("tuned_model"),
+            "example": f"{EXAMPLE!r} → {answer}",
         }
     )
