@@ -12,6 +12,7 @@ from trainer.config import MODE_DEFAULTS
 from obs_platform.taxonomy import default_taxonomy_path
 
 DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
+DEFAULT_WORK_DIR = Path("~/.cache/obs-platform").expanduser()
 # The shared reference data beside a checkout (present in CI): evaluation only, never trained on.
 DEFAULT_EXTERNAL_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "eyfs_comment_bank.csv"
 LANDING_PREFIX = "landing"
@@ -44,6 +45,7 @@ class Settings:
     weekly_retrain_cron: str = "0 3 * * 0"
     tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
     usd_per_million_training_tokens: float | None = None  # the price the tuning cost estimate uses
+    work_dir: str = str(DEFAULT_WORK_DIR)  # local copies of models and endpoint state when the home is a bucket
     train_options: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -59,7 +61,8 @@ class Settings:
         `OBS_PLATFORM_AUTOMATION` (`on`: the landing sensor and the schedules start running; off locally),
         `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`;
         `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED),
-        `OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS` (the price of a Gemini tuning job's training tokens). The
+        `OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS` (the price of a Gemini tuning job's training tokens),
+        `OBS_PLATFORM_WORK_DIR` (where a bucket-backed deployment keeps local model copies and endpoint state). The
         Vertex deployment's own variables are read by `obs_platform.cloud.vertex.VertexSettings`."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
@@ -92,6 +95,7 @@ class Settings:
             nightly_refresh_cron=os.environ.get("OBS_PLATFORM_NIGHTLY_REFRESH_CRON") or cls.nightly_refresh_cron,
             weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
             usd_per_million_training_tokens=float(price) if price else None,
+            work_dir=os.environ.get("OBS_PLATFORM_WORK_DIR") or cls.work_dir,
             tuning_timeout_seconds=float(
                 os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
             ),

@@ -201,3 +201,17 @@ def tiny_bert(tmp_path_factory, split_files) -> Path:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, split_files, tiny_bert) -> Path:
+    """The trainer's output for one epoch of the tiny BERT: a real LoRA classifier, in seconds."""
+    from trainer.classifier import train_classifier
+    from trainer.config import TrainerConfig
+
+    output = tmp_path_factory.mktemp("model")
+    train_classifier(
+        TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
+                      base_model=str(tiny_bert), epochs=1, batch_size=64, max_length=64)
+    )  # fmt: skip
+    return output

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
@@ -106,6 +107,7 @@ class FakeVertex:
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name, as their first poll shows them
     answers: list[str] = field(default_factory=list)  # the next Gemini answers, in order (then `default_answer`)
     unfinished: int = 0  # the next N long-running operations never finish
+    trainer_output: Path | None = None  # what a succeeded custom job leaves (default: a manifest and a stub adapter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
 
@@ -400,6 +402,11 @@ class FakeVertex:
     # ----- what a job leaves behind ---------------------------------------------------------------------
     def _write_trainer_output(self, resource: dict[str, Any]) -> None:
         args = _args(resource)
+        if self.trainer_output is not None:  # a real trained model stands for the trainer's output
+            for file in sorted(p for p in self.trainer_output.rglob("*") if p.is_file()):
+                relative = file.relative_to(self.trainer_output).as_posix()
+                self._blob(f"{args['--output'].rstrip('/')}/{relative}").upload_from_string(file.read_bytes())
+            return
         manifest = {
             "mode": args.get("--mode", "classifier"),
             "base_model": args.get("--base-model", ""),

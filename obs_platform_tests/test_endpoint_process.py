@@ -8,18 +8,16 @@ from obs_platform.serving import endpoint
 from obs_platform.serving.client import EndpointUnavailable, ObservationClassifier, RequestRejected
 from obs_platform.taxonomy import default_taxonomy_path
 
-from .test_serving import trained  # noqa: F401  (the module-scoped tiny model fixture)
-
 
 @pytest.fixture
-def running(tmp_path, trained):  # noqa: F811
+def running(tmp_path, trained):
     state = endpoint.start(tmp_path, str(trained), "oss-classifier/v1", str(default_taxonomy_path()))
     yield tmp_path, state
     endpoint.stop(tmp_path)
 
 
 @pytest.mark.slow
-def test_start_classify_restart_stop(running, trained):  # noqa: F811
+def test_start_classify_restart_stop(running, trained):
     root, state = running
     token, token_file = endpoint.endpoint_token(root)
     assert token_file is not None and oct(token_file.stat().st_mode & 0o777) == "0o600"

@@ -1,11 +1,8 @@
 """The predictor and the HTTP endpoint, on a tiny classifier trained once for the module."""
 
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from trainer.classifier import train_classifier
-from trainer.config import TrainerConfig
 
 from obs_platform.data.redaction import Roster
 from obs_platform.serving.app import MAX_BATCH, create_app
@@ -13,16 +10,6 @@ from obs_platform.serving.predictor import ClassifierPredictor, Instance
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, split_files, tiny_bert) -> Path:
-    output = tmp_path_factory.mktemp("model")
-    train_classifier(
-        TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
-                      base_model=str(tiny_bert), epochs=1, batch_size=64, max_length=64)
-    )  # fmt: skip
-    return output
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,11 @@ pytest.importorskip("google.genai")
 
 
 @pytest.fixture
-def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs):
+def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs, trained):
     """A bucket-backed storage root with the sample corpus landed, and the Vertex variables set to the fake (whose
-    models answer with the shipped taxonomy's labels)."""
+    models answer with the shipped taxonomy's labels, and whose custom jobs leave a real trained tiny model)."""
     fake_vertex.taxonomy = eyfs
+    fake_vertex.trainer_output = trained
     home = f"gs://{gcs_emulator}/{tmp_path.name}/home"
     storage = storage_from_uri(home)
     for file in sample_data_files():
@@ -33,8 +34,11 @@ def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs):
         "OBS_PLATFORM_VERTEX_TRAINER_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/trainer:1",
         "OBS_PLATFORM_VERTEX_API_ENDPOINT": fake_vertex.url,
         "OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS": "5",
-        "OBS_PLATFORM_BASELINES": "majority",
+        "OBS_PLATFORM_BASELINES": "majority,tfidf_logistic",
         "OBS_PLATFORM_EXTERNAL_EVAL": "",
+        "OBS_PLATFORM_PROMOTION_FLOOR": "none",
+        "OBS_PLATFORM_ENDPOINT_RUNTIME": "torch",
+        "OBS_PLATFORM_WORK_DIR": str(tmp_path / "work"),
     }.items():
         monkeypatch.setenv(name, value)
     return home
@@ -106,13 +110,22 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         tuned_oss = metadata(instance, "tuned_oss_model")
         assert tuned_gemini["model_version"] == "gemini-tuned/v1" and tuned_gemini["job_id"] == gemini["job_id"]
         assert tuned_oss["model_version"] == "oss-classifier/v1" and tuned_oss["backend"] == "vertex-custom-job"
-        # Automation follows both models; the tuned Gemini is served where its job deployed it.
+        # Automation follows both models: the custom job's model is calibrated, evaluated (copied to a local work
+        # folder, served on a local evaluation endpoint) and promoted; the tuned Gemini is recorded and asked.
         automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-        assert automation.get_num_requested(dg.AssetKey("gemini_endpoint")) == 1
+        wanted = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint", "gemini_endpoint"}
+        assert {r.key.to_user_string() for r in automation.results if automation.get_num_requested(r.key)} == wanted
         served = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey("gemini_endpoint")]
+            instance=instance, asset_selection=[dg.AssetKey(k) for k in wanted - {"oss_endpoint"}]
         )
         assert served.success
+        assert metadata(instance, "model_calibration")["calibrated"] is True
+        assert metadata(instance, "evaluation_report")["promotion"] == "promote"
+        assert metadata(instance, "champion_model")["champion"] == "oss-classifier/v1"
+        report_uri = metadata(instance, "evaluation_report")["report"]
+        assert report_uri.startswith(vertex_env) and storage_from_uri(vertex_env).exists(
+            report_uri.removeprefix(vertex_env + "/")
+        )
         gemini_served = metadata(instance, "gemini_endpoint")
         assert gemini_served["endpoint"] == tuned_gemini["model_uri"] and "/endpoints/" in gemini_served["endpoint"]
         assert "Amara poured water" in gemini_served["example"] and "invalid" not in gemini_served["example"]

@@ -13,6 +13,7 @@ from obs_platform.serving.app import create_app
 from obs_platform.serving.predictor import load_predictor
 from obs_platform.serving.runtime import RUNTIMES
 from obs_platform.settings import ROSTER_PATH, Settings
+from obs_platform.storage import LocalStorage, storage_from_uri
 from obs_platform.taxonomy import load_taxonomy
 
 
@@ -27,8 +28,8 @@ def main() -> None:
     parser.add_argument("--runtime", choices=RUNTIMES, default=Settings.from_env().endpoint_runtime)
     args = parser.parse_args()
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
-    roster_file = Path(args.storage_root, ROSTER_PATH)  # written by the redacted_observations asset
-    roster = Roster.from_json(roster_file.read_bytes()) if roster_file.exists() else None
+    storage = storage_from_uri(args.storage_root)  # a folder or gs://
+    roster = Roster.from_json(storage.read_bytes(ROSTER_PATH)) if storage.exists(ROSTER_PATH) else None
     predictor = load_predictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster, runtime=args.runtime)
     labels = manifest.get("labels") or manifest.get("label_space") or {}
     info = {
@@ -44,7 +45,8 @@ def main() -> None:
         "inputs": {"notes": True, "child_age_months": True, "child_name": "redaction only", "image_uri": False},
         "note": "text-only model: image_uri is validated and accepted, not used",
     }
-    app = create_app(predictor, info, os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"], Path(args.storage_root))
+    local_root = storage.root if isinstance(storage, LocalStorage) else None  # local image paths must lie inside it
+    app = create_app(predictor, info, os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"], local_root)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

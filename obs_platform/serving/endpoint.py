@@ -115,15 +115,18 @@ def start(
     host: str = "127.0.0.1",
     port: int = 0,
     name: str = SERVING,
+    storage_root: str = "",
 ) -> EndpointState:
-    """Serve `model_dir`; an endpoint already running is replaced (stopped first, then the new one started)."""
+    """Serve `model_dir`; an endpoint already running is replaced (stopped first, then the new one started). Its
+    state lives under the local `root`; `storage_root` (default: `root`) is where the roster is read from, a
+    folder or `gs://`."""
     stop(root, name=name)
     token, token_file = endpoint_token(root)
     port = port or _free_port(host)
     log_file = _folder(root, name) / "server.log"
     command = [
         sys.executable, "-m", "obs_platform.serving", "--model-dir", model_dir, "--model-version", model_version,
-        "--taxonomy", taxonomy_path, "--host", host, "--port", str(port), "--storage-root", str(root),
+        "--taxonomy", taxonomy_path, "--host", host, "--port", str(port), "--storage-root", storage_root or str(root),
     ]  # fmt: skip
     with open(log_file, "ab") as log:
         process = subprocess.Popen(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from obs_platform.storage import Storage, storage_from_uri
+from obs_platform.storage import LocalStorage, Storage, storage_from_uri
 from obs_platform.training.backend import ModelArtifact
 
 ALIASES = ("champion", "challenger")
@@ -105,6 +106,20 @@ class ModelRegistry:
         # version.json last: a half-copied version has none and is not listed.
         self.storage.write_bytes(f"{folder}/version.json", json.dumps(asdict(version), indent=2).encode())
         return version
+
+    def local_files(self, version: ModelVersion, cache: Path) -> Path:
+        """A local folder holding the version's files, to load the model from: the registry's own folder on a local
+        root, else a copy under `cache` refreshed on every call (files such as the calibration are added to a
+        version after it is registered)."""
+        if isinstance(self.storage, LocalStorage):
+            return Path(version.uri)
+        target = cache / version.name / f"v{version.version}"
+        prefix = f"{version.folder}/files/"
+        for path in self.storage.list_files(f"{version.folder}/files"):
+            local = target / path.removeprefix(prefix)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(self.storage.read_bytes(path))
+        return target
 
     def find(self, name: str, *, dataset_version: str, spec: dict[str, Any]) -> ModelVersion | None:
         """The latest version trained on this dataset version with this exact spec, if any."""

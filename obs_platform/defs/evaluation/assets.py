@@ -41,17 +41,17 @@ def _evaluation_set(
     return data, digest.hexdigest()[:16]
 
 
-LOCAL_ONLY = (
-    "evaluation loads the model and serves it on a local endpoint: it needs a local OBS_PLATFORM_HOME (evaluating a "
-    "model registered in a bucket is not built yet)"
-)
-
-
-def _local_root(storage: StorageResource) -> Path:
+def _workspace(storage: StorageResource, evaluation: EvaluationResource) -> Path:
+    """The local folder where models are loaded and the evaluation endpoint keeps its state: the storage root when
+    it is a folder; for a bucket, a folder of the work dir named after it (evaluation runs where Dagster runs)."""
     client = storage.client()
-    if not isinstance(client, LocalStorage):
-        raise dg.Failure(LOCAL_ONLY)
-    return client.root
+    if isinstance(client, LocalStorage):
+        return client.root
+    return Path(evaluation.work_dir) / hashlib.sha256(client.root_uri.encode()).hexdigest()[:12]
+
+
+def _model_dir(models: ModelRegistry, version: ModelVersion, workspace: Path) -> str:
+    return str(models.local_files(version, workspace / "models"))
 
 
 @dg.asset(group_name=GROUP, kinds={"scikitlearn"})
@@ -113,6 +113,7 @@ def _candidate(context: dg.AssetExecutionContext, registry: ModelRegistry) -> Mo
 def model_calibration(
     context: dg.AssetExecutionContext,
     training_splits: pd.DataFrame,
+    storage: StorageResource,
     taxonomy: TaxonomyResource,
     registry: ModelRegistryResource,
     evaluation: EvaluationResource,
@@ -121,10 +122,9 @@ def model_calibration(
     validation split only and stored with the version (`calibration.json`), where the endpoint reads them."""
     models = registry.registry()
     version = _candidate(context, models)
-    if not isinstance(models.storage, LocalStorage):
-        raise dg.Failure(LOCAL_ONLY)
+    model_dir = _model_dir(models, version, _workspace(storage, evaluation))
     path = f"{version.folder}/files/{CALIBRATION_FILE}"
-    if model_mode(version.uri) != "classifier":
+    if model_mode(model_dir) != "classifier":
         return dg.MaterializeResult(metadata={"model_version": version.label, "calibrated": False,
                                               "why": "calibration applies to classifier heads"})  # fmt: skip
     if models.storage.exists(path):
@@ -132,7 +132,7 @@ def model_calibration(
         reused = True
     else:
         data = EvaluationSet.from_split_records(prepare.split_records(training_splits))
-        predictor = ClassifierPredictor(version.uri, taxonomy.load())
+        predictor = ClassifierPredictor(model_dir, taxonomy.load())
         calibration = fit_calibration(predictor, data, taxonomy.load(), evaluation.target_precision)
         models.storage.write_bytes(path, calibration.to_json())
         reused = False
@@ -154,25 +154,29 @@ def model_calibration(
 
 
 def _score_through_endpoint(
-    root: Path, version: ModelVersion, data: EvaluationSet, taxonomy: TaxonomyResource
-) -> SystemResult:
+    workspace: Path, model_dir: str, version: ModelVersion, data: EvaluationSet, taxonomy: TaxonomyResource,
+    storage_root: str,
+) -> SystemResult:  # fmt: skip
     """Serve the version on the evaluation endpoint and classify through the client: the serving path is measured."""
-    state = endpoint.start(root, version.uri, version.label, taxonomy.path, name=endpoint.EVALUATION)
+    state = endpoint.start(
+        workspace, model_dir, version.label, taxonomy.path, name=endpoint.EVALUATION, storage_root=storage_root
+    )
     try:
-        token, _ = endpoint.endpoint_token(root)
+        token, _ = endpoint.endpoint_token(workspace)
         return score_model(ObservationClassifier.for_local_endpoint(state.url, token), data, taxonomy.load())
     finally:
-        endpoint.stop(root, name=endpoint.EVALUATION)
+        endpoint.stop(workspace, name=endpoint.EVALUATION)
 
 
 def _model_result(
-    root: Path, store: EvaluationStore, version: ModelVersion, data: EvaluationSet, data_key: str,
-    taxonomy: TaxonomyResource,
+    workspace: Path, models: ModelRegistry, store: EvaluationStore, version: ModelVersion, data: EvaluationSet,
+    data_key: str, taxonomy: TaxonomyResource,
 ) -> tuple[SystemResult, str]:  # fmt: skip
-    folder = f"{version.folder}/evaluation/{data_key}-{endpoint.model_revision(version.uri) or 'uncalibrated'}"
+    model_dir = _model_dir(models, version, workspace)
+    folder = f"{version.folder}/evaluation/{data_key}-{endpoint.model_revision(model_dir) or 'uncalibrated'}"
     result = store.load(folder)
     if result is None:
-        result = _score_through_endpoint(root, version, data, taxonomy)
+        result = _score_through_endpoint(workspace, model_dir, version, data, taxonomy, store.storage.root_uri)
         store.save(folder, result)
     return result, folder
 
@@ -196,11 +200,11 @@ def evaluation_report(
     """The newest model version on the test split, through its endpoint, beside every baseline (and the champion
     when it is another version): metrics at each taxonomy level, confusion matrices, per-domain F1, calibration,
     the external comment bank at the domain level, and the promotion decision the gate enforces."""
-    root, models = _local_root(storage), registry.registry()
+    workspace, models = _workspace(storage, evaluation), registry.registry()
     store = EvaluationStore(storage.client())
     data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
     version = _candidate(context, models)
-    result, folder = _model_result(root, store, version, data, data_key, taxonomy)
+    result, folder = _model_result(workspace, models, store, version, data, data_key, taxonomy)
     system_results = {version.label: result}
     for name in evaluation.baselines:
         found = store.load(f"evaluation/baselines/{data_key}/{name}")
@@ -210,7 +214,7 @@ def evaluation_report(
     champion = models.champion(version.name)
     champion_f1 = None
     if champion is not None and champion.version != version.version:
-        champion_result, _ = _model_result(root, store, champion, data, data_key, taxonomy)
+        champion_result, _ = _model_result(workspace, models, store, champion, data, data_key, taxonomy)
         champion_f1 = champion_result.test_metrics["attribute"]["macro_f1"]
         system_results[f"{champion.label} (champion)"] = champion_result
     elif champion is not None:

@@ -21,6 +21,7 @@ class EvaluationResource(dg.ConfigurableResource):
     baselines: list[str] = ["majority", "tfidf_logistic", "frozen_minilm_logistic"]
     target_precision: float = 0.8
     external_path: str = ""
+    work_dir: str = ""  # a bucket-backed deployment's local folder for model copies and the evaluation endpoint
 
     def baseline_models(self, taxonomy: Taxonomy) -> list[BaselineModel]:
         embed = MiniLMEmbeddings() if "frozen_minilm_logistic" in self.baselines else None
@@ -49,6 +50,7 @@ def resources() -> dg.Definitions:
                 floor=settings.promotion_floor,
                 baselines=list(settings.baselines),
                 external_path=settings.external_eval_path,
+                work_dir=settings.work_dir,
             )
         }
     )
