@@ -1,6 +1,5 @@
 """The predictor and the HTTP endpoint, on a tiny classifier trained once for the module."""
 
-
 import pytest
 from fastapi.testclient import TestClient
 

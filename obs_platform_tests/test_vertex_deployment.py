@@ -2,7 +2,13 @@
 assets write to the bucket, a Gemini tuning job and a custom job are submitted through the real SDKs, the
 job-status sensor sees both succeed, and both models are registered."""
 
+import os
+import subprocess
+import sys
+import time
+
 import dagster as dg
+import httpx
 import pytest
 
 from obs_platform.cli import sample_data_files
@@ -11,6 +17,7 @@ from obs_platform.local_run import tick_sensor
 from obs_platform.storage import storage_from_uri
 from obs_platform.training.registry import ModelRegistry
 
+from .conftest import free_port
 from .test_data_assets import load_defs, metadata
 
 pytest.importorskip("google.genai")
@@ -32,6 +39,7 @@ def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs, trained):
         "OBS_PLATFORM_VERTEX_REGION": "europe-west2",
         "OBS_PLATFORM_VERTEX_BUCKET": f"gs://{gcs_emulator}/{tmp_path.name}/vertex",
         "OBS_PLATFORM_VERTEX_TRAINER_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/trainer:1",
+        "OBS_PLATFORM_VERTEX_SERVING_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/serving:1",
         "OBS_PLATFORM_VERTEX_API_ENDPOINT": fake_vertex.url,
         "OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS": "5",
         "OBS_PLATFORM_BASELINES": "majority,tfidf_logistic",
@@ -116,9 +124,22 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         wanted = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint", "gemini_endpoint"}
         assert {r.key.to_user_string() for r in automation.results if automation.get_num_requested(r.key)} == wanted
         served = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey(k) for k in wanted - {"oss_endpoint"}]
+            instance=instance, asset_selection=[dg.AssetKey(k) for k in wanted]
         )
         assert served.success
+        # The champion on a Vertex endpoint: uploaded with its calibration, deployed, asked through the client.
+        endpoint = metadata(instance, "oss_endpoint")
+        assert "/endpoints/" in endpoint["url"] and endpoint["model_version"] == "oss-classifier/v1"
+        assert endpoint["redeployed"] is True and "Amara poured water" in endpoint["example"]
+        [upload] = fake_vertex.requests("models:upload")
+        assert upload["model"]["artifactUri"] == tuned_oss["model_uri"]
+        assert {"name": "OBS_PLATFORM_HOME", "value": vertex_env} in upload["model"]["containerSpec"]["env"]
+        assert storage_from_uri(tuned_oss["model_uri"]).exists("calibration.json")  # uploaded after calibration
+        again = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("oss_endpoint")]
+        )
+        assert again.success and metadata(instance, "oss_endpoint")["redeployed"] is False
+        assert len(fake_vertex.requests("models:upload")) == 1 and len(fake_vertex.requests(":deployModel")) == 1
         assert metadata(instance, "model_calibration")["calibrated"] is True
         assert metadata(instance, "evaluation_report")["promotion"] == "promote"
         assert metadata(instance, "champion_model")["champion"] == "oss-classifier/v1"
@@ -135,3 +156,38 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         assert "/endpoints/" in registry.get("gemini-tuned", 1).uri  # by reference
         copied = registry.get("oss-classifier", 1)
         assert copied.uri.startswith(vertex_env) and storage_from_uri(copied.uri).exists("manifest.json")
+
+
+def test_the_serving_entrypoint_runs_as_vertex_starts_a_container(gcs_emulator, trained, tmp_path):
+    """No arguments: the model from AIP_STORAGE_URI (a bucket folder), the port from AIP_HTTP_PORT, no bearer token
+    (Vertex authenticates callers), the version and the storage root from the Model's container environment."""
+    folder = f"gs://{gcs_emulator}/{tmp_path.name}/model"
+    storage = storage_from_uri(folder)
+    for file in sorted(p for p in trained.rglob("*") if p.is_file()):
+        storage.write_bytes(file.relative_to(trained).as_posix(), file.read_bytes())
+    port = free_port()
+    environment = {
+        **os.environ, "AIP_STORAGE_URI": folder, "AIP_HTTP_PORT": str(port), "OBS_PLATFORM_MODEL_VERSION": "m/v7",
+        "OBS_PLATFORM_HOME": f"gs://{gcs_emulator}/{tmp_path.name}/home", "OBS_PLATFORM_ENDPOINT_RUNTIME": "torch",
+    }  # fmt: skip
+    environment.pop("OBS_PLATFORM_ENDPOINT_TOKEN", None)
+    log = tmp_path / "serving.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "obs_platform.serving"], env=environment, stdout=out,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        answer = httpx.post(f"{url}/v1/predict", json={"instances": [{"notes": "Counted five ducks"}]}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == "m/v7" and len(answer.json()["predictions"]) == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

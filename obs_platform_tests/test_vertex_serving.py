@@ -120,6 +120,7 @@ def test_upload_registers_the_version_served_by_the_serving_image(settings, fake
             "containerSpec": {
                 "imageUri": SERVING_IMAGE, "predictRoute": "/v1/predict", "healthRoute": "/health",
                 "ports": [{"containerPort": 8080}],
+                "env": [{"name": "OBS_PLATFORM_MODEL_VERSION", "value": "obs-v3"}],  # what the app reports
             },
         }
     }]  # fmt: skip

@@ -17,8 +17,12 @@ import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from obs_platform.cloud.transports import VertexEndpointTransport
 from obs_platform.cloud.vertex import VertexConfigError, VertexSettings, label_value, translated_errors
+from obs_platform.serving.client import ObservationClassifier
+from obs_platform.serving.hosts import ServedModel, registry_revision
 from obs_platform.training.backend import JobError
+from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
     from google.api_core.operation import Operation
@@ -55,9 +59,14 @@ class VertexModelDeployer:
     def endpoints(self) -> EndpointServiceClient:
         return self._endpoints or self.settings.endpoint_service_client()
 
-    def upload(self, version_label: str, artifact_uri: str, labels: dict[str, str], serving_image_uri: str = "") -> str:
+    def upload(
+        self, version_label: str, artifact_uri: str, labels: dict[str, str], serving_image_uri: str = "",
+        environment: dict[str, str] | None = None,
+    ) -> str:  # fmt: skip
         """Upload a version's model files (a `gs://` folder) as a Vertex Model named after the version and served by
-        the serving image (the configured one when none is given); returns the Model's resource name."""
+        the serving image (the configured one when none is given) with `environment` set in its container;
+        returns the Model's resource name."""
+        environment = {"OBS_PLATFORM_MODEL_VERSION": version_label, **(environment or {})}
         from google.api_core.exceptions import GoogleAPICallError
 
         image = serving_image_uri or self.settings.serving_image_uri
@@ -74,6 +83,8 @@ class VertexModelDeployer:
                 "predict_route": PREDICT_ROUTE,
                 "health_route": HEALTH_ROUTE,
                 "ports": [{"container_port": SERVING_PORT}],
+                # what the serving entrypoint reads besides AIP_*: the version it reports, where the roster is
+                "env": [{"name": name, "value": value} for name, value in sorted(environment.items())],
             },
         }
         action = f"upload model {version_label} from {artifact_uri}"
@@ -151,3 +162,35 @@ def _finished(operation: Operation, action: str, wait_s: float) -> Any:
         raise JobError(
             f"cannot {action}: operation {operation.operation.name} is still running after {wait_s:g} s"
         ) from exc
+
+
+class VertexModelHost:
+    """The champion on a Vertex AI endpoint: each version uploaded once per revision (the upload is recorded in the
+    registry beside the version), then deployed to the endpoint with all of its traffic."""
+
+    name = "vertex"
+
+    def __init__(self, deployer: VertexModelDeployer, models: ModelRegistry, endpoint_display_name: str):
+        self.deployer = deployer
+        self.models = models
+        self.endpoint_display_name = endpoint_display_name
+
+    def serve(self, version: ModelVersion) -> ServedModel:
+        revision = registry_revision(self.models, version)
+        record = f"{version.folder}/vertex/{revision or 'uncalibrated'}.json"
+        if self.models.storage.exists(record):
+            model, uploaded = json.loads(self.models.storage.read_bytes(record))["model"], False
+        else:
+            labels = {"model_version": version.label, "dataset_version": version.dataset_version}
+            environment = {"OBS_PLATFORM_HOME": self.models.storage.root_uri}  # the roster's storage root
+            model, uploaded = self.deployer.upload(version.label, version.uri, labels, environment=environment), True
+            self.models.storage.write_bytes(record, json.dumps({"model": model}).encode())
+        endpoint_name = self.deployer.deploy(model, self.endpoint_display_name)
+        transport = VertexEndpointTransport(self.deployer.settings, endpoint_name)
+        return ServedModel(
+            address=endpoint_name,
+            model_version=version.label,
+            restarted=uploaded,
+            client=ObservationClassifier(transport),
+            details={"vertex_model": model, "revision": revision},
+        )

@@ -1,8 +1,17 @@
-"""`python -m obs_platform.serving`: the endpoint process that `obs_platform.serving.endpoint` manages."""
+"""`python -m obs_platform.serving`: the endpoint process that `obs_platform.serving.endpoint` manages, and the
+serving container's entrypoint on Vertex AI.
+
+Vertex starts a custom serving container without arguments: the model's files are at `AIP_STORAGE_URI` (a `gs://`
+folder, copied here first), the port is `AIP_HTTP_PORT`, and Vertex authenticates callers (IAM) before a request
+reaches the container, so there is no bearer token; the model version and the storage root (for the roster) come
+from the Model's container environment (`OBS_PLATFORM_MODEL_VERSION`, `OBS_PLATFORM_HOME`).
+"""
 
 import argparse
 import json
 import os
+import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +26,24 @@ from obs_platform.storage import LocalStorage, storage_from_uri
 from obs_platform.taxonomy import load_taxonomy
 
 
-def main() -> None:
+def vertex_arguments(environment: dict[str, str], scratch: Path) -> list[str]:
+    """The command line a Vertex serving container implies, from its environment."""
+    files = storage_from_uri(environment["AIP_STORAGE_URI"])
+    for path in files.list_files(""):
+        (scratch / path).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / path).write_bytes(files.read_bytes(path))
+    settings = Settings.from_env()
+    return [
+        "--model-dir", str(scratch), "--model-version", environment.get("OBS_PLATFORM_MODEL_VERSION", "unknown"),
+        "--taxonomy", settings.taxonomy_path, "--storage-root", settings.home, "--host", "0.0.0.0",
+        "--port", environment["AIP_HTTP_PORT"],
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    on_vertex = "AIP_STORAGE_URI" in os.environ and not (argv if argv is not None else sys.argv[1:])
+    if on_vertex:
+        argv = vertex_arguments(dict(os.environ), Path(tempfile.mkdtemp(prefix="model-")))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--model-version", required=True)
@@ -26,7 +52,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--runtime", choices=RUNTIMES, default=Settings.from_env().endpoint_runtime)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
     storage = storage_from_uri(args.storage_root)  # a folder or gs://
     roster = Roster.from_json(storage.read_bytes(ROSTER_PATH)) if storage.exists(ROSTER_PATH) else None
@@ -46,7 +72,8 @@ def main() -> None:
         "note": "text-only model: image_uri is validated and accepted, not used",
     }
     local_root = storage.root if isinstance(storage, LocalStorage) else None  # local image paths must lie inside it
-    app = create_app(predictor, info, os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"], local_root)
+    token = None if on_vertex else os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"]
+    app = create_app(predictor, info, token, local_root)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -45,7 +45,11 @@ class EndpointState:
 def model_revision(model_dir: str) -> str:
     """What besides the version decides the answers: the calibration file, when the version has one."""
     calibration = Path(model_dir, CALIBRATION_FILE)
-    return hashlib.sha256(calibration.read_bytes()).hexdigest()[:16] if calibration.exists() else ""
+    return calibration_revision(calibration.read_bytes() if calibration.exists() else None)
+
+
+def calibration_revision(calibration: bytes | None) -> str:
+    return hashlib.sha256(calibration).hexdigest()[:16] if calibration is not None else ""
 
 
 class EndpointError(RuntimeError):

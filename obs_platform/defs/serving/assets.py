@@ -1,5 +1,5 @@
-"""The endpoint assets: the champion served on loopback (restarted when the champion changes), and the tuned Gemini
-served on Vertex AI."""
+"""The endpoint assets: the champion served (on loopback, or on a Vertex endpoint), and the tuned Gemini served on
+Vertex AI."""
 
 import dagster as dg
 
@@ -8,12 +8,11 @@ from obs_platform.data.redaction import Roster
 from obs_platform.defs.cloud.resources import VertexResource
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import champion_model
+from obs_platform.defs.serving.resources import ServingResource
 from obs_platform.defs.training.assets import latest_metadata, tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
-from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.settings import ROSTER_PATH
-from obs_platform.storage import LocalStorage
 
 EXAMPLE = "Amara poured water from the jug into three cups and said 'this one has the most'"
 
@@ -27,33 +26,22 @@ def oss_endpoint(
     registry: ModelRegistryResource,
     taxonomy: TaxonomyResource,
     tuning: TuningBackendResource,
+    serving: ServingResource,
 ) -> dg.MaterializeResult:
-    """A FastAPI endpoint on 127.0.0.1 serving the registry's champion (a managed background process), restarted
-    when the champion or its calibration changes."""
-    client = storage.client()
-    if not isinstance(client, LocalStorage):
-        raise dg.Failure("the local endpoint needs a local OBS_PLATFORM_HOME")
-    champion = registry.registry().resolve(tuning.model_name, "champion")
-    running = endpoint.status(client.root)
-    if (
-        running is not None
-        and running.model_version == champion.label
-        and running.revision == endpoint.model_revision(champion.uri)
-    ):
-        state = running
-        context.log.info(f"{champion.label} is already served at {state.url}")
-    else:
-        state = endpoint.start(client.root, champion.uri, champion.label, taxonomy.path)
-        context.log.info(f"serving {champion.label} at {state.url} (pid {state.pid})")
-    token, _ = endpoint.endpoint_token(client.root)
-    example = ObservationClassifier.for_local_endpoint(state.url, token).classify(EXAMPLE, child_age_months=40)
+    """The registry's champion, served: locally a FastAPI app on 127.0.0.1 (a managed background process), on
+    Vertex AI an endpoint (the version uploaded as a Model and deployed with all the traffic). Redeployed when the
+    champion or its calibration changes, left alone otherwise; asked the example observation through the client."""
+    models = registry.registry()
+    champion = models.resolve(tuning.model_name, "champion")
+    served = serving.host(storage, taxonomy, models).serve(champion)
+    context.log.info(f"{'serving' if served.restarted else 'already serving'} {champion.label} at {served.address}")
+    example = served.client.classify(EXAMPLE, child_age_months=40)
     return dg.MaterializeResult(
         metadata={
-            "url": dg.MetadataValue.url(state.url),
-            "pid": state.pid,
-            "model_version": state.model_version,
-            "token": state.token_file,
-            "log": dg.MetadataValue.path(state.log_file),
+            "url": dg.MetadataValue.url(served.address) if served.address.startswith("http") else served.address,
+            "model_version": served.model_version,
+            "redeployed": served.restarted,
+            **served.details,
             "example": f"{EXAMPLE!r} → {example.domain_name} → {example.attribute}, {example.level} "
             f"(confidence {example.confidence:.2f}{', confident' if example.confident else ''})",
         }

@@ -1,0 +1,38 @@
+"""The serving resource: where the champion is served (`OBS_PLATFORM_BACKEND`): the FastAPI app on loopback, or a
+Vertex AI endpoint."""
+
+import dagster as dg
+
+from obs_platform.defs.cloud.resources import VertexResource, configured_vertex
+from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
+from obs_platform.serving.hosts import LocalModelHost, ModelHost
+from obs_platform.settings import Settings
+from obs_platform.storage import LocalStorage
+from obs_platform.training.registry import ModelRegistry
+
+
+class ServingResource(dg.ConfigurableResource):
+    """`local`: a managed process on 127.0.0.1 (state under the storage root); `vertex`: the Vertex endpoint named
+    `endpoint_display_name`, each version uploaded as a Model once per calibration and deployed to it."""
+
+    vertex: dg.ResourceDependency[VertexResource]
+    kind: str = "local"
+    endpoint_display_name: str = "obs-platform-oss"
+
+    def host(self, storage: StorageResource, taxonomy: TaxonomyResource, models: ModelRegistry) -> ModelHost:
+        if self.kind == "vertex":
+            from obs_platform.cloud.endpoints import VertexModelDeployer, VertexModelHost
+
+            return VertexModelHost(VertexModelDeployer(self.vertex.settings()), models, self.endpoint_display_name)
+        client = storage.client()
+        if not isinstance(client, LocalStorage):
+            raise ValueError(f"the local endpoint needs a local OBS_PLATFORM_HOME, not {client.root_uri}")
+        return LocalModelHost(client.root, taxonomy.path)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = Settings.from_env()
+    return dg.Definitions(
+        resources={"serving": ServingResource(vertex=configured_vertex(settings), kind=settings.backend)}
+    )
