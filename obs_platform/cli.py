@@ -87,6 +87,32 @@ def run() -> None:
         raise typer.Exit(code=1)
 
 
+@app.command()
+def evaluate() -> None:
+    """Evaluate the newest model again: calibration, baselines and the report on the test split and the external
+    set, printed as a table with the promotion decision. Moves no alias and restarts no endpoint."""
+    import dagster as dg
+
+    from obs_platform.definitions import defs
+    from obs_platform.defs.jobs import EVALUATE_JOB
+
+    _dagster_home()
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    with dg.DagsterInstance.get() as instance:
+        if instance.get_latest_materialization_event(dg.AssetKey("tuned_oss_model")) is None:
+            _fail("there is no model to evaluate yet: `obs-platform run` trains one")
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        result = defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
+            instance=instance, run_config=quiet, raise_on_error=False
+        )
+        report = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
+        if report is None or report.run_id != result.run_id:
+            _fail(f"the evaluation run {result.run_id} failed before its report: see it in the Dagster UI")
+        metadata = {name: value.value for name, value in report.asset_materialization.metadata.items()}
+    typer.echo(str(metadata["summary"]))
+    typer.echo(f"\npromotion: {metadata['promotion']} ({metadata['promotion_reason']})")
+
+
 endpoint_app = typer.Typer(help="The local endpoint serving the champion model.", no_args_is_help=True)
 app.add_typer(endpoint_app, name="endpoint")
 

@@ -45,6 +45,7 @@ class Settings:
     weekly_retrain_cron: str = "0 3 * * 0"
     tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
     usd_per_million_training_tokens: float | None = None  # the price the tuning cost estimate uses
+    sensor_interval_seconds: int = 30  # how often the job-status and automation sensors tick
     work_dir: str = str(DEFAULT_WORK_DIR)  # local copies of models and endpoint state when the home is a bucket
     train_options: dict[str, int] = field(default_factory=dict)
 
@@ -62,7 +63,8 @@ class Settings:
         `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`;
         `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED),
         `OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS` (the price of a Gemini tuning job's training tokens),
-        `OBS_PLATFORM_WORK_DIR` (where a bucket-backed deployment keeps local model copies and endpoint state). The
+        `OBS_PLATFORM_WORK_DIR` (where a bucket-backed deployment keeps local model copies and endpoint state),
+        `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS` (how often the job-status and automation sensors tick). The
         Vertex deployment's own variables are read by `obs_platform.cloud.vertex.VertexSettings`."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
@@ -96,6 +98,7 @@ class Settings:
             weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
             usd_per_million_training_tokens=float(price) if price else None,
             work_dir=os.environ.get("OBS_PLATFORM_WORK_DIR") or cls.work_dir,
+            sensor_interval_seconds=int(os.environ.get("OBS_PLATFORM_SENSOR_INTERVAL_SECONDS") or 30),
             tuning_timeout_seconds=float(
                 os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
             ),

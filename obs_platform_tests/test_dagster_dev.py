@@ -1,6 +1,8 @@
 """The loop under a real `dagster dev` (webserver and daemon): a tuning job submitted before it starts is
 reported by the job-status sensor, and declarative automation evaluates, gates and serves the model, with
-nobody switching anything on."""
+nobody switching anything on. Then the UI in a real browser (Debian's Chromium, headless, driven by Playwright):
+the whole lineage shown, the data group materialised by a click, the evaluation report's table and confusion
+matrix found; screenshots are kept in `test-artifacts/ui/`."""
 
 import os
 import shutil
@@ -83,6 +85,7 @@ def test_the_daemon_reports_the_job_and_automation_deploys_the_model(monkeypatch
         "OBS_PLATFORM_EXTERNAL_EVAL": "",
         "OBS_PLATFORM_PROMOTION_FLOOR": "none",
         "OBS_PLATFORM_ENDPOINT_RUNTIME": "torch",
+        "OBS_PLATFORM_SENSOR_INTERVAL_SECONDS": "5",
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
@@ -92,9 +95,10 @@ def test_the_daemon_reports_the_job_and_automation_deploys_the_model(monkeypatch
         # Submitted from "the UI" before the daemon is up: the job trains while nothing waits for it.
         assert defs.resolve_job_def("train").execute_in_process(instance=instance).success
         job_id = metadata(instance, "oss_tuning_job")["job_id"]
-        process, _ = start_dagster_dev({**os.environ}, log)
+        process, url = start_dagster_dev({**os.environ}, log)
         try:
             wait_for(instance, "oss_endpoint", log)
+            drive_the_ui(url, instance, defs, tmp_path)
         finally:
             stop_dagster_dev(process)
             endpoint.stop(storage.root)
@@ -106,3 +110,73 @@ def test_the_daemon_reports_the_job_and_automation_deploys_the_model(monkeypatch
         tags = instance.get_run_by_id(automation_run).tags
         assert tags.get("dagster/sensor_name") == "model_automation", tags
         assert metadata(instance, "champion_model")["champion"] == "oss-classifier/v1"
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
+
+
+def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (Debian: apt-get install chromium); the daemon part passed")
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    graph = defs.resolve_asset_graph()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=args,
+            viewport={"width": 1600, "height": 1000},
+        )  # fmt: skip
+        page = browser.new_page()
+        page.set_default_timeout(60_000)
+        # Dagster's community prompt opens over the page a few seconds after the first load: dismissed whenever.
+        prompt = page.get_by_role("button", name="Skip")
+        page.add_locator_handler(page.get_by_text("Join the Dagster community"), lambda _: prompt.click())
+        try:
+            # The lineage: every asset, group by group, on its group's graph.
+            for group in sorted({graph.get(key).group_name for key in graph.get_all_asset_keys()}):
+                page.goto(f"{url}/locations/obs_platform/asset-groups/{group}")
+                for key in graph.get_all_asset_keys():
+                    if graph.get(key).group_name == group:
+                        expect(page.get_by_text(key.to_user_string(), exact=True).first).to_be_visible()
+                page.wait_for_timeout(3000)  # the nodes' latest events load after the graph: for the picture
+                page.screenshot(path=str(SCREENSHOTS / f"group-{group}.png"))
+
+            # The data group materialised from the UI: a click, then the run is waited for.
+            before = {run.run_id for run in instance.get_runs()}
+            page.goto(f"{url}/locations/obs_platform/asset-groups/data")
+            page.get_by_role("button", name="Materialize all").click()
+            launched = wait_for_new_run(instance, before)
+            assert launched.is_success, f"the run launched from the UI ended {launched.status}"
+            assert dg.AssetKey("training_splits") in (launched.asset_selection or set())
+
+            # The evaluation report: its markdown summary (the comparison table) and the confusion matrix.
+            page.goto(f"{url}/assets/evaluation_report")
+            dialogs = [("summary", "table", "evaluation-summary.png"),
+                       ("confusion_domain_plot", "img[src^='data:image/png']", "confusion.png")]  # fmt: skip
+            for entry, shown, picture in dialogs:
+                page.locator("tr", has_text=entry).first.get_by_text("[Show Markdown]").click()
+                dialog = page.get_by_role("dialog").filter(has_text=entry)
+                expect(dialog.locator(shown).first).to_be_visible()
+                page.wait_for_timeout(1000)  # the dialog fades in: for the picture
+                page.screenshot(path=str(SCREENSHOTS / picture))
+                dialog.get_by_role("button", name="Close").click()
+        except Exception:
+            page.screenshot(path=str(SCREENSHOTS / "failure.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def wait_for_new_run(instance: dg.DagsterInstance, before: set[str], timeout: float = 300) -> dg.DagsterRun:
+    """The run that appeared after `before`, once it has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [run for run in instance.get_runs() if run.run_id not in before]
+        if new and new[0].is_finished:
+            return new[0]
+        time.sleep(2)
+    raise AssertionError("no run launched from the UI finished in time")

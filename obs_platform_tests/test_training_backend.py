@@ -149,7 +149,11 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
             served = metadata(instance, "oss_endpoint")
             promoted = metadata(instance, "champion_model")
             evaluated = metadata(instance, "evaluation_report")
-            assert whole_graph(defs, instance).success
+            # Asked again with the same data and recipe: no job, the same version; the endpoint is left alone.
+            again = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey("oss_tuning_job"), dg.AssetKey("oss_endpoint")]
+            )
+            assert again.success
             request = metadata(instance, "oss_tuning_job")
             assert request["outcome"] == "reused" and request["model_version"] == "oss-classifier/v1"
             assert len(LocalSubprocessBackend(landed_storage.root).jobs()) == 1  # trained once

@@ -41,5 +41,6 @@ if [ "${check:-0}" = 1 ]; then
   if [ -n "$problems" ]; then echo "$problems" >&2; exit 1; fi
 fi
 "$VENV/bin/python" -c "import obs_platform, dagster, pandera" >/dev/null
+bash scripts/system-packages.sh
 printf '%s\n%s\n' "$deps_hash" "$here" > "$stamp"
 echo "obs-platform is installed in $VENV"

@@ -10,6 +10,7 @@ landing sensor, the weekly schedule or a person.
 import dagster as dg
 
 from obs_platform.defs.jobs import TUNED_GEMINI_MODEL, TUNED_MODEL
+from obs_platform.settings import Settings
 
 SENSOR_NAME = "model_automation"
 
@@ -19,7 +20,7 @@ model_automation = dg.AutomationConditionSensorDefinition(
     SENSOR_NAME,
     target=dg.AssetSelection.assets(TUNED_MODEL, TUNED_GEMINI_MODEL).downstream(include_self=False),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
     description="Runs calibration → evaluation → champion → endpoint when a new tuned model is reported (and "
     "records a tuned Gemini's endpoint).",
 )

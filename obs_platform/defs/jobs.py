@@ -9,6 +9,7 @@ TRAIN_JOB = "train"
 DEPLOY_JOB = "deploy"
 DATA_JOB = "data"
 REFRESH_JOB = "refresh"
+EVALUATE_JOB = "evaluate"
 
 TUNED_MODEL = dg.AssetKey("tuned_oss_model")
 TUNED_GEMINI_MODEL = dg.AssetKey("tuned_gemini_model")
@@ -33,6 +34,12 @@ def jobs() -> dg.Definitions:
                 selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False),
                 description="Everything after the tuned model: calibration, evaluation report, promotion gate, "
                 "champion and endpoint. Automation runs it when a model lands; run it by hand to re-deploy.",
+            ),
+            dg.define_asset_job(
+                EVALUATE_JOB,
+                selection=dg.AssetSelection.assets("model_calibration", "baselines", "evaluation_report"),
+                description="The newest model evaluated again (calibration, baselines, report and the promotion "
+                "gate's verdict), moving no alias: `obs-platform evaluate`.",
             ),
             dg.define_asset_job(
                 REFRESH_JOB,

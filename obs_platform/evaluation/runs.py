@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from obs_platform.evaluation.baselines import BaselineModel
 from obs_platform.evaluation.calibration import Calibration, calibrate, softmax
@@ -51,7 +52,8 @@ class SystemResult:
 def classify_all(client: ObservationClassifier, observations: Sequence[LabelledObservation]) -> list[Prediction]:
     """Predictions through the inference client, in request-sized batches (the serving path is what is measured)."""
     predictions: list[Prediction] = []
-    for start in range(0, len(observations), REQUEST_BATCH):
+    # A bar on a terminal (`obs-platform run`, `evaluate`); nothing when stderr is a file or a Dagster log.
+    for start in tqdm(range(0, len(observations), REQUEST_BATCH), desc="classifying", unit="batch", disable=None):
         batch = observations[start : start + REQUEST_BATCH]
         predictions += client.classify_batch([{"notes": o.text, "child_age_months": o.child_age_months} for o in batch])
     return predictions

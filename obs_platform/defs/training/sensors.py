@@ -25,6 +25,7 @@ from obs_platform.defs.training.assets import (
     version_metadata,
 )
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
+from obs_platform.settings import Settings
 from obs_platform.training.backend import JobState
 from obs_platform.training.monitor import Backoff, JobOutcome, JobWatch, WatchedJob
 from obs_platform.training.registry import ModelRegistry
@@ -38,7 +39,7 @@ OUTCOMES_REMEMBERED = 500  # how far back a tick looks for outcomes it already r
 
 @dg.sensor(
     name=SENSOR_NAME,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=Settings.from_env().sensor_interval_seconds,
     # On everywhere: it only reads job states, and without it a job submitted from the UI is never reported.
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
