@@ -41,23 +41,20 @@ def run_whole_graph(
     run_config: dict | None = None,
 ) -> GraphRun:
     graph = GraphRun()
-    train = defs.resolve_job_def(TRAIN_JOB).execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False
-    )
-    graph.run_ids.append(train.run_id)
-    if not train.success:
-        graph.failure = f"the {TRAIN_JOB} run {train.run_id} failed"
-        return graph
-    failure = wait_for_tuning_job(defs, instance, echo)
-    if failure:
-        graph.failure = failure
-        return graph
-    deploy = defs.resolve_job_def(DEPLOY_JOB).execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False
-    )
-    graph.run_ids.append(deploy.run_id)
-    if not deploy.success:
-        graph.failure = f"the {DEPLOY_JOB} run {deploy.run_id} failed"
+
+    def run(job_name: str) -> bool:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
+        graph.run_ids.append(result.run_id)
+        if not result.success:
+            graph.failure = f"the {job_name} run {result.run_id} failed"
+        return result.success
+
+    if run(TRAIN_JOB):
+        graph.failure = wait_for_tuning_job(defs, instance, echo)
+        if graph.success:
+            run(DEPLOY_JOB)
     return graph
 
 
