@@ -151,7 +151,10 @@ def endpoint_stop() -> None:
     """Stop the endpoint."""
     from obs_platform.serving import endpoint
 
-    stopped = endpoint.stop(_local_root())
+    try:
+        stopped = endpoint.stop(_local_root())
+    except endpoint.EndpointError as exc:
+        _fail(str(exc))
     typer.echo(f"stopped {stopped.url} (pid {stopped.pid})" if stopped else "no endpoint was running")
 
 
@@ -160,7 +163,10 @@ def endpoint_status() -> None:
     """URL, model version, PID and where the token is."""
     from obs_platform.serving import endpoint
 
-    state = endpoint.status(_local_root())
+    try:
+        state = endpoint.status(_local_root())
+    except endpoint.EndpointError as exc:
+        _fail(str(exc))
     if state is None:
         typer.echo("no endpoint is running: `obs-platform endpoint start`")
         raise typer.Exit(code=1)
@@ -178,7 +184,10 @@ def classify(
     from obs_platform.serving.client import ClassifierError, ObservationClassifier
 
     root = _local_root()
-    state = endpoint.status(root)
+    try:
+        state = endpoint.status(root)
+    except endpoint.EndpointError as exc:
+        _fail(str(exc))
     if state is None:
         _fail("no endpoint is running: `obs-platform endpoint start`")
     token, _ = endpoint.endpoint_token(root)

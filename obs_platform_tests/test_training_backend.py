@@ -1,5 +1,7 @@
 """The local tuning backend (a real trainer subprocess on a tiny BERT), the registry, and the model asset."""
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -112,6 +114,32 @@ def test_registry_versions_and_aliases(tmp_path):
         "g", ModelArtifact(uri=endpoint, manifest={}, managed=True), dataset_version="d", job_id="t1"
     )
     assert gemini.uri == endpoint and storage.list_files("models/g") == ["models/g/v1/version.json"]
+
+
+def test_a_copied_storage_root_serves_its_own_model_files(tmp_path):
+    original = LocalStorage(tmp_path / "original")
+    trained = tmp_path / "out"
+    (trained / "adapter").mkdir(parents=True)
+    (trained / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    registry = ModelRegistry(original)
+    for job in ("j1", "j2"):
+        registry.register("m", ModelArtifact(uri=str(trained), manifest={}), dataset_version="d", job_id=job)
+    registry.set_alias("m", "champion", 1)
+    assert json.loads(original.read_bytes("models/m/v1/version.json"))["uri"] == "models/m/v1/files"
+    # v2 as registries wrote it before: the absolute path of the root it was registered in.
+    legacy = json.loads(original.read_bytes("models/m/v2/version.json"))
+    original.write_bytes(
+        "models/m/v2/version.json", json.dumps({**legacy, "uri": original.uri("models/m/v2/files")}).encode()
+    )
+
+    shutil.copytree(original.root, tmp_path / "copy")
+    shutil.rmtree(original.root)
+    copy = ModelRegistry(LocalStorage(tmp_path / "copy"))
+    champion = copy.resolve("m", "champion")
+    assert champion.uri == str(tmp_path / "copy" / "models" / "m" / "v1" / "files")
+    assert copy.local_files(champion, tmp_path / "cache") == Path(champion.uri)
+    assert Path(champion.uri, "adapter", "adapter_model.safetensors").read_bytes() == b"weights"
+    assert copy.get("m", 2).uri == str(tmp_path / "copy" / "models" / "m" / "v2" / "files")
 
 
 def whole_graph(defs, instance):

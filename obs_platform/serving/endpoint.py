@@ -1,9 +1,13 @@
 """The local endpoint as a managed background process: start (or restart on a new model), stop, status.
 
 Its state lives under the storage root (`endpoint/state.json`: URL, PID, model version; `endpoint/server.log`),
-so the CLI, a Dagster run and a sensor all see the same endpoint. Evaluation serves a candidate model beside
+so the CLI, a Dagster run and a sensor all see the same endpoint. The process holds `endpoint/endpoint.lock` for
+its lifetime: a PID in the state counts only while the process of that PID and start time holds this root's lock,
+so neither a PID the system gave to another process since, nor the state of a copied storage root (the original's
+endpoint holds the original's lock) is ever reported or signalled. Evaluation serves a candidate model beside
 it under another name (`endpoint-evaluation/`), so the champion keeps answering meanwhile. The bearer token is
 `OBS_PLATFORM_ENDPOINT_TOKEN`, or one generated once and kept in `endpoint/token` with owner-only permissions.
+The ONNX export of a model is kept beside its files (`onnx/` next to the version's `files/`), built once.
 """
 
 from __future__ import annotations
@@ -14,20 +18,21 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from obs_platform.evaluation.calibration import CALIBRATION_FILE
-from obs_platform.processes import process_alive
+from obs_platform.processes import LockHeld, NotOurProcess, lock_held, owned_process, process_alive, spawn_holding_lock
 
 STARTUP_SECONDS = 120
 SERVING = "endpoint"
 EVALUATION = "endpoint-evaluation"
+ONNX_DIR_VARIABLE = "OBS_PLATFORM_ONNX_DIR"  # where the endpoint process keeps the model's ONNX export
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class EndpointState:
     model_dir: str
     token_file: str
     log_file: str
-    started_at: float
+    started_at: float  # the process's start time: with the lock, what tells it from a later process of its PID
     revision: str = ""  # the model's calibration: a re-calibrated version is served again
 
 
@@ -52,8 +57,24 @@ def calibration_revision(calibration: bytes | None) -> str:
     return hashlib.sha256(calibration).hexdigest()[:16] if calibration is not None else ""
 
 
+_STATE = TypeAdapter(EndpointState)
+
+
 class EndpointError(RuntimeError):
     pass
+
+
+class EndpointStateError(EndpointError):
+    """The state file cannot be read (truncated, edited, written by another version)."""
+
+
+class StaleEndpointState(EndpointError):
+    """The state names a live process that is not this endpoint: a reused PID, or a copied storage root's."""
+
+
+def onnx_dir(model_dir: str) -> Path:
+    """Where a model's ONNX export is kept: beside its folder (a registry version's `onnx/` next to its `files/`)."""
+    return Path(model_dir).parent / "onnx"
 
 
 def _folder(root: Path, name: str = SERVING) -> Path:
@@ -80,22 +101,64 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def status(root: Path, name: str = SERVING) -> EndpointState | None:
-    """The running endpoint, or None (a stale state file of a dead process is removed)."""
-    path = _folder(root, name) / "state.json"
+def _state_file(root: Path, name: str) -> Path:
+    return _folder(root, name) / "state.json"
+
+
+def _lock_file(root: Path, name: str) -> Path:
+    return _folder(root, name) / "endpoint.lock"
+
+
+def _read_state(root: Path, name: str) -> EndpointState | None:
+    path = _state_file(root, name)
     if not path.exists():
         return None
-    state = EndpointState(**json.loads(path.read_text()))
     try:
-        os.kill(state.pid, 0)
-    except ProcessLookupError:
-        path.unlink(missing_ok=True)
+        return _STATE.validate_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc.strerror
+        lock = _lock_file(root, name)
+        running = (
+            f"an endpoint process still holds {lock}"
+            if lock_held(lock)
+            else "no endpoint process holds its lock: starting the endpoint replaces the state"
+        )
+        raise EndpointStateError(f"{path} is unreadable ({reason}); {running}") from None
+
+
+def _running(root: Path, name: str) -> EndpointState | None:
+    """The state of the endpoint that runs, or None once it has ended (its state removed)."""
+    state = _read_state(root, name)
+    if state is None:
+        return None
+    try:
+        process = owned_process(state.pid, state.started_at, _lock_file(root, name))
+    except NotOurProcess as exc:
+        path = _state_file(root, name)
+        raise StaleEndpointState(f"stale state in {path}: pid {state.pid} is not this endpoint ({exc})") from None
+    if process is None:
+        _state_file(root, name).unlink(missing_ok=True)
         return None
     return state
 
 
+def status(root: Path, name: str = SERVING) -> EndpointState | None:
+    """The running endpoint, or None. `StaleEndpointState` when the state names another process;
+    `EndpointStateError` when it cannot be read."""
+    try:
+        return _running(root, name)
+    except StaleEndpointState as exc:
+        raise StaleEndpointState(f"{exc}; stopping the endpoint removes the state") from None
+
+
 def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState | None:
-    state = status(root, name)
+    """Stop the endpoint (its process group) and remove its state. A state naming another process is removed
+    without signalling anything, and reported (`StaleEndpointState`)."""
+    try:
+        state = _running(root, name)
+    except StaleEndpointState as exc:
+        _state_file(root, name).unlink(missing_ok=True)
+        raise StaleEndpointState(f"{exc}; removed the state, signalled nothing") from None
     if state is None:
         return None
     try:
@@ -107,8 +170,16 @@ def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState 
         time.sleep(0.2)
     if process_alive(state.pid):
         os.killpg(state.pid, signal.SIGKILL)
-    (_folder(root, name) / "state.json").unlink(missing_ok=True)
+    _state_file(root, name).unlink(missing_ok=True)
     return state
+
+
+def _write_state(root: Path, name: str, state: EndpointState) -> None:
+    """Atomically (a file beside it, renamed): a crash mid-write leaves the old state, never a truncated one."""
+    path = _state_file(root, name)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(asdict(state), indent=2))
+    os.replace(partial, path)
 
 
 def start(
@@ -123,8 +194,11 @@ def start(
 ) -> EndpointState:
     """Serve `model_dir`; an endpoint already running is replaced (stopped first, then the new one started). Its
     state lives under the local `root`; `storage_root` (default: `root`) is where the roster is read from, a
-    folder or `gs://`."""
-    stop(root, name=name)
+    folder or `gs://`. Stale or unreadable state is replaced: taking the lock shows no endpoint of this root runs."""
+    try:
+        stop(root, name=name)
+    except (StaleEndpointState, EndpointStateError):
+        pass  # nothing of ours to stop, or nothing known: the lock refuses to start beside an endpoint still running
     token, token_file = endpoint_token(root)
     port = port or _free_port(host)
     log_file = _folder(root, name) / "server.log"
@@ -132,11 +206,12 @@ def start(
         sys.executable, "-m", "obs_platform.serving", "--model-dir", model_dir, "--model-version", model_version,
         "--taxonomy", taxonomy_path, "--host", host, "--port", str(port), "--storage-root", storage_root or str(root),
     ]  # fmt: skip
-    with open(log_file, "ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "OBS_PLATFORM_ENDPOINT_TOKEN": token},
-        )  # fmt: skip
+    environment = {**os.environ, "OBS_PLATFORM_ENDPOINT_TOKEN": token, ONNX_DIR_VARIABLE: str(onnx_dir(model_dir))}
+    try:
+        spawned = spawn_holding_lock(command, _lock_file(root, name), log_file, environment)
+    except LockHeld as exc:
+        raise EndpointError(f"{exc}: an endpoint of this root still runs without a readable state") from None
+    process = spawned.process
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
@@ -152,6 +227,6 @@ def start(
         os.killpg(process.pid, signal.SIGTERM)
         raise EndpointError(f"endpoint did not answer /health within {STARTUP_SECONDS} s; see {log_file}")
     state = EndpointState(url, process.pid, model_version, model_dir, str(token_file or "$OBS_PLATFORM_ENDPOINT_TOKEN"),
-                          str(log_file), time.time(), model_revision(model_dir))  # fmt: skip
-    (_folder(root, name) / "state.json").write_text(json.dumps(asdict(state), indent=2))
+                          str(log_file), spawned.started_at, model_revision(model_dir))  # fmt: skip
+    _write_state(root, name, state)
     return state

@@ -42,7 +42,10 @@ class LocalModelHost:
         self.taxonomy_path = taxonomy_path
 
     def serve(self, version: ModelVersion) -> ServedModel:
-        running = endpoint.status(self.root)
+        try:
+            running = endpoint.status(self.root)
+        except (endpoint.StaleEndpointState, endpoint.EndpointStateError):
+            running = None  # not an endpoint of this root: `start` replaces the state
         current = (
             running is not None
             and running.model_version == version.label

@@ -5,6 +5,10 @@ registered by its endpoint) and `version.json` (training manifest, dataset
 version, job id, registration time); `models/<name>/aliases.json` maps aliases (`champion`,
 `challenger`) to versions. Versions are never overwritten: registering the same job twice returns the
 version it already has.
+
+`version.json` names the version's files relative to the storage root, and a version's `uri` is resolved against
+the root it is read from, so a storage root copied or moved elsewhere serves its own files, never the original's
+(records written with absolute paths before are resolved the same way).
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ def oss_model_name(mode: str) -> str:
 class ModelVersion:
     name: str
     version: int
-    folder: str  # storage path of the version's files
-    uri: str
+    folder: str  # storage path of the version
+    uri: str  # where its files are (a path or `gs://` URI under the registry's root), or a managed model's reference
     dataset_version: str
     job_id: str
     registered_at: float
@@ -44,6 +48,11 @@ class ModelVersion:
     @property
     def label(self) -> str:
         return f"{self.name}/v{self.version}"
+
+
+def _files_path(folder: str) -> str:
+    """Where a version's files are, relative to the storage root."""
+    return f"{folder}/files"
 
 
 class RegistryError(KeyError):
@@ -62,8 +71,16 @@ class ModelRegistry:
         found = []
         for path in self.storage.list_files(f"{self.prefix}/{name}"):
             if path.endswith("/version.json"):
-                found.append(ModelVersion(**json.loads(self.storage.read_bytes(path))))
+                found.append(self._from_record(json.loads(self.storage.read_bytes(path))))
         return sorted(found, key=lambda v: v.version)
+
+    def _from_record(self, record: dict[str, Any]) -> ModelVersion:
+        """A stored version with its files' URI under this registry's root: stored relative to the root, or (older
+        records) as the absolute path or URI of the root it was registered in."""
+        files = _files_path(record["folder"])
+        if record["uri"] == files or record["uri"].endswith(f"/{files}"):
+            record = {**record, "uri": self.storage.uri(files)}
+        return ModelVersion(**record)
 
     def register(
         self,
@@ -83,20 +100,20 @@ class ModelRegistry:
         number = existing[-1].version + 1 if existing else 1
         folder = f"{self.prefix}/{name}/v{number}"
         if artifact.managed:
-            uri = artifact.uri
+            stored_uri = artifact.uri
         else:
             source = storage_from_uri(artifact.uri)
             files = [path for path in source.list_files("") if not path.startswith(("checkpoints/", "best/"))]
             if not files:  # a wrong URI would otherwise register an empty version
                 raise RegistryError(f"{artifact.uri} holds no model files to register")
             for path in files:  # training state (checkpoints, the best epoch's copy) is not part of the model
-                self.storage.write_bytes(f"{folder}/files/{path}", source.read_bytes(path))
-            uri = self.storage.uri(f"{folder}/files")
-        version = ModelVersion(
+                self.storage.write_bytes(f"{_files_path(folder)}/{path}", source.read_bytes(path))
+            stored_uri = _files_path(folder)
+        stored = ModelVersion(
             name=name,
             version=number,
             folder=folder,
-            uri=uri,
+            uri=stored_uri,
             dataset_version=dataset_version,
             job_id=job_id,
             registered_at=time.time(),
@@ -104,8 +121,8 @@ class ModelRegistry:
             spec=spec or {},
         )
         # version.json last: a half-copied version has none and is not listed.
-        self.storage.write_bytes(f"{folder}/version.json", json.dumps(asdict(version), indent=2).encode())
-        return version
+        self.storage.write_bytes(f"{folder}/version.json", json.dumps(asdict(stored), indent=2).encode())
+        return self._from_record(asdict(stored))
 
     def local_files(self, version: ModelVersion, cache: Path) -> Path:
         """A local folder holding the version's files, to load the model from: the registry's own folder on a local
@@ -114,8 +131,8 @@ class ModelRegistry:
         if isinstance(self.storage, LocalStorage):
             return Path(version.uri)
         target = cache / version.name / f"v{version.version}"
-        prefix = f"{version.folder}/files/"
-        for path in self.storage.list_files(f"{version.folder}/files"):
+        prefix = f"{_files_path(version.folder)}/"
+        for path in self.storage.list_files(_files_path(version.folder)):
             local = target / path.removeprefix(prefix)
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(self.storage.read_bytes(path))
