@@ -69,11 +69,68 @@ def test_predict_endpoint(client):
         ({"instances": [{"notes": "ok"}] * (MAX_BATCH + 1)}, 422),
         ({"instances": [{"notes": "ok", "image_uri": "file:///etc/passwd"}]}, 422),
         ({"instances": [{"notes": "ok", "image_uri": "/etc/passwd"}]}, 422),
+        ({"instances": [{"notes": "ok", "image_uri": "~nosuchuser/a.jpg"}]}, 422),
         ({"notes": "no instances"}, 422),
+        ([{"notes": "not an object"}], 422),
     ],
 )
 def test_bad_requests_are_4xx(client, body, status):
     assert client.post("/v1/predict", headers=AUTH, json=body).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (rb'{"instances": [{"notes": "Sang \ud800 a song"}]}', "surrogate"),
+        (rb'{"instances": [{"notes": "Sang", "child_name": "\udc00"}]}', "surrogate"),
+        (rb'{"instances": [{"notes": "Sang", "child_age_months": NaN}]}', "not valid JSON"),
+        (rb'{"instances": [{"notes": "Sang", "child_age_months": Infinity}]}', "not valid JSON"),
+        (rb'{"instances": [{"notes": "Sang", "child_age_months": 1e400}]}', "infinity"),
+        (rb'{"instances": [{"notes": "Sang", "image_uri": "/tmp/a\u0000.jpg"}]}', "control character (U+0000)"),
+        (rb'{"instances": [{"notes": "Sang\u0007 a song"}]}', "control character (U+0007)"),
+        (rb'{"instances": [{"notes": "Sang", "child_name": "Amara\u001b[2J"}]}', "control character (U+001B)"),
+        (rb'{"instances": [{"notes": "\u200b\u200b \ufeff"}]}', "zero-width"),
+        (b'{"instances": [{"notes": "Sang"}]', "not valid JSON"),
+        (b"[" * 2000, "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"", "not valid JSON"),
+    ],
+)
+def test_malformed_values_are_422_with_a_message(client, raw, problem):
+    response = client.post("/v1/predict", headers=AUTH, content=raw)
+    assert response.status_code == 422
+    assert problem in " ".join(error["msg"] for error in response.json()["detail"])
+
+
+def test_tabs_and_new_lines_are_accepted_in_notes(client):
+    body = {"instances": [{"notes": "Sang a song\n\twith actions\r\n", "child_name": "Amara\tOkafor"}]}
+    assert client.post("/v1/predict", headers=AUTH, json=body).status_code == 200
+
+
+def test_json_is_read_whatever_the_content_type_says(client):
+    """curl's `-d` sends `application/x-www-form-urlencoded`: the README's example must work as written."""
+    body = b'{"instances": [{"notes": "Counted five ducks", "child_age_months": 40}]}'
+    for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}):
+        response = client.post("/v1/predict", headers={**AUTH, **headers}, content=body)
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+
+
+def test_errors_name_the_field_never_the_value(client):
+    marker = "Zephyrine"
+    bodies = [
+        {"instances": [{"notes": marker * 1000}]},
+        {"instances": [{"notes": "ok", marker: 1}]},
+        {"instances": [{"notes": "ok", "child_age_months": marker}]},
+        {"instances": [{"notes": "ok", "image_uri": f"/etc/{marker}"}]},
+        {"instances": [{"notes": "ok", "child_name": marker + "\x00"}]},
+    ]
+    for body in bodies:
+        response = client.post("/v1/predict", headers=AUTH, json=body)
+        assert response.status_code == 422 and marker not in response.text
+        assert all({"loc", "msg"} <= set(error) and "input" not in error for error in response.json()["detail"])
+    assert client.post("/v1/predict", headers=AUTH, json=bodies[1]).json()["detail"][0]["loc"] == [
+        "instances", 0, "(unexpected field)"
+    ]  # fmt: skip
 
 
 def test_auth_and_size_limits(client):
@@ -83,6 +140,8 @@ def test_auth_and_size_limits(client):
     huge = b'{"instances": [' + b'{"notes": "ok"},' * 80000 + b'{"notes": "ok"}]}'
     response = client.post("/v1/predict", content=huge, headers={**AUTH, "content-type": "application/json"})
     assert response.status_code == 413
+    chunked = client.post("/v1/predict", content=iter([huge[:600_000], huge[600_000:]]), headers=AUTH)
+    assert chunked.status_code == 413 and "content-length" not in chunked.request.headers
     assert (
         client.post(
             "/v1/predict", content=b"{not json", headers={**AUTH, "content-type": "application/json"}

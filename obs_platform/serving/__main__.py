@@ -9,16 +9,19 @@ from the Model's container environment (`OBS_PLATFORM_MODEL_VERSION`, `OBS_PLATF
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from obs_platform.data.redaction import Roster
-from obs_platform.serving.app import create_app
+from obs_platform.serving.app import content_free_traceback, create_app
+from obs_platform.serving.batching import BatchingSettings
 from obs_platform.serving.predictor import load_predictor
 from obs_platform.serving.runtime import RUNTIMES
 from obs_platform.settings import ROSTER_PATH, Settings
@@ -38,6 +41,37 @@ def vertex_arguments(environment: dict[str, str], scratch: Path) -> list[str]:
         "--taxonomy", settings.taxonomy_path, "--storage-root", settings.home, "--host", "0.0.0.0",
         "--port", environment["AIP_HTTP_PORT"],
     ]  # fmt: skip
+
+
+class ContentFreeExceptions(logging.Filter):
+    """Writes a logged exception as its type and frames only: its message may quote a request (a validation
+    error's does), and the server's log must hold no request content on any path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = f"{record.getMessage()}\n{content_free_traceback(record.exc_info[1])}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """Warnings and errors of every logger to stderr (the endpoint's `server.log`) through `ContentFreeExceptions`;
+    no access log, whose lines carry query strings."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"content_free": {"()": ContentFreeExceptions}},
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "plain",
+                "filters": ["content_free"],
+            },
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
         "inputs": {"notes": True, "child_age_months": True, "child_name": "redaction only", "image_uri": False},
         "note": "text-only model: image_uri is validated and accepted, not used",
     }
+    batching = BatchingSettings.from_env()
+    info["batching"] = asdict(batching)
     local_root = storage.root if isinstance(storage, LocalStorage) else None  # local image paths must lie inside it
     token = None if on_vertex else os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"]
-    app = create_app(predictor, info, token, local_root)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(predictor, info, token, local_root, batching)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(), log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -1,42 +1,97 @@
 """The HTTP endpoint: Vertex AI's predict shape over a `Predictor` (a classifier or a tuned causal LM).
 
 `POST /v1/predict` `{"instances": [{"notes", "child_age_months", "child_name", "image_uri"}]}` →
-`{"predictions": [...], "model_version": ...}`; `GET /health`; `GET /v1/model`. Bearer-token auth, limits on
-request size and batch size; bad input is a 4xx with a message, never a 500.
+`{"predictions": [...], "model_version": ...}`; `GET /health`; `GET /v1/model`. Bad input is a 4xx with a
+message, never a 500, and no answer or log line ever repeats what a request contained (notes and names are
+personal data): errors give the field and the problem, not the value. The bearer token is checked before the
+body is read; the body is read as a stream and refused (413) past `MAX_BODY_BYTES`, chunked or not, and read as
+JSON whatever its `Content-Type` says. Every prediction goes through one `InferenceQueue`, which batches across
+requests and answers 429 with `Retry-After` when its line is longer than its deadline.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at run time.
+import asyncio
+import logging
 import secrets
+import traceback
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
-from obs_platform.serving.predictor import Instance, Predictor
+from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
+from obs_platform.serving.predictor import Predictor
+from obs_platform.serving.results import Instance, Prediction
 
 MAX_BATCH = 64
 MAX_BODY_BYTES = 1_000_000
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away: nobody reads it
+KNOWN_PATHS = ("/health", "/v1/model", "/v1/predict")
+FIELDS = {"instances", "notes", "child_age_months", "child_name", "image_uri"}
+ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+
+logger = logging.getLogger(__name__)
+
+
+def text_problem(text: str, controls: set[str]) -> str | None:
+    """Why `text` cannot be accepted (a control character, an unpaired surrogate), or None."""
+    for character in text:
+        category = unicodedata.category(character)
+        if category == "Cs":
+            return "contains an unpaired surrogate"
+        if category == "Cc" and character not in controls:
+            return f"contains a control character (U+{ord(character):04X})"
+    return None
+
+
+def visible(text: str) -> bool:
+    """Whether any character shows: not white space, not a zero-width or other format character."""
+    return any(not c.isspace() and unicodedata.category(c) not in ("Cf", "Cc") for c in text)
+
+
+def _checked_text(text: str | None, controls: set[str]) -> str | None:
+    if text is not None and (problem := text_problem(text, controls)):
+        raise ValueError(problem)
+    return text
 
 
 class InstanceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     notes: str = Field(min_length=1, max_length=MAX_NOTES_CHARS)
-    child_age_months: float | None = Field(default=None, ge=0, le=MAX_AGE_MONTHS)
+    child_age_months: float | None = Field(default=None, ge=0, le=MAX_AGE_MONTHS, allow_inf_nan=False)
     child_name: str | None = Field(default=None, max_length=200)
     image_uri: str | None = Field(default=None, max_length=2000)
 
     @field_validator("notes")
     @classmethod
-    def _not_blank(cls, notes: str) -> str:
-        if not notes.strip():
-            raise ValueError("notes are empty or only white space")
+    def _readable_notes(cls, notes: str) -> str:
+        _checked_text(notes, ALLOWED_CONTROLS)
+        if not visible(notes):
+            raise ValueError("notes are empty or only white space or zero-width characters")
         return notes
+
+    @field_validator("child_name")
+    @classmethod
+    def _readable_name(cls, name: str | None) -> str | None:
+        return _checked_text(name, ALLOWED_CONTROLS)
+
+    @field_validator("image_uri")
+    @classmethod
+    def _readable_uri(cls, uri: str | None) -> str | None:
+        return _checked_text(uri, set())
 
 
 class PredictRequest(BaseModel):
@@ -45,13 +100,157 @@ class PredictRequest(BaseModel):
     instances: list[InstanceIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+PREDICT_BODY = {  # the request body in the OpenAPI schema: the route reads it itself (after the token, bounded)
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "instances": {
+                        "type": "array",
+                        "items": InstanceIn.model_json_schema(),
+                        "minItems": 1,
+                        "maxItems": MAX_BATCH,
+                    },
+                },  # fmt: skip
+                "required": ["instances"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+def error_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as location and message only: pydantic's `input` and `ctx` repeat the request's values,
+    and a field name the schema does not know is itself input."""
+    return [
+        {
+            "loc": [
+                part if isinstance(part, int) or part in FIELDS or part == "body" else "(unexpected field)"
+                for part in error.get("loc", ())
+            ],
+            "msg": str(error.get("msg", "invalid value")),
+            "type": str(error.get("type", "value_error")),
+        }  # fmt: skip
+        for error in errors
+    ]
+
+
+def content_free_traceback(error: BaseException) -> str:
+    """Where an exception was raised and its type, without its message (which may quote a request)."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{type(error).__module__}.{type(error).__qualname__}"
+
+
+class ContentFreeErrors:
+    """Outermost layer inside Starlette's: an unexpected exception becomes a 500 whose body and log line carry no
+    request content. Starlette's own handler would pass the exception on to the server, which logs its message."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            error_id = secrets.token_hex(4)
+            path = scope["path"] if scope["path"] in KNOWN_PATHS else "(another path)"
+            logger.error("internal error %s on %s %s\n%s", error_id, scope["method"], path,
+                         content_free_traceback(error))  # fmt: skip
+            if not started:
+                body = {"detail": f"internal error {error_id}: the endpoint's log has where it happened"}
+                await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, read as a stream so a chunked one cannot pass the limit either (413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(status_code=413, detail=f"request body over {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(status_code=413, detail=f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_request(body: bytes) -> PredictRequest:
+    """The body as a `PredictRequest`, or 422 naming the problem. orjson refuses what the standard library lets
+    through into a 500 later: NaN, Infinity, numbers out of range, unpaired surrogates, nesting past 1024."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:  # its messages are fixed phrases and a position, never the input
+        loc = ["body"]
+        detail = f"the body is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": detail, "type": "json_invalid"}]) from None
+    try:
+        return PredictRequest.model_validate(payload)
+    except ValidationError as error:
+        raise HTTPException(status_code=422, detail=error_details(error.errors(include_input=False))) from None
+
+
+async def answered_unless_gone(
+    request: Request, future: "Future[list[Prediction]]", queue: InferenceQueue
+) -> list[Prediction] | None:
+    """The request's predictions, or None when its client disconnected first (the work is withdrawn from the
+    queue unless it is already being computed)."""
+    answer = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    queue.withdraw(future)
+    answer.cancel()
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone: once the body is read, the next message a server sends is that."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_app(
-    predictor: Predictor, model_info: dict[str, Any], token: str | None, storage_root: Path | None = None
+    predictor: Predictor,
+    model_info: dict[str, Any],
+    token: str | None,
+    storage_root: Path | None = None,
+    batching: BatchingSettings | None = None,
 ) -> FastAPI:
     """The endpoint's app. `token=None` only behind Vertex AI, which authenticates callers before a request
     reaches the container; everywhere else every route but /health needs the bearer token."""
-    app = FastAPI(title="obs-platform endpoint", version=str(model_info.get("model_version", "")))
+    queue = InferenceQueue(predictor, batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        queue.stop()  # the worker starts with the first request
+
+    app = FastAPI(title="obs-platform endpoint", version=str(model_info.get("model_version", "")), lifespan=lifespan)
+    app.state.inference_queue = queue
+    app.add_middleware(ContentFreeErrors)
     bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": error_details(error.errors())}, status_code=422)
 
     def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if token is None:
@@ -59,23 +258,19 @@ def create_app(
         if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
-
-    def checked_image(uri: str | None) -> str | None:
+    def checked_image(uri: str | None, index: int) -> str | None:
         if uri is None or uri.startswith(("gs://", "https://")):
             return uri
         if storage_root is not None:
-            path = Path(uri).expanduser().resolve()
-            if path.is_relative_to(storage_root.resolve()):
+            try:
+                path = Path(uri).expanduser().resolve()
+            except (OSError, RuntimeError, ValueError):  # an unknown ~user, a name too long for the system
+                path = None
+            if path is not None and path.is_relative_to(storage_root.resolve()):
                 return str(path)
-        raise HTTPException(
-            status_code=422, detail=f"image_uri must be gs://, https:// or inside the storage root: {uri!r}"
-        )
+        problem = "image_uri must be gs://, https:// or a path inside the storage root"
+        loc = ["body", "instances", index, "image_uri"]
+        raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": problem, "type": "value_error"}])
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -85,12 +280,27 @@ def create_app(
     def model() -> dict[str, Any]:
         return model_info
 
-    @app.post("/v1/predict", dependencies=[Depends(authorised)])
-    def predict(request: PredictRequest) -> dict[str, Any]:
+    @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra={"requestBody": PREDICT_BODY})
+    async def predict(request: Request) -> Response:
+        parsed = parse_request(await read_body(request))
         instances = [
-            Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri)) for i in request.instances
+            Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri, n))
+            for n, i in enumerate(parsed.instances)
         ]
-        predictions = predictor.predict(instances)
-        return {"predictions": [asdict(p) for p in predictions], "model_version": model_info.get("model_version")}
+        try:
+            future = queue.submit(instances)
+        except QueueFull as full:
+            headers = {"Retry-After": str(full.retry_after)}
+            raise HTTPException(status_code=429, detail=str(full), headers=headers) from None
+        except QueueStopped as stopped:
+            raise HTTPException(status_code=503, detail=str(stopped)) from None
+        try:
+            predictions = await answered_unless_gone(request, future, queue)
+        except QueueStopped as stopped:
+            raise HTTPException(status_code=503, detail=str(stopped)) from None
+        if predictions is None:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        body = {"predictions": [asdict(p) for p in predictions], "model_version": model_info.get("model_version")}
+        return JSONResponse(body)
 
     return app

@@ -1,15 +1,21 @@
 """`ObservationClassifier`: the facade apps and evaluation use to get suggestions from an endpoint.
 
-One client, one transport per kind of endpoint (the local FastAPI endpoint now; Vertex endpoints add theirs).
-Transient failures (connection errors, 429, 503) are retried with exponential backoff; other 4xx are the
-caller's mistake and raised at once. Every failure surfaces as one of this module's exception types.
+One client, one transport per kind of endpoint (the local FastAPI endpoint; Vertex endpoints add theirs). A
+request that never reached the endpoint (connection refused, reset before a response) and a 502/503/504 are sent
+again after an exponential backoff with jitter, `retries` times at most; a 429 or 503 that says when to come back
+(`Retry-After`) is sent again after that long, as often as the call's `patience_seconds` allow. A read timeout is
+not retried: the endpoint may still be computing that request, and sending it again would only lengthen its
+line (the endpoint sheds load with 429 long before a request waits that long). Other 4xx are the caller's mistake
+and raised at once. Every failure surfaces as one of this module's exception types.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -25,6 +31,10 @@ class ClassifierError(Exception):
 
 class EndpointUnavailable(ClassifierError):
     """The endpoint could not be reached, or kept answering 'try again', after every retry."""
+
+
+class EndpointTimedOut(EndpointUnavailable):
+    """No answer within the request's timeout; not sent again, as the endpoint may still be computing it."""
 
 
 class RequestRejected(ClassifierError):
@@ -49,22 +59,46 @@ class Transport(Protocol):
 
 
 class RetryableStatus(ClassifierError):
-    def __init__(self, status: int):
-        self.status = status
+    """A transient refusal; `retry_after`: the seconds the endpoint asked the caller to wait, when it said."""
+
+    def __init__(self, status: int, retry_after: float | None = None):
+        self.status, self.retry_after = status, retry_after
         super().__init__(f"endpoint answered {status}")
 
 
-class HttpTransport:
-    """The local endpoint (and anything else speaking its `/v1/predict` shape over HTTP)."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A `Retry-After` header in seconds: delay-seconds or an HTTP date; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, moment - (time.time() if now is None else now))
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0):
+
+class HttpTransport:
+    """The local endpoint (and anything else speaking its `/v1/predict` shape over HTTP). A request may take
+    `timeout` seconds plus `seconds_per_instance` for each observation it carries: a batch of 64 needs longer
+    than one observation, the more so on a busy machine."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0, seconds_per_instance: float = 0.5):
+        self.timeout, self.seconds_per_instance = timeout, seconds_per_instance
         self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
 
+    def timeout_for(self, count: int) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout + self.seconds_per_instance * count, connect=min(self.timeout, 10.0))
+
     def predict(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        response = self._client.post("/v1/predict", json={"instances": instances})
+        response = self._client.post(
+            "/v1/predict", json={"instances": instances}, timeout=self.timeout_for(len(instances))
+        )
         if response.status_code in RETRYABLE_STATUS:
-            raise RetryableStatus(response.status_code)
+            raise RetryableStatus(response.status_code, retry_after_seconds(response.headers.get("retry-after")))
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -75,10 +109,19 @@ class HttpTransport:
 
 
 class ObservationClassifier:
-    def __init__(self, transport: Transport, retries: int = 3, backoff_seconds: float = 0.5):
+    def __init__(
+        self,
+        transport: Transport,
+        retries: int = 3,
+        backoff_seconds: float = 0.5,
+        patience_seconds: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.transport = transport
-        self.retries = retries
+        self.retries = retries  # sends after a failure to connect or a 5xx that did not say when to come back
         self.backoff_seconds = backoff_seconds
+        self.patience_seconds = patience_seconds  # the most one call spends waiting before sending again
+        self.sleep = sleep
 
     @classmethod
     def for_local_endpoint(cls, url: str, token: str, **options: Any) -> ObservationClassifier:
@@ -104,12 +147,23 @@ class ObservationClassifier:
         ]
 
     def _with_retries(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
+        failures, waited, attempts = 0, 0.0, 0
+        while True:
+            attempts += 1
             try:
                 return self.transport.predict(instances)
+            except httpx.ReadTimeout as exc:
+                raise EndpointTimedOut(f"no answer from the endpoint within the timeout ({exc}); not sent again, "
+                                       "as it may still be computing the request") from exc  # fmt: skip
             except (httpx.TransportError, RetryableStatus) as exc:
-                last = exc
-                if attempt < self.retries:
-                    time.sleep(self.backoff_seconds * 2**attempt)
-        raise EndpointUnavailable(f"endpoint unavailable after {self.retries + 1} attempts: {last}") from last
+                told = exc.retry_after if isinstance(exc, RetryableStatus) else None
+                if told is None:
+                    failures += 1
+                    # Jittered: callers that failed together do not come back together.
+                    wait = self.backoff_seconds * 2 ** (failures - 1) * random.uniform(0.5, 1.0)
+                else:
+                    wait = told * random.uniform(1.0, 1.25)
+                if failures > self.retries or waited + wait > self.patience_seconds:
+                    raise EndpointUnavailable(f"endpoint unavailable after {attempts} attempts: {exc}") from exc
+                self.sleep(wait)
+                waited += wait
