@@ -40,7 +40,7 @@ def test_requests_waiting_together_share_one_batch_and_each_gets_its_own_answers
     queue.stop()
 
 
-def test_a_batch_holds_no_more_padded_tokens_than_its_budget(hold):
+def test_a_batch_holds_no_more_tokens_than_its_budget(hold):
     predictor = TimedPredictor(hold=hold)
     per_note = InferenceQueue(predictor).estimate_tokens(notes(1, 40)[0])  # 22 tokens
     queue = busy_queue(predictor, batch_tokens=4 * per_note)
@@ -48,9 +48,20 @@ def test_a_batch_holds_no_more_padded_tokens_than_its_budget(hold):
     hold.set()
     for future in futures:
         future.result(5)
-    # Two requests of two fill the budget; the long note pads any batch it joined past it, so it goes alone.
+    # Two requests of two fill the budget; the long note (112 tokens) overflows any batch it joined, so goes alone.
     assert [len(batch) for batch in predictor.batches] == [1, 4, 2, 1]
     assert predictor.batches[-1][0].notes == "n" * 400
+    queue.stop()
+
+
+def test_a_batch_runs_as_forward_passes_of_similar_lengths(hold):
+    predictor = TimedPredictor(hold=hold)
+    queue = busy_queue(predictor, forward_batch=2)
+    futures = [queue.submit([Instance("x" * length) for length in lengths]) for lengths in ((90, 10), (50,), (30,))]
+    hold.set()
+    answers = [[p.attribute_id for p in future.result(5)] for future in futures]
+    assert answers == [[90, 10], [50], [30]]
+    assert [[len(i.notes) for i in batch] for batch in predictor.batches[1:]] == [[10, 30], [50, 90]]
     queue.stop()
 
 
@@ -133,8 +144,9 @@ def test_settings_from_the_environment():
     assert BatchingSettings.from_env({}) == BatchingSettings()
     settings = BatchingSettings.from_env(
         {"OBS_PLATFORM_ENDPOINT_MAX_QUEUE_SECONDS": "2.5", "OBS_PLATFORM_ENDPOINT_BATCH_TOKENS": "4096",
-         "OBS_PLATFORM_ENDPOINT_BATCH_WAIT_MS": "2"}
+         "OBS_PLATFORM_ENDPOINT_BATCH_WAIT_MS": "2", "OBS_PLATFORM_ENDPOINT_FORWARD_BATCH": "8"}
     )  # fmt: skip
-    assert settings == BatchingSettings(batch_tokens=4096, max_wait_seconds=0.002, max_queue_seconds=2.5)
+    assert settings == BatchingSettings(batch_tokens=4096, forward_batch=8, max_wait_seconds=0.002,
+                                        max_queue_seconds=2.5)  # fmt: skip
     with pytest.raises(ValueError, match="invalid endpoint batching settings"):
         BatchingSettings.from_env({"OBS_PLATFORM_ENDPOINT_MAX_QUEUE_SECONDS": "0"})

@@ -1,8 +1,10 @@
 """The endpoint's inference queue: one worker owns the predictor and answers requests in batches formed across
 callers, as Triton's dynamic batcher and text-embeddings-inference do.
 
-A batch takes requests in arrival order while its padded size (observations × the longest one's estimated
-tokens) fits a token budget, waiting a few milliseconds at most for more to arrive. Admission is bounded: when the
+A batch takes requests in arrival order while their estimated tokens fit a token budget, waiting a few
+milliseconds at most for more to arrive; its observations are sorted by length into forward passes of at most
+`forward_batch` each, so a short note is not padded to a long one's length (on a CPU the forward pass is
+compute-bound: padding is lost work, and a larger pass gains nothing). Admission is bounded: when the
 work already queued would keep a new request waiting longer than `max_queue_seconds` at the throughput measured
 so far, it is refused at once (`QueueFull`, answered 429 with `Retry-After`) instead of being left to time out
 in a line that only grows. A request whose caller has gone is taken out before it is computed (`withdraw`).
@@ -36,14 +38,15 @@ UNMEASURED_BATCHES = 4  # before any batch is measured, admit this many budgets 
 class BatchingSettings:
     """How the queue forms batches and when it refuses work."""
 
-    batch_tokens: int = 8192  # padded tokens per forward pass: 64 notes of 128 tokens
+    batch_tokens: int = 8192  # estimated tokens per batch: 64 notes of 128 tokens
+    forward_batch: int = 16  # observations per forward pass
     max_wait_seconds: float = 0.005  # how long the first request of a batch waits for company
     max_queue_seconds: float = 10.0  # refuse (429) a request that would wait longer than this to start
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> BatchingSettings:
         """`OBS_PLATFORM_ENDPOINT_MAX_QUEUE_SECONDS`, `OBS_PLATFORM_ENDPOINT_BATCH_TOKENS`,
-        `OBS_PLATFORM_ENDPOINT_BATCH_WAIT_MS`; unset: the defaults."""
+        `OBS_PLATFORM_ENDPOINT_BATCH_WAIT_MS`, `OBS_PLATFORM_ENDPOINT_FORWARD_BATCH`; unset: the defaults."""
 
         def number(name: str, default: float) -> float:
             return float(environ.get(f"OBS_PLATFORM_ENDPOINT_{name}") or default)
@@ -51,10 +54,16 @@ class BatchingSettings:
         default = cls()
         settings = cls(
             batch_tokens=int(number("BATCH_TOKENS", default.batch_tokens)),
+            forward_batch=int(number("FORWARD_BATCH", default.forward_batch)),
             max_wait_seconds=number("BATCH_WAIT_MS", default.max_wait_seconds * 1000) / 1000,
             max_queue_seconds=number("MAX_QUEUE_SECONDS", default.max_queue_seconds),
         )
-        if settings.batch_tokens < 1 or settings.max_wait_seconds < 0 or not settings.max_queue_seconds > 0:
+        if (
+            settings.batch_tokens < 1
+            or settings.forward_batch < 1
+            or settings.max_wait_seconds < 0
+            or not settings.max_queue_seconds > 0
+        ):
             raise ValueError(f"invalid endpoint batching settings: {settings}")
         return settings
 
@@ -75,12 +84,12 @@ class QueueStopped(Exception):
 @dataclass
 class _Request:
     instances: list[Instance]
-    longest: int  # estimated tokens of its longest observation
+    sizes: list[int]  # estimated tokens of each observation
     future: Future[list[Prediction]] = field(default_factory=Future)
 
     @property
     def tokens(self) -> int:
-        return len(self.instances) * self.longest
+        return sum(self.sizes)
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ class InferenceQueue:
     def submit(self, instances: list[Instance]) -> Future[list[Prediction]]:
         """Queue a request; its future holds one prediction per instance. Raises `QueueFull` when it would wait
         past the deadline, `QueueStopped` when the queue is stopped."""
-        request = _Request(list(instances), max(self.estimate_tokens(i) for i in instances))
+        request = _Request(list(instances), [self.estimate_tokens(i) for i in instances])
         with self._changed:
             if self._stopped:
                 raise QueueStopped("the endpoint is shutting down")
@@ -202,26 +211,29 @@ class InferenceQueue:
             while self._queued_tokens < budget and not self._stopped and (left := fill_by - time.monotonic()) > 0:
                 self._changed.wait(left)
             batch: list[_Request] = []
-            count = longest = 0
-            while self._pending:
-                request = self._pending[0]
-                grown = max(longest, request.longest)
-                if batch and (count + len(request.instances)) * grown > budget:
-                    break
-                self._pending.popleft()
+            tokens = 0
+            while self._pending and not (batch and tokens + self._pending[0].tokens > budget):
+                request = self._pending.popleft()
                 self._queued_tokens -= request.tokens
-                if not request.future.set_running_or_notify_cancel():
-                    continue  # withdrawn meanwhile
-                batch.append(request)
-                count, longest = count + len(request.instances), grown
-            self._running_tokens, self._running_since = count * longest, time.monotonic()
+                if request.future.set_running_or_notify_cancel():  # False: withdrawn meanwhile
+                    batch.append(request)
+                    tokens += request.tokens
+            self._running_tokens, self._running_since = tokens, time.monotonic()
             return batch
 
     def _compute(self, batch: list[_Request]) -> None:
         instances = [instance for request in batch for instance in request.instances]
+        sizes = [size for request in batch for size in request.sizes]
+        by_length = sorted(range(len(instances)), key=sizes.__getitem__)
         started = time.perf_counter()
         try:
-            predictions = self.predictor.predict(instances)
+            predictions: list[Prediction | None] = [None] * len(instances)
+            for start in range(0, len(by_length), self.settings.forward_batch):
+                passed = by_length[start : start + self.settings.forward_batch]
+                for index, prediction in zip(
+                    passed, self.predictor.predict([instances[i] for i in passed]), strict=True
+                ):
+                    predictions[index] = prediction
         except Exception as error:
             if len(batch) == 1:
                 batch[0].future.set_exception(error)
@@ -230,10 +242,10 @@ class InferenceQueue:
                     self._compute([request])
             return
         seconds = time.perf_counter() - started
-        self._measure(len(instances) * max(r.longest for r in batch), seconds, len(instances))
+        self._measure(sum(sizes), seconds, len(instances))
         offset = 0
         for request in batch:
-            request.future.set_result(predictions[offset : offset + len(request.instances)])
+            request.future.set_result(predictions[offset : offset + len(request.instances)])  # type: ignore[arg-type]
             offset += len(request.instances)
 
     def _measure(self, tokens: int, seconds: float, observations: int) -> None:
