@@ -82,7 +82,7 @@ def lock_held(lock_file: Path) -> bool:
 
 def owned_process(pid: int, started_at: float, lock_file: Path) -> psutil.Process | None:
     """The process `spawn_holding_lock` started as `pid` at `started_at` holding `lock_file`, or None once it has
-    ended; `NotOurProcess` when `pid` now belongs to another process."""
+    ended; `NotOurProcess`, saying why, when `pid` now belongs to another process."""
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
@@ -91,12 +91,12 @@ def owned_process(pid: int, started_at: float, lock_file: Path) -> psutil.Proces
         if abs(process.create_time() - started_at) > START_TIME_TOLERANCE_SECONDS:
             started = datetime.fromtimestamp(process.create_time()).isoformat(timespec="seconds")
             recorded = datetime.fromtimestamp(started_at).isoformat(timespec="seconds")
-            raise NotOurProcess(f"pid {pid} (`{command}`) started at {started}, not at {recorded} as recorded")
+            raise NotOurProcess(f"`{command}` started at {started}, not at {recorded} as recorded")
         lock = os.path.realpath(lock_file)
         if not any(os.path.realpath(opened.path) == lock for opened in process.open_files()):
-            raise NotOurProcess(f"pid {pid} (`{command}`) does not hold {lock_file}")
+            raise NotOurProcess(f"`{command}` does not hold {lock_file}")
     except psutil.NoSuchProcess:
         return None
     except psutil.AccessDenied:
-        raise NotOurProcess(f"pid {pid} belongs to another user") from None
+        raise NotOurProcess("it belongs to another user") from None
     return process
