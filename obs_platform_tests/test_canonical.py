@@ -1,11 +1,13 @@
 import json
 
 import pandas as pd
+import pandera.pandas as pandera
 import pytest
 
 from obs_platform.cli import sample_data_files
 from obs_platform.data.canonical import canonicalise
-from obs_platform.data.raw import parse_export
+from obs_platform.data.raw import parse_export, read_landing
+from obs_platform.data.schema import CanonicalObservationsSchema
 
 from .conftest import SEED_SAMPLE, jsonl, record
 
@@ -178,3 +180,91 @@ def test_sample_corpus_shape(eyfs):
     csv_rows = canonical[canonical["source_file"].str.endswith(".csv")]
     assert len(csv_rows) > 300 and csv_rows["notes"].str.len().gt(0).all()
     assert json.dumps(canonical["secondary_tags"].tolist())  # plain JSON-able values
+
+
+# ----- control and invisible characters, huge numbers, whole files -------------------------------
+
+
+def test_control_and_invisible_characters_are_removed_from_text(eyfs):
+    result = canon(
+        eyfs,
+        record(
+            observationNotes="Amara\x01 poured\u200b water\tinto\r\nthree\u202e cups\x7f.",
+            childName="Am\u200dara\x00",
+            educatorName="\ufeffPriya",
+        ),
+    )
+    row = result.canonical.iloc[0]
+    assert row["notes"] == "Amara poured water\tinto\r\nthree cups."  # tab and line breaks stay
+    assert (row["child_name"], row["educator_name"]) == ("Amara", "Priya")
+    assert result.invisible_characters_removed == {"notes": 1, "child_name": 1, "educator_name": 1}
+    CanonicalObservationsSchema.validate(result.canonical)
+
+
+def test_notes_of_nothing_but_invisible_characters_are_quarantined(eyfs):
+    result = canon(
+        eyfs,
+        record(observationId="a", observationNotes="\u200b\u200b\x01"),
+        record(observationId="b", observationNotes=" \u2066\u2069 "),
+        record(observationId="c", observationNotes="   "),
+    )
+    assert result.canonical.empty
+    reasons = dict(zip(result.quarantined["observation_id"], result.quarantined["reasons"]))
+    assert reasons["a"] == ["invisible_notes: notes: only control or invisible characters (U+200B, U+0001)"]
+    assert reasons["b"] == ["invisible_notes: notes: only control or invisible characters (U+2066, U+2069)"]
+    assert reasons["c"] == ["empty_notes: notes: notes are empty or only white space (value '   ')"]
+
+
+def test_the_canonical_contract_refuses_invisible_characters(eyfs):
+    canonical = canon(eyfs, record()).canonical
+    canonical.loc[0, "notes"] = "hidden\x01marker"
+    with pytest.raises(pandera.errors.SchemaError, match="control or invisible characters"):
+        CanonicalObservationsSchema.validate(canonical)
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        (99999999999999999999999, "1e+23"),
+        (2**63, "9.223372036854776e+18"),
+        ("99999999999999999999999", "'99999999999999999999999'"),
+    ],
+)
+def test_a_huge_id_is_reported_as_written_not_wrapped(eyfs, value, shown):
+    for name, data in [
+        ("t.jsonl", jsonl(record(attributeId=value))),
+        ("t.jsonl", jsonl(record(attributeId=value)) + b"{broken\n"),  # the line-by-line path
+    ]:
+        quarantined = canonicalise(parse_export(name, data), eyfs).quarantined
+        assert quarantined.iloc[0]["reasons"] == [f"out_of_range: attribute_id: {shown} is too large to be an id"]
+
+
+def test_huge_id_in_a_csv(eyfs):
+    data = b"observationId,narrative,domainId,attributeId,progressionTitle\n"
+    data += b"obs-1,note,5,99999999999999999999999,Reception\n"
+    quarantined = canonicalise(parse_export("t.csv", data), eyfs).quarantined
+    assert quarantined.iloc[0]["reasons"] == [
+        "out_of_range: attribute_id: '99999999999999999999999' is too large to be an id"
+    ]
+
+
+def test_every_file_is_processed_and_an_unreadable_one_is_quarantined_whole(eyfs, storage):
+    cp1252 = "\n".join(
+        json.dumps(record(observationId=f"w-{i}", childName="Zoë Brontë"), ensure_ascii=False) for i in range(3)
+    )
+    storage.write_bytes("landing/windows.jsonl", cp1252.encode("cp1252"))
+    storage.write_bytes(
+        "landing/excel.csv",
+        (
+            "observationId,narrative,domainId,attributeId,progressionTitle\nx-1,Zoë counted to five,5,12,Reception\n"
+        ).encode("utf-16"),
+    )
+    storage.write_bytes("landing/photo.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
+    raw = read_landing(storage, "landing").table
+    result = canonicalise(raw, eyfs)
+    assert sorted(result.canonical["observation_id"]) == ["w-0", "w-1", "w-2", "x-1"]
+    assert set(result.canonical["child_name"].dropna()) == {"Zoë Brontë"}
+    whole = result.quarantined.iloc[0]
+    assert (whole["source_file"], whole["reason_codes"]) == ("landing/photo.jsonl", ["binary_file"])
+    assert whole["reasons"][0].startswith("binary_file: holds NUL bytes")
+    assert len(raw) == len(result.canonical) + len(result.quarantined)

@@ -13,6 +13,7 @@ which label is right and a wrong label is worse than a missing one.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from obs_platform.data.raw import PROVENANCE_COLUMNS
-from obs_platform.data.schema import STRING_DTYPE, taxonomy_schema
+from obs_platform.data.schema import INVISIBLE_CHARACTERS, STRING_DTYPE, taxonomy_schema
 from obs_platform.data.values import plain_value
 from obs_platform.gc_pause import without_gc_pauses
 from obs_platform.taxonomy import Taxonomy
@@ -104,12 +105,17 @@ QUARANTINE_COLUMNS = [
 # pandera's built-in check names → our reason codes
 _PANDERA_CODES = {"not_nullable": "missing_field", "str_length": "wrong_length", "field_uniqueness": "duplicate_id"}
 _URI_SPLIT = re.compile(r"[;|\s]+")
+_LARGEST_ID = 2**53
+# Free text that redaction and the models read: control and invisible characters are removed from it.
+CLEANED_TEXT_FIELDS = ("notes", *TEXT_FIELDS)
 
 
 @dataclass
 class CanonicalResult:
     canonical: pd.DataFrame
     quarantined: pd.DataFrame
+    # text field → rows whose control or invisible characters were removed
+    invisible_characters_removed: dict[str, int]
 
 
 class _Reasons:
@@ -145,7 +151,7 @@ def canonicalise(raw: pd.DataFrame, taxonomy: Taxonomy) -> CanonicalResult:
             reasons.add(group.index, None, str(code), group[2].str.strip())
 
     parsed = raw.loc[~unparsed] if unparsed.any() else raw  # copying a million clean rows costs seconds
-    typed = _coerce(_map_aliases(parsed), taxonomy, reasons)
+    typed, removed = _without_invisible_characters(_coerce(_map_aliases(parsed), taxonomy, reasons), reasons)
     _validate(typed, taxonomy, reasons)
 
     found = reasons.frame()
@@ -157,7 +163,7 @@ def canonicalise(raw: pd.DataFrame, taxonomy: Taxonomy) -> CanonicalResult:
     if len(canonical) != len(typed):
         canonical = canonical.reset_index(drop=True)
     quarantined = _quarantine_table(raw, typed, reasons.frame())
-    return CanonicalResult(canonical=canonical, quarantined=quarantined)
+    return CanonicalResult(canonical=canonical, quarantined=quarantined, invisible_characters_removed=removed)
 
 
 # ----- aliases and coercion ------------------------------------------------------------------------
@@ -225,10 +231,6 @@ def _type_names(series: pd.Series) -> pd.Series:
     return pd.Series([type(v).__name__ for v in series.tolist()], index=series.index)
 
 
-def _type_names(series: pd.Series) -> pd.Series:
-    return series.map(lambda v: type(v).__name__)
-
-
 def _coerce(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.DataFrame:
     typed = _coerce_values(mapped, taxonomy, reasons)
     text_columns = ["observation_id", "notes", "progression_title", *TEXT_FIELDS, "source_file"]
@@ -253,6 +255,33 @@ def _coerce_values(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) 
     typed["source_file"] = mapped["source_file"]
     typed["source_line"] = mapped["source_line"]
     return typed
+
+
+def _without_invisible_characters(typed: pd.DataFrame, reasons: _Reasons) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Remove control characters (but tab and line breaks) and zero-width or bidirectional format characters
+    from free text: redaction marks names with a control character, and nobody can read or review what
+    cannot be seen. Notes that held nothing else are quarantined rather than left empty. One RE2 scan per
+    column; Python touches only the rows that hold such characters."""
+    removed: dict[str, int] = {}
+    for field in CLEANED_TEXT_FIELDS:
+        column = typed[field]
+        found = column.str.contains(INVISIBLE_CHARACTERS, regex=True).fillna(False).astype(bool)
+        if not found.any():
+            continue
+        original = column[found]
+        cleaned = original.str.replace(INVISIBLE_CHARACTERS, "", regex=True)
+        removed[field] = len(cleaned)
+        if field == "notes":
+            emptied = original.index[cleaned.str.strip().str.len().eq(0) & original.str.strip().str.len().gt(0)]
+            shown = original[emptied].map(lambda v: f"notes: only control or invisible characters ({_code_points(v)})")
+            reasons.add(emptied, "notes", "invisible_notes", shown)
+        typed[field] = column.mask(found, cleaned)
+    return typed, removed
+
+
+def _code_points(text: str) -> str:
+    points = list(dict.fromkeys(f"U+{ord(c):04X}" for c in re.findall(INVISIBLE_CHARACTERS, text)))
+    return ", ".join(points[:5]) + (", ..." if len(points) > 5 else "")
 
 
 def _wrong_type(series: pd.Series, bad: pd.Series, field: str, expected: str, reasons: _Reasons) -> None:
@@ -298,9 +327,13 @@ def _coerce_number(series: pd.Series, field: str, reasons: _Reasons) -> pd.Serie
 
 def _coerce_int(series: pd.Series, field: str, reasons: _Reasons) -> pd.Series:
     number = _coerce_number(series, field, reasons)
-    fractional = number.notna() & (number % 1 != 0)
-    _wrong_type(series, fractional.fillna(False).astype(bool), field, "an integer", reasons)
-    return number.where(~fractional).round().astype("Int64")
+    # Beyond 2**53 a float no longer holds every integer, and beyond 2**63 Int64 would wrap: no id is that big.
+    too_large = (number.abs() > _LARGEST_ID).fillna(False).astype(bool)
+    fractional = (number.notna() & (number % 1 != 0)).fillna(False).astype(bool) & ~too_large
+    _wrong_type(series, fractional, field, "an integer", reasons)
+    shown = series[too_large].map(lambda v: f"{field}: {v!r:.60} is too large to be an id")
+    reasons.add(shown.index, field, "out_of_range", shown)
+    return number.where(~(fractional | too_large)).round().astype("Int64")
 
 
 def _coerce_domain(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.Series:
@@ -592,7 +625,10 @@ def _quarantine_table(raw: pd.DataFrame, typed: pd.DataFrame, found: pd.DataFram
         if isinstance(raw.at[index, "raw_text"], str):
             return raw.at[index, "raw_text"]
         record = {c: plain_value(raw.at[index, c]) for c in payload_columns if _present(raw.at[index, c])}
-        return orjson.dumps(record, default=str).decode()
+        try:
+            return orjson.dumps(record, default=str).decode()
+        except TypeError:  # an integer beyond 64 bits, which only the json module writes
+            return json.dumps(record, default=str, ensure_ascii=False)
 
     table = pd.DataFrame(
         {

@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from obs_platform.data.raw import SUPPORTED_SUFFIXES
+from obs_platform.data.raw import SUPPORTED_SUFFIXES, UnreadableExport, read_export_bytes
 from obs_platform.storage import Storage
 
 
@@ -19,7 +19,7 @@ class LandingSnapshot:
     def take(cls, storage: Storage, prefix: str) -> LandingSnapshot:
         return cls(
             {
-                path: hashlib.sha256(storage.read_bytes(path)).hexdigest()
+                path: _fingerprint(storage, path)
                 for path in storage.list_files(prefix)
                 if path.lower().endswith(SUPPORTED_SUFFIXES)
             }
@@ -43,3 +43,12 @@ class LandingSnapshot:
     @classmethod
     def from_cursor(cls, cursor: str | None) -> LandingSnapshot:
         return cls(json.loads(cursor) if cursor else {})
+
+
+def _fingerprint(storage: Storage, path: str) -> str:
+    """The content's hash; for a file that cannot be read (a symbolic link is never followed), the hash of why,
+    so it still requests a run, in which it is quarantined."""
+    try:
+        return hashlib.sha256(read_export_bytes(storage, path)).hexdigest()
+    except UnreadableExport as unreadable:
+        return hashlib.sha256(str(unreadable).encode()).hexdigest()

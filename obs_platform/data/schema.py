@@ -26,6 +26,13 @@ STRING_DTYPE = "string[pyarrow]"
 MAX_NOTES_CHARS = 4000
 MAX_AGE_MONTHS = 72  # early years ends with the Reception year (a child turns six at the latest)
 EARLIEST_DATE = pd.Timestamp("2000-01-01")
+# Control characters but tab, LF and CR (C0, DEL, C1), the soft hyphen, zero-width and bidirectional format
+# characters, the BOM and tag characters: invisible in a note, and redaction uses a control character as its
+# own marker. Python escapes put the characters themselves in the pattern, which RE2 (Arrow) and re both read.
+INVISIBLE_CHARACTERS = (
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\U000e0000-\U000e007f]"
+)
 
 
 def _latest_plausible_date() -> pd.Timestamp:
@@ -81,6 +88,10 @@ class CanonicalObservationsSchema(ObservationRecordSchema):
     domain_name: Series[ArrowString] = pa.Field(nullable=False)
     attribute_name: Series[ArrowString] = pa.Field(nullable=False)
     level_index: Series[pd.Int64Dtype] = pa.Field(nullable=False, ge=0)
+
+    @pa.check("notes", "child_name", "educator_id", "educator_name", "setting", error="control or invisible characters")
+    def invisible_characters(cls, text: Series[ArrowString]) -> Series[bool]:
+        return ~text.str.contains(INVISIBLE_CHARACTERS, regex=True).fillna(False).astype(bool)
 
 
 def taxonomy_schema(taxonomy: Taxonomy) -> type[ObservationRecordSchema]:

@@ -24,20 +24,25 @@ CanonicalObservations = pandera_schema_to_dagster_type(CanonicalObservationsSche
 
 @dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_io_manager")
 def raw_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> pd.DataFrame:
-    """Every CSV/JSON/JSONL export in the landing area, one row per record with its source file and line;
-    unreadable lines are rows too, so nothing is lost before quarantine."""
+    """Every CSV/JSON/JSONL export in the landing area, one row per record with its source file, line and
+    encoding; unreadable lines are rows too, and so is a file that cannot be read at all, so nothing is lost
+    before quarantine."""
     client = storage.client()
     result = read_landing(client, LANDING_PREFIX)
     if not result.files:
         context.log.warning(
             f"no exports under {client.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data`"
         )
+    for path, reason in result.unreadable_files.items():
+        context.log.warning(f"{path} cannot be read and is quarantined whole: {reason}")
     context.add_output_metadata(
         {
             "dagster/row_count": len(result.table),
             "landing_uri": dg.MetadataValue.path(client.uri(LANDING_PREFIX)),
             "rows_per_file": table(reports.rows_per_file(result.table)),
             "ignored_files": dg.MetadataValue.json(result.ignored_files),
+            "encodings": dg.MetadataValue.json(result.encodings),
+            "unreadable_files": dg.MetadataValue.json(result.unreadable_files),
         }
     )
     return result.table
@@ -68,6 +73,7 @@ def canonical_and_quarantined_observations(
             "labels": table(reports.label_distribution(canonical)),
             "levels": table(reports.level_distribution(canonical)),
             "with_secondary_tags": int(canonical["secondary_tags"].map(len).gt(0).sum()),
+            "invisible_characters_removed": dg.MetadataValue.json(result.invisible_characters_removed),
             "preview": dg.MetadataValue.md(
                 reports.markdown_preview(canonical, ["observation_id", "notes", "attribute_name", "progression_title"])
             ),
