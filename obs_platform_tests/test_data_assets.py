@@ -170,8 +170,12 @@ def test_leak_check_fails_when_a_name_survives(monkeypatch, landed_storage):
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         (evaluation,) = result.get_asset_check_evaluations()
         assert not evaluation.passed
-        assert evaluation.metadata["names_found"].value == {"test.jsonl": ["amara", "okafor"]}
+        lines = len((folder / "test.jsonl").read_bytes().splitlines()) if (folder / "test.jsonl").exists() else None
+        assert lines is None, "the leaking bundle is removed"
+        found = evaluation.metadata["lines_with_names"].value["test.jsonl"]
+        assert found["lines_with_names"] == 1 and "Amara" not in str(evaluation.metadata)
         assert evaluation.metadata["lines_with_contact_details"].value == {"test.jsonl": 1}
+        assert not list(folder.iterdir()), evaluation.metadata["removed_files"].value
 
 
 def test_empty_landing_area_runs_the_whole_graph(monkeypatch, storage):

@@ -8,7 +8,7 @@ The answer a model is taught to give (and that serving parses back) is one JSON 
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePosixPath
@@ -286,3 +286,35 @@ def _texts(parts: Any) -> str:
     if not isinstance(parts, list):
         return ""
     return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+
+
+def written_texts(line: bytes | str) -> list[str]:
+    """What a person wrote in one training line (the note, as the user turn carries it), for the leak check.
+
+    The three shapes the data assets write are read for their note only: the system instruction and the
+    answer are the taxonomy's words. A line of any other shape, or one that does not parse, is scanned
+    whole: the check must see what it was not told about."""
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return [line.decode("utf-8", "replace") if isinstance(line, bytes) else line]
+    if isinstance(body, Mapping):
+        if isinstance(body.get("text"), str) and "domain_id" in body:
+            return [body["text"]]
+        contents, messages = body.get("contents"), body.get("messages")
+        if isinstance(contents, list) and all(isinstance(c, Mapping) for c in contents) and contents:
+            return [_texts(c.get("parts")) for c in contents if c.get("role") != "model"]
+        if isinstance(messages, list) and all(isinstance(m, Mapping) for m in messages) and messages:
+            return [str(m.get("content")) for m in messages if m.get("role") not in ("system", "assistant")]
+    return list(_strings(body))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)

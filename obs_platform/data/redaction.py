@@ -25,22 +25,82 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from importlib import resources
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from obs_platform.data.names import (
+    TITLES,
+    NameRules,
+    Verdict,
+    core,
+    english_words,
+    lower_case_given_names,
+)
 from obs_platform.parallel import map_slices
 
 # A name token: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae).
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
+_MARK = "\x01"
+_FENCE = "\x02"
+_STAND_IN = "Placeholdername"
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+# The exact path's words: the RE2 pattern's candidates, with Python's Unicode-aware letters and boundaries.
+_EMAIL_PY = re.compile(_EMAIL)
+_PY_WORD = re.compile(r"(?<!\w)[^\W\d_]+(?:['’][^\W\d_]+)*(?:-[^\W\d_]+)*(?!\w)")
+# Letters outside ASCII (Zoë, Łukasz, 明): RE2's ASCII \b cannot bound them, so such notes take the exact path.
+# Typographic punctuation (quotes, dashes, ellipsis, no-break space, £, €, bullets) is not a letter.
+_OUTSIDE_ASCII_LETTERS = r"[^\x00-\x7F\x{A0}\x{A3}\x{B7}\x{2010}-\x{2027}\x{20AC}]"
+# A note whose first word is in lower case (or shouted) is written in a hurry: names in it may be in lower case
+# too, so its lower-case words where a name stands ("w kofi", "kofi n amara") are candidates.
+_HURRIED = r"^[^A-Za-z]*(?:[a-z]|[A-Z]{2,}\b)"
+_HURRIED_PY = re.compile(_HURRIED)
+_BEFORE_NAME = (
+    r"(?:w|with|n|and|told|to|helped|showed|asked|gave|for|from|by|mum|dad|mummy|daddy|sister|brother|sis|bro"
+    r"|friend|friends|cousin|baby|nan|nana|nanny|aunty|auntie|aunt|uncle|grandma|grandad|granny|2|4)"
+)
+_AFTER_NAME = r"(?:n|and|said|says|was|is|has|had|did|wanted|mum|dad|mummy|daddy|nan|nana)"
+_NAME_POSITION_BEFORE = rf"(^|[.!?]\s+|\b{_BEFORE_NAME}\s+|[+&,]\s*)([a-z]{{2,}}(?:['’]s)?)\b"
+_NAME_POSITION_AFTER = rf"\b([a-z]+(?:['’]s)?)((?:\s+{_AFTER_NAME}\b|\s*[+&]|\s+[a-z]{{2,}}ed\b))"
+# A lower-case word straight after a candidate: a surname ("thao nguyen").
+_NAME_POSITION_NEXT = rf"({_MARK}[A-Za-z'’\-]+{_MARK} )([a-z]{{2,}}(?:['’]s)?)\b"
+_NAME_POSITIONS = (
+    (_NAME_POSITION_BEFORE, f"\\1{_MARK}\\2{_MARK}"),
+    (_NAME_POSITION_AFTER, f"{_MARK}\\1{_MARK}\\2"),
+    (_NAME_POSITION_NEXT, f"\\1{_MARK}\\2{_MARK}"),
+)
+_PY_NAME_POSITIONS = tuple((re.compile(pattern), replacement) for pattern, replacement in _NAME_POSITIONS)
+# The commonest capitalised words of notes, never names: a first RE2 pass fences them off so that the
+# candidate pass skips them and Python, the slow part, sees about a third of the capitalised words.
+_COMMON_OPENERS = (
+    "A An The He She They We I It His Her Hers Their Our My Your This That These Those There Here Then When "
+    "While After Before During Today Yesterday Tomorrow Later Next Now Once Also Very Good Well Yes No Please "
+    "Thank Thanks Look Some All Both Each Every Many Most More Much One Two Three Four Five Six Seven Eight "
+    "Nine Ten First Second Third Last In On At By For From To Of With Without About Around Into Onto Over "
+    "Under Up Down Out Off And But Or So If As Because Although Though Until Since Where What Who Why How "
+    "Which Whose Can Could Would Should Shall Might Must Did Do Does Is Are Was Were Has Have Had Not Never "
+    "Always Often Sometimes Still Just Even Again Let Lets Shows Showed Used Uses Enjoyed Enjoys Played Plays "
+    "Playing Made Makes Took Takes Went Goes Came Comes Said Says Asked Told Observed Noticed Watched "
+    "Continued Managed Tried Started Began Found Joined Chose Sat Stood Ran Walked Building Counting Talking "
+    "Using Looking Listening Making Painting Drawing Reading Singing Sharing Step Steps Outcome Outcomes Focus "
+    "Activity Area Group Snack Lunch Dinner Breakfast Nappy Sleep Great Lovely Nice Super Fantastic Brilliant "
+    "Excellent Amazing Wow Oh Ok OK Hello Hi Bye Mummy Daddy Mum Dad Maths Literacy Communication Language "
+    "Physical Development Personal Social Emotional Understanding World Expressive Arts Design Reception "
+    "Nursery Preschool Room Baby Toddler Garden Outside Inside Key Person Phonics Story Circle Time Carpet "
+    "Water Sand Play Role Home Corner Painted Built Poured Counted Filled Tipped Pointed Picked Put Gave Held "
+    "Helped Climbed Jumped Hopped Kicked Threw Caught Sang Drew Wrote Cut Stuck Mixed Sorted Matched Lined "
+    "Named Recognised Labelled Copied Followed Listened Explained Described Compared Measured Weighed "
+    "Followed Waited Shared Chatted Laughed Smiled Cried Needed Wanted Likes Loves Knows Can't Don't "
+    "Didn't Won't Isn't It's That's There's He's She's They're We're I'm I've I'll Let's".split()
+)
+_FENCED = frozenset(_COMMON_OPENERS)
+_TITLE_FORMS = frozenset(f for t in TITLES for f in (t, t.capitalize(), t.upper()))
+_CONTROL = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(?\d{2,5}\)?[\s.\-]?){2,4}\d{2,4}(?!\w)")
 _MAYBE_PHONE = r"\d{3}[\s.\-)]?\d{3}"
-_MARK = "\x01"
-_MARKED = re.compile(f"{_MARK}([^{_MARK}]*){_MARK}")
 _TITLE_BEFORE = re.compile(r"\b(?:mrs|mr|ms|miss|mx|dr|mister)\.?\s+$", re.IGNORECASE)
 _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
 PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
@@ -55,27 +115,28 @@ def _word_list(name: str) -> frozenset[str]:
 
 
 COMMON_WORDS = _word_list("common_words.txt")
-GIVEN_NAMES = _word_list("given_names.txt")
 
 
 def name_tokens(full_name: str) -> list[str]:
-    """`"Lily-Mae O'Brien"` → `["lily-mae", "lily", "mae", "o'brien"]` (lower case)."""
+    """`"Lily-Mae O'Brien"` → `["lily-mae", "lily", "mae", "o'brien", "obrien"]` (lower case)."""
     tokens: list[str] = []
     for word in _TOKEN.findall(full_name.lower().replace("’", "'")):
         tokens.append(word)
         if "-" in word:
             tokens.extend(part for part in word.split("-") if part)
+        if "'" in word:
+            tokens.append(word.replace("'", ""))  # "OBrien", "obrien": the name written without its apostrophe
     return tokens
 
 
 @dataclass(frozen=True)
 class Roster:
-    """The names to redact, as lower-case tokens: children and adults from the data, and the lexicon."""
+    """The data set's names to redact, as lower-case tokens: children and adults (the lexicon and the rules for
+    names no list knows are in `names`)."""
 
     children: frozenset[str] = frozenset()
     adults: frozenset[str] = frozenset()
     people: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
-    lexicon: frozenset[str] = GIVEN_NAMES
 
     @classmethod
     def from_names(cls, child_names: Iterable[str | None], adult_names: Iterable[str | None] = ()) -> Roster:
@@ -94,14 +155,13 @@ class Roster:
             children=self.children | frozenset(tokens),
             adults=self.adults - frozenset(tokens),
             people=self.people + (tokens,),
-            lexicon=self.lexicon,
         )
 
     def __len__(self) -> int:
         return len(self.people)
 
     def to_json(self) -> bytes:
-        """The data set's names (not the lexicon, which ships with the code), for the endpoint to load."""
+        """The data set's names, for the endpoint to load."""
         body = {
             "children": sorted(self.children),
             "adults": sorted(self.adults),
@@ -124,30 +184,28 @@ def _alternation(tokens: Iterable[str]) -> str:
     return "|".join(re.escape(t).replace("'", "['’]") for t in sorted(tokens, key=lambda t: (-len(t), t)))
 
 
-def _capitalised_forms(token: str) -> set[str]:
-    parts = re.split(r"(['’\-])", token)
-    title = "".join(p.capitalize() if p not in ("'", "’", "-") else p for p in parts)
-    return {token.capitalize(), title, token.upper()}
-
-
 class Redactor:
     def __init__(self, roster: Roster):
         self.roster = roster
-        any_case = (roster.children | roster.adults) - COMMON_WORDS
-        capitalised = ((roster.children | roster.adults) & COMMON_WORDS) | (roster.lexicon - any_case)
-        alternatives = []
-        if any_case:
-            alternatives.append(f"(?i:{_alternation(any_case)})")
-        if capitalised:
-            alternatives.append(_alternation({form for t in capitalised for form in _capitalised_forms(t)}))
-        # \b is ASCII in RE2: names that start or end with another letter (Zoë) use the slow exact path.
-        # One RE2 pass marks e-mail addresses and names alike; an address comes first so that "amara.o@..."
-        # is marked whole, not as a name.
-        names = rf"\b(?:{'|'.join(alternatives)})\b" if alternatives else None
-        self._pattern: str = f"{_EMAIL}|{names}" if names else _EMAIL
-        self._outside_ascii = sorted(t for t in any_case | capitalised if not (t[0].isascii() and t[-1].isascii()))
-        self._exact = {t: _exact_pattern(t, t not in any_case) for t in self._outside_ascii}
-        self._exact_candidates = f"(?i)({_alternation(self._outside_ascii)})" if self._outside_ascii else None
+        known = roster.children | roster.adults
+        everyday = COMMON_WORDS | english_words()
+        any_case = frozenset(t for t in known if t not in everyday)
+        self.rules = NameRules(roster=known, any_case=any_case)
+        # Candidates: capitalised words, lower-case words a list knows, and in a hurried note lower-case words
+        # where a name stands; the rules in `names` then tell names from words.
+        self._lower = any_case | lower_case_given_names()
+        ascii_lower = sorted(t for t in self._lower if t.isascii())
+        # Three RE2 passes: one pattern for all three makes RE2's automaton too large to stay fast.
+        fence = "|".join(re.escape(w) for w in sorted(set(_COMMON_OPENERS) - {w.capitalize() for w in known}))
+        self._patterns = (
+            (f"\\b(?:{fence})\\b", f"{_FENCE}\\0"),
+            (f"(^|[^{_FENCE}A-Za-z0-9_])([A-Z][A-Za-z]*(?:['’\\-][A-Za-z]+)*)\\b", f"\\1{_MARK}\\2{_MARK}"),
+            # Not after a hyphen or an apostrophe: "T-rex" is one word, a capitalised candidate already.
+            (f"(^|[^{_MARK}A-Za-z0-9_'’\\-])((?:{_alternation(ascii_lower)})(?:['’]?s)?)\\b", f"\\1{_MARK}\\2{_MARK}"),
+        )
+        self._marked_form: dict[str, str] = {}
+        self._states: dict[str, Verdict | bool] = {}
+        self._endings: dict[str, tuple[str, str]] = {}
         self._person_of: dict[str, tuple[str, ...]] = {}
         for person in roster.people:
             for token in person:
@@ -156,8 +214,7 @@ class Redactor:
 
     @property
     def known_tokens(self) -> frozenset[str]:
-        """Roster tokens found whatever their case: a request's child among them needs no new roster
-        (a lexicon name is only found capitalised, so it does not count)."""
+        """Roster tokens: a request's child among them needs no new roster."""
         return self.roster.children | self.roster.adults
 
     # ----- batch redaction -----------------------------------------------------------------------
@@ -167,17 +224,13 @@ class Redactor:
             raise ValueError("one subject name per text")
         if len(texts) == 0:
             return []
-        array = pa.array(texts, type=pa.large_string())
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
-        array = self._mark_names(array)
-        marked = pc.match_substring(array, _MARK).to_pylist()
+        array = _as_array(texts)
         maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
-        out = array.to_pylist()
+        out = self._mark_names(array)
         for i, text in enumerate(out):
             if maybe_phone[i]:
                 text = _PHONE.sub(_phone_placeholder, text)
-            if marked[i]:
+            if _MARK in text:
                 text = self._number_names(text, subject_names[i])
             out[i] = text
         return out
@@ -185,46 +238,121 @@ class Redactor:
     def redact(self, text: str, subject_name: str | None = None) -> str:
         return self.redact_many([text], [subject_name])[0]
 
-    @cached_property
-    def _compiled(self) -> re.Pattern[str]:
-        # Python's \b knows Unicode letters, so names like Zoë need no separate pass on this path.
-        return re.compile(self._pattern)
-
-    def _mark_names(self, array: pa.Array) -> pa.Array:
+    def _mark_names(self, array: pa.Array) -> list[str]:
+        """The notes with every candidate word and e-mail address wrapped in markers."""
         if len(array) < BULK_ROWS:
-            # Arrow compiles its RE2 pattern on every call (~20 ms for a full roster): a request's few notes
-            # go through Python's engine with the pattern compiled once per redactor instead.
-            marked = [self._compiled.sub(lambda m: f"{_MARK}{m.group(0)}{_MARK}", v) for v in array.to_pylist()]
-            return pa.array(marked, type=pa.large_string())
-        pattern, replacement = self._pattern, rf"{_MARK}\0{_MARK}"
-        array = map_slices(
-            array, lambda part: pc.replace_substring_regex(part, pattern=pattern, replacement=replacement)
-        )
-        if self._exact_candidates is None:
-            return array
-        where = pc.match_substring_regex(array, self._exact_candidates)
-        if not pc.any(where).as_py():
-            return array
-        values = array.to_pylist()
-        for i in [i for i, hit in enumerate(where.to_pylist()) if hit]:
-            for pattern in self._exact.values():
-                values[i] = pattern.sub(rf"{_MARK}\g<0>{_MARK}", values[i])
-        return pa.array(values, type=pa.large_string())
+            # Arrow compiles its RE2 pattern on every call: a request's few notes take Python's engine.
+            return [self._mark_python(v) for v in array.to_pylist()]
+        marked = map_slices(array, self._mark_slice)
+        hurried = pc.match_substring_regex(array, _HURRIED)
+        if pc.any(hurried).as_py():
+            where = pc.indices_nonzero(hurried)
+            positions = _mark_name_positions(pc.take(marked, where))
+            marked = pc.replace_with_mask(marked, hurried, positions)
+        values = marked.to_pylist()
+        # RE2's \b is ASCII: notes with other letters (Zoë, Łukasz, 明) take the exact path.
+        outside = pc.match_substring_regex(array, _OUTSIDE_ASCII_LETTERS)
+        if pc.any(outside).as_py():
+            originals = array.to_pylist()
+            for i in pc.indices_nonzero(outside).to_pylist():
+                values[i] = self._mark_python(originals[i])
+        return values
+
+    def _mark_slice(self, part: pa.Array) -> pa.Array:
+        fence, capitalised, lower = self._patterns
+        if pc.any(pc.match_substring(part, "@")).as_py():
+            part = pc.replace_substring_regex(part, pattern=_EMAIL, replacement="[EMAIL]")
+        part = pc.replace_substring_regex(part, pattern=fence[0], replacement=fence[1])
+        part = pc.replace_substring_regex(part, pattern=capitalised[0], replacement=capitalised[1])
+        part = pc.replace_substring(part, _FENCE, "")
+        return pc.replace_substring_regex(part, pattern=lower[0], replacement=lower[1])
+
+    def _mark_python(self, text: str) -> str:
+        """The exact path: Python's Unicode-aware words, the candidates the RE2 pattern marks."""
+        marked = _PY_WORD.sub(self._marked_word, _EMAIL_PY.sub("[EMAIL]", text) if "@" in text else text)
+        if _HURRIED_PY.search(text):
+            for pattern, replacement in _PY_NAME_POSITIONS:
+                marked = pattern.sub(replacement, marked)
+        return marked
+
+    def _marked_word(self, match: re.Match[str]) -> str:
+        word = match.group(0)
+        form = self._marked_form.get(word)
+        if form is None:
+            if word in _FENCED:
+                form = word
+            elif not word[0].islower():
+                form = f"{_MARK}{word}{_MARK}"
+            else:
+                # Lower case: whole words the lists know, hyphenated parts one by one ("kofi-jones").
+                # Lower case: the whole word if a list knows it, else its first part ("kofi-jones"), as RE2 does.
+                first, dash, rest = word.partition("-")
+                if self._is_lower_candidate(word):
+                    form = f"{_MARK}{word}{_MARK}"
+                elif dash and self._is_lower_candidate(first):
+                    form = f"{_MARK}{first}{_MARK}-{rest}"
+                else:
+                    form = word
+            self._marked_form[word] = form
+        return form
+
+    def _is_lower_candidate(self, word: str) -> bool:
+        low = word.replace("’", "'")
+        for ending in ("'s", "s", ""):
+            if low.endswith(ending) and low[: len(low) - len(ending)] in self._lower:
+                return True
+        return False
+
+    def _word_state(self, word: str) -> Verdict | bool:
+        """`True`: a name whatever surrounds it; `Verdict.WORD`: a word unless a title or a name precedes it;
+        another verdict: the rules look at the context. Cached: words repeat across notes."""
+        state = self._states.get(word)
+        if state is None:
+            verdict = self.rules.verdict(word)
+            if verdict is Verdict.NAME and not self.rules.in_any_phrase(word):
+                state = True
+            else:
+                state = verdict
+            self._states[word] = state
+        return state
+
+    def _decide(self, parts: list[str]) -> list[bool]:
+        """For `text.split(MARK)`, which odd parts (the marked words) are names; e-mail addresses count."""
+        names = [False] * len(parts)
+        for i in range(1, len(parts), 2):
+            word = parts[i]
+            state = self._word_state(word)
+            if state is True:
+                names[i] = True
+                continue
+            after_name = i >= 3 and names[i - 2] and parts[i - 1] == " "
+            if state is Verdict.WORD and not after_name and not (i >= 3 and parts[i - 2] in _TITLE_FORMS):
+                continue  # the common case: an everyday capitalised word
+            before = "".join(parts[max(0, i - 3) : i])
+            if i <= 3:
+                before = "\n" + before  # the note's start counts as a sentence's
+            names[i] = self.rules.is_name(state, word, before, "".join(parts[i + 1 : i + 4]), after_name)
+        return names
 
     def _number_names(self, text: str, subject_name: str | None) -> str:
-        """Replace each marked name by its placeholder; `text.split(MARK)` puts the names at odd positions."""
+        """Replace each marked name by its placeholder; `text.split(MARK)` puts the words at odd positions."""
         subject = _subject_tokens(subject_name) if isinstance(subject_name, str) else frozenset()
         parts = text.split(_MARK)
+        is_name = self._decide(parts)
+        out = list(parts)
         labels: dict[tuple[str, ...], str] = {}
         # With no known subject, the first child named is taken to be the one observed.
         counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
         for i in range(1, len(parts), 2):
-            if "@" in parts[i]:
-                parts[i] = "[EMAIL]"
+            if not is_name[i]:
                 continue
-            token = parts[i].lower().replace("’", "'")
+            word = parts[i]
+            ending = self._endings.get(word)
+            if ending is None:
+                ending = self._endings[word] = self._name_and_ending(word)
+            token, suffix = ending
             if token in subject:
-                parts[i] = "[CHILD]"
+                out[i] = "[CHILD]" + suffix
                 continue
             person = self._person_of.get(token, (token,))
             if person not in labels:
@@ -236,36 +364,70 @@ class Redactor:
                 )
                 counters[kind] += 1
                 labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
-            parts[i] = labels[person]
-        text = "".join(parts)
+            out[i] = labels[person] + suffix
+        text = "".join(out)
         return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
+
+    def _name_and_ending(self, word: str) -> tuple[str, str]:
+        """`"Kwame's"` → `("kwame", "'s")`, `"kofis"` → `("kofi", "s")`: the ending stays outside the placeholder."""
+        low = word.lower().replace("’", "'")
+        if low.endswith("'s"):
+            return low[:-2], word[-2:]
+        if low.endswith("'"):
+            return low[:-1], word[-1:]
+        if word[:1].islower() and low not in self._lower and low.endswith("s") and low[:-1] in self._lower:
+            return low[:-1], "s"
+        return low, ""
 
     # ----- audit ---------------------------------------------------------------------------------
     def names_in(self, texts: Sequence[str]) -> dict[str, int]:
-        """Roster names present in `texts` as names, with how many texts hold each (placeholders ignored)."""
-        if not texts:
-            return {}
-        array = pc.replace_substring_regex(pa.array(texts, type=pa.large_string()), PLACEHOLDER.pattern, " ")
-        array = self._mark_names(array)
+        """Names the detector finds in `texts` (roster or not), with how many texts hold each; placeholders
+        are ignored. After redaction this must be empty."""
         counts: dict[str, int] = {}
-        hits = pc.match_substring(array, _MARK).to_pylist()
-        for text, hit in zip(array.to_pylist(), hits):
-            if hit:
-                for token in {m.lower() for m in _MARKED.findall(text) if "@" not in m}:
-                    counts[token] = counts.get(token, 0) + 1
+        for found in self.names_per_text(texts):
+            for token in found:
+                counts[token] = counts.get(token, 0) + 1
         return counts
+
+    def names_per_text(self, texts: Sequence[str]) -> list[frozenset[str]]:
+        """The names the detector finds in each text, placeholders ignored."""
+        if not texts:
+            return []
+        # A placeholder stands where a name stood: a name-like stand-in keeps the context the redactor saw.
+        array = pc.replace_substring_regex(_as_array(texts), PLACEHOLDER.pattern, _STAND_IN)
+        found: list[frozenset[str]] = []
+        for text in self._mark_names(array):
+            if _MARK not in text:
+                found.append(frozenset())
+                continue
+            parts = text.split(_MARK)
+            stand_in = _STAND_IN.lower()
+            names = {core(parts[i]) for i, name in enumerate(self._decide(parts)) if name}
+            found.append(frozenset(n for n in names if stand_in not in n))  # "[CHILD]s", "[CHILD]-led" too
+        return found
+
+
+def _mark_name_positions(array: pa.Array) -> pa.Array:
+    """In hurried notes, wrap lower-case words where a name stands ("w kofi", "kofi n amara", "kofis mum")."""
+    for pattern, replacement in _NAME_POSITIONS:
+        array = pc.replace_substring_regex(array, pattern, replacement)
+    return array
+
+
+def _as_array(texts: Sequence[str] | pd.Series) -> pa.Array:
+    """The notes as one Arrow string array, with control characters removed: the marker is one of them, and a
+    note carrying it would otherwise split names from their markers."""
+    array = pa.array(texts, type=pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pc.any(pc.match_substring_regex(array, _CONTROL)).as_py():
+        array = pc.replace_substring_regex(array, _CONTROL, "")
+    return array
 
 
 @lru_cache(maxsize=4096)
 def _subject_tokens(subject_name: str) -> frozenset[str]:
     return frozenset(name_tokens(subject_name))
-
-
-def _exact_pattern(token: str, capitalised_only: bool) -> re.Pattern[str]:
-    if capitalised_only:
-        body = "|".join(sorted(map(re.escape, _capitalised_forms(token))))
-        return re.compile(rf"(?<![^\W\d_])(?:{body})(?![^\W\d_])")
-    return re.compile(rf"(?<![^\W\d_]){re.escape(token)}(?![^\W\d_])", re.IGNORECASE)
 
 
 def _phone_placeholder(match: re.Match[str]) -> str:

@@ -6,8 +6,8 @@ import pandas as pd
 
 from obs_platform.data import prepare
 from obs_platform.data.artifacts import TrainingFiles
-from obs_platform.data.formats import gemini_line_problems
-from obs_platform.data.redaction import Redactor, contains_contact_details, surviving_names
+from obs_platform.data.formats import gemini_line_problems, written_texts
+from obs_platform.data.redaction import Redactor, contains_contact_details
 from obs_platform.defs.data.assets import (
     gemini_sft_jsonl,
     oss_sft_jsonl,
@@ -15,6 +15,7 @@ from obs_platform.defs.data.assets import (
 )
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.metadata import table
+from obs_platform.storage.base import MANIFEST
 
 
 @dg.asset_check(
@@ -58,7 +59,11 @@ def _jsonl_texts(storage: StorageResource, files: TrainingFiles) -> dict[str, li
 
 
 def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str):
-    """One blocking check per JSONL asset: no roster name, e-mail address or phone number survives."""
+    """One blocking check per JSONL asset: no name, e-mail address or phone number survives in any line.
+
+    It reads the files themselves with the redactor's whole detector (the roster, the lexicon and the rules
+    for names no list knows), not only the roster; on failure the bundle is removed, manifest first, so that
+    neither the next asset nor a person picks up the files (the next materialisation writes them anew)."""
 
     @dg.asset_check(
         asset=asset,
@@ -68,7 +73,8 @@ def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str)
             "quarantined_observations": dg.AssetIn("quarantined_observations"),
         },
         blocking=True,
-        description="No roster name, e-mail address or phone number survives in any JSONL line.",
+        description="No name (roster or not), e-mail address or phone number survives in any JSONL line; "
+        "files that fail are removed.",
     )
     def _check(
         context: dg.AssetCheckExecutionContext,
@@ -79,44 +85,65 @@ def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str)
         redactor = Redactor(prepare.build_roster(canonical_observations, quarantined_observations))
         written = context.instance.get_latest_materialization_event(context.check_specs[0].asset_key)
         recorded = written.asset_materialization.metadata if written else {}
-        files = _files_from_metadata(storage, recorded)
+        folder = _folder_from_metadata(storage, recorded)
+        files = _files_in(storage, folder) if folder else {}
         expected_lines = recorded["dagster/row_count"].value if "dagster/row_count" in recorded else None
-        leaks: dict[str, dict[str, int]] = {}
+        leaks: dict[str, dict[str, object]] = {}
         contacts: dict[str, int] = {}
         lines = 0
-        for file_name, texts in files.items():
-            lines += len(texts)
-            found = surviving_names(redactor, texts)
-            if found:
-                leaks[file_name] = found
-            contact_lines = sum(contains_contact_details(t) for t in texts)
+        for file_name, file_lines in files.items():
+            lines += len(file_lines)
+            texts = [written_texts(line) for line in file_lines]
+            line_of = [n for n, line_texts in enumerate(texts, start=1) for _ in line_texts]
+            found = redactor.names_per_text([t for line_texts in texts for t in line_texts])
+            named = sorted({line_of[k] for k, names in enumerate(found) if names})
+            if named:
+                # Line numbers and counts only: the names themselves would leak into the event log.
+                leaks[file_name] = {"lines": named[:20], "lines_with_names": len(named)}
+            contact_lines = sum(any(contains_contact_details(t) for t in line_texts) for line_texts in texts)
             if contact_lines:
                 contacts[file_name] = contact_lines
+        # Every line must have been read: a check that found no files proves nothing.
+        passed = not leaks and not contacts and lines == expected_lines
+        removed = _remove_bundle(storage, folder) if folder and files and (leaks or contacts) else []
         return dg.AssetCheckResult(
-            # Every line must have been read: a check that found no files proves nothing.
-            passed=not leaks and not contacts and lines == expected_lines,
+            passed=passed,
             metadata={
                 "lines_scanned": lines,
                 "lines_expected": expected_lines,
                 "roster_people": len(redactor.roster),
-                "names_found": dg.MetadataValue.json({f: sorted(n) for f, n in leaks.items()}),
+                "lines_with_names": dg.MetadataValue.json(leaks),
                 "lines_with_contact_details": dg.MetadataValue.json(contacts),
+                "removed_files": dg.MetadataValue.json(removed),
             },
         )
 
     return _check
 
 
-def _files_from_metadata(storage: StorageResource, metadata: dict) -> dict[str, list[str]]:
-    """The JSONL files of the asset's latest materialisation, from its recorded folder."""
+def _remove_bundle(storage: StorageResource, folder: str) -> list[str]:
+    """Delete a leaking bundle: the manifest first, so that an interrupted removal leaves an incomplete
+    bundle (never trusted, rewritten next time), then every file."""
     client = storage.client()
+    paths = client.list_files(folder)
+    for path in sorted(paths, key=lambda p: not p.endswith(MANIFEST)):
+        client.delete(path)
+    return paths
+
+
+def _folder_from_metadata(storage: StorageResource, metadata: dict) -> str | None:
     folder_value = metadata.get("folder_uri") or metadata.get("splits_uri")
     if folder_value is None:
-        return {}
-    root = client.root_uri.rstrip("/") + "/"
-    folder = str(folder_value.value).removeprefix(root)
+        return None
+    root = storage.client().root_uri.rstrip("/") + "/"
+    return str(folder_value.value).removeprefix(root)
+
+
+def _files_in(storage: StorageResource, folder: str) -> dict[str, list[bytes]]:
+    """The JSONL files of the asset's latest materialisation, line by line."""
+    client = storage.client()
     return {
-        path.rsplit("/", 1)[-1]: client.read_bytes(path).decode().splitlines()
+        path.rsplit("/", 1)[-1]: client.read_bytes(path).splitlines()
         for path in client.list_files(folder)
         if path.endswith(".jsonl")
     }
