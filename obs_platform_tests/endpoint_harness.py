@@ -95,9 +95,9 @@ class CountingTransport(HttpTransport):
         self.statuses: dict[int, int] = {}
         self.lock = threading.Lock()
 
-    def predict(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def predict(self, instances: list[dict[str, Any]], ticket: str | None = None) -> dict[str, Any]:
         try:
-            answer = super().predict(instances)
+            answer = super().predict(instances, ticket)
         except RetryableStatus as refused:
             self._count(refused.status)
             raise

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from obs_platform.serving import batching
 from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
 from obs_platform.serving.results import Instance
 
@@ -91,6 +92,57 @@ def test_a_line_longer_than_the_deadline_is_refused_with_a_time_to_come_back(hol
     queue.stop()
 
 
+def full_queue(hold: threading.Event, max_queue_seconds: float = 0.5) -> tuple[InferenceQueue, QueueFull]:
+    """A queue measured at about 1,000 tokens a second, its worker held, filled until it refused a request."""
+    predictor = TimedPredictor(seconds_per_token=0.001)
+    queue = InferenceQueue(predictor, BatchingSettings(max_queue_seconds=max_queue_seconds))
+    queue.submit(notes(4)).result(5)
+    predictor.hold, predictor.entered = hold, threading.Event()
+    queue.submit(notes(1))
+    assert predictor.entered.wait(5)
+    with pytest.raises(QueueFull) as refused:
+        for _ in range(100):
+            queue.submit(notes(4))
+    return queue, refused.value
+
+
+def test_a_refused_request_keeps_its_place_with_its_ticket(hold):
+    queue, first = full_queue(hold)
+    assert first.ticket and queue.stats().reserved_tokens == 88
+    with pytest.raises(QueueFull) as later:  # its place counts: a later caller is sent further back
+        queue.submit(notes(4))
+    assert later.value.expected_wait > first.expected_wait + 0.05
+    queue.submit(notes(4), ticket=first.ticket)  # admitted at once, however long the line
+    assert queue.stats().reserved_tokens == 88  # the later caller's place
+    with pytest.raises(QueueFull):  # a ticket is good once
+        queue.submit(notes(4), ticket=first.ticket)
+    hold.set()
+    queue.stop()
+
+
+def test_a_ticket_not_used_in_time_gives_its_place_up(hold, monkeypatch):
+    monkeypatch.setattr(batching, "TICKET_GRACE_SECONDS", -100.0)  # every ticket has expired when next looked at
+    queue, first = full_queue(hold)
+    with pytest.raises(QueueFull) as again:
+        queue.submit(notes(4), ticket=first.ticket)
+    assert queue.stats().reserved_tokens == 88 and again.value.ticket != first.ticket
+    hold.set()
+    queue.stop()
+
+
+def test_tickets_hold_a_bounded_amount_of_work(hold):
+    queue, _ = full_queue(hold, max_queue_seconds=0.1)  # tickets for 4 × 0.1 s: about 400 tokens
+    tickets = []
+    for _ in range(10):
+        with pytest.raises(QueueFull) as refused:
+            queue.submit(notes(4))
+        tickets.append(refused.value.ticket)
+    assert 3 <= sum(t is not None for t in tickets) <= 4 and tickets[-1] is None
+    assert queue.stats().reserved_tokens <= 400
+    hold.set()
+    queue.stop()
+
+
 def test_before_any_measurement_a_few_budgets_of_work_are_admitted(hold):
     predictor = TimedPredictor(hold=hold)
     queue = busy_queue(predictor, batch_tokens=100)
@@ -98,7 +150,7 @@ def test_before_any_measurement_a_few_budgets_of_work_are_admitted(hold):
         queue.submit(notes(1))
     with pytest.raises(QueueFull) as refused:
         queue.submit(notes(1))
-    assert refused.value.expected_wait is None and refused.value.retry_after == 1
+    assert refused.value.expected_wait is None and refused.value.retry_after == 1 and refused.value.ticket
     hold.set()
     queue.stop()
 
@@ -138,6 +190,9 @@ def test_stopping_refuses_what_is_still_queued(hold):
         waiting.result(5)
     with pytest.raises(QueueStopped):
         queue.submit(notes(1))
+    queue.start()  # as an app's lifespan starts again
+    assert len(queue.submit(notes(2)).result(5)) == 2
+    queue.stop()
 
 
 def test_settings_from_the_environment():

@@ -6,7 +6,8 @@ message, never a 500, and no answer or log line ever repeats what a request cont
 personal data): errors give the field and the problem, not the value. The bearer token is checked before the
 body is read; the body is read as a stream and refused (413) past `MAX_BODY_BYTES`, chunked or not, and read as
 JSON whatever its `Content-Type` says. Every prediction goes through one `InferenceQueue`, which batches across
-requests and answers 429 with `Retry-After` when its line is longer than its deadline.
+requests and answers 429 with `Retry-After` (and a ticket keeping the request's place, `Obs-Queue-Ticket`) when
+its line is longer than its deadline.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at run time.
@@ -37,6 +38,7 @@ from obs_platform.serving.results import Instance, Prediction
 
 MAX_BATCH = 64
 MAX_BODY_BYTES = 1_000_000
+TICKET_HEADER = "Obs-Queue-Ticket"  # a 429 hands one out; the request sent again brings it back
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away: nobody reads it
 KNOWN_PATHS = ("/health", "/v1/model", "/v1/predict")
 FIELDS = {"instances", "notes", "child_age_months", "child_name", "image_uri"}
@@ -240,8 +242,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        queue.start()  # its worker starts with the first request
         yield
-        queue.stop()  # the worker starts with the first request
+        queue.stop()
 
     app = FastAPI(title="obs-platform endpoint", version=str(model_info.get("model_version", "")), lifespan=lifespan)
     app.state.inference_queue = queue
@@ -287,10 +290,11 @@ def create_app(
             Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri, n))
             for n, i in enumerate(parsed.instances)
         ]
+        ticket = request.headers.get(TICKET_HEADER)
         try:
-            future = queue.submit(instances)
+            future = queue.submit(instances, ticket=ticket if ticket and len(ticket) <= 64 else None)
         except QueueFull as full:
-            headers = {"Retry-After": str(full.retry_after)}
+            headers = {"Retry-After": str(full.retry_after), **({TICKET_HEADER: full.ticket} if full.ticket else {})}
             raise HTTPException(status_code=429, detail=str(full), headers=headers) from None
         except QueueStopped as stopped:
             raise HTTPException(status_code=503, detail=str(stopped)) from None

@@ -7,14 +7,17 @@ milliseconds at most for more to arrive; its observations are sorted by length i
 compute-bound: padding is lost work, and a larger pass gains nothing). Admission is bounded: when the
 work already queued would keep a new request waiting longer than `max_queue_seconds` at the throughput measured
 so far, it is refused at once (`QueueFull`, answered 429 with `Retry-After`) instead of being left to time out
-in a line that only grows. A request whose caller has gone is taken out before it is computed (`withdraw`).
+in a line that only grows. A refused request is given a ticket, its place in the line: its tokens are counted as
+waiting until it comes back with the ticket (admitted then, whatever the line) or the ticket expires, so callers
+that keep the queue full cannot crowd out those told to come back later. A request whose caller has gone is
+taken out before it is computed (`withdraw`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -25,13 +28,13 @@ from dataclasses import dataclass, field
 from obs_platform.serving.predictor import Predictor
 from obs_platform.serving.results import Instance, Prediction
 
-logger = logging.getLogger(__name__)
-
 CHARS_PER_TOKEN = 4  # English word pieces: about four characters each
 PROMPT_TOKENS = 12  # what the request's text adds around the notes: the framing, the age, [CLS]/[SEP]
 DEFAULT_MAX_LENGTH = 512  # a predictor that does not say how far it truncates
 THROUGHPUT_WEIGHT = 0.3  # weight of the newest batch in the moving average of tokens per second
 UNMEASURED_BATCHES = 4  # before any batch is measured, admit this many budgets of work
+TICKET_GRACE_SECONDS = 5.0  # a ticket outlives its Retry-After by a quarter of it (the client's jitter) and this
+MAX_RESERVED_DEADLINES = 4  # tickets hold at most this many deadlines' worth of work: refusals past it get none
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ class BatchingSettings:
 class QueueFull(Exception):
     """The queue holds more work than its deadline allows: come back after `retry_after` seconds."""
 
-    def __init__(self, expected_wait: float | None, retry_after: int):
+    def __init__(self, expected_wait: float | None, retry_after: int, ticket: str | None = None):
         self.expected_wait, self.retry_after = expected_wait, retry_after  # expected_wait: None before measuring
+        self.ticket = ticket  # the place kept for the request when it comes back; None when none was kept
         queued = "the queue is full" if expected_wait is None else f"about {expected_wait:.0f} s of work is queued"
         super().__init__(f"the endpoint is busy ({queued}): retry after {retry_after} s")
 
@@ -93,9 +97,16 @@ class _Request:
 
 
 @dataclass(frozen=True)
+class _Reservation:
+    tokens: int
+    expires: float  # time.monotonic()
+
+
+@dataclass(frozen=True)
 class QueueStats:
     queued_requests: int
     queued_tokens: int
+    reserved_tokens: int  # of refused requests holding a ticket
     tokens_per_second: float | None  # None until a batch has been measured
     batches: int
     largest_batch: int  # observations in the largest batch so far
@@ -111,6 +122,8 @@ class InferenceQueue:
         self.max_tokens = int(getattr(predictor, "max_length", DEFAULT_MAX_LENGTH))
         self._pending: deque[_Request] = deque()
         self._queued_tokens = 0
+        self._reservations: dict[str, _Reservation] = {}
+        self._reserved_tokens = 0
         self._running_tokens = 0
         self._running_since = 0.0
         self._tokens_per_second: float | None = None
@@ -123,29 +136,49 @@ class InferenceQueue:
         """Tokens the model will see for one observation, from its length: truncated at the model's maximum."""
         return min(self.max_tokens, math.ceil(len(instance.notes) / CHARS_PER_TOKEN) + PROMPT_TOKENS)
 
-    def submit(self, instances: list[Instance]) -> Future[list[Prediction]]:
+    def submit(self, instances: list[Instance], ticket: str | None = None) -> Future[list[Prediction]]:
         """Queue a request; its future holds one prediction per instance. Raises `QueueFull` when it would wait
-        past the deadline, `QueueStopped` when the queue is stopped."""
+        past the deadline (unless it brings the ticket of an earlier refusal), `QueueStopped` when the queue is
+        stopped."""
         request = _Request(list(instances), [self.estimate_tokens(i) for i in instances])
         with self._changed:
             if self._stopped:
                 raise QueueStopped("the endpoint is shutting down")
-            self._admit(self._queued_tokens + self._running_left(), request.tokens)
+            now = time.monotonic()
+            for expired in [key for key, kept in self._reservations.items() if kept.expires < now]:
+                self._reserved_tokens -= self._reservations.pop(expired).tokens
+            kept = self._reservations.pop(ticket, None) if ticket else None
+            if kept is not None:
+                self._reserved_tokens -= kept.tokens
+            else:
+                self._admit(self._queued_tokens + self._running_left() + self._reserved_tokens, request.tokens, now)
             self._pending.append(request)
             self._queued_tokens += request.tokens
             self._ensure_worker()
             self._changed.notify_all()
         return request.future
 
-    def _admit(self, tokens_ahead: float, tokens: int) -> None:
+    def _admit(self, tokens_ahead: float, tokens: int, now: float) -> None:
+        """Returns when the request may join the line; otherwise raises `QueueFull` with a ticket for it."""
+        deadline = self.settings.max_queue_seconds
         if self._tokens_per_second is None:
-            if tokens_ahead and tokens_ahead + tokens > UNMEASURED_BATCHES * self.settings.batch_tokens:
-                raise QueueFull(None, 1)
-            return
-        expected_wait = (tokens_ahead + tokens) / self._tokens_per_second
-        if tokens_ahead and expected_wait > self.settings.max_queue_seconds:
+            limit = UNMEASURED_BATCHES * self.settings.batch_tokens
+            if not tokens_ahead or tokens_ahead + tokens <= limit:
+                return
+            expected_wait, retry_after, reservable = None, 1, limit
+        else:
+            expected_wait = (tokens_ahead + tokens) / self._tokens_per_second
+            if not tokens_ahead or expected_wait <= deadline:
+                return
             # By then the line ahead has shrunk to about the deadline's worth of work, so the worker never idles.
-            raise QueueFull(expected_wait, max(1, math.ceil(expected_wait - self.settings.max_queue_seconds)))
+            retry_after = max(1, math.ceil(expected_wait - deadline))
+            reservable = MAX_RESERVED_DEADLINES * deadline * self._tokens_per_second
+        ticket = None
+        if self._reserved_tokens + tokens <= reservable:
+            ticket = secrets.token_urlsafe(16)
+            self._reservations[ticket] = _Reservation(tokens, now + 1.25 * retry_after + TICKET_GRACE_SECONDS)
+            self._reserved_tokens += tokens
+        raise QueueFull(expected_wait, retry_after, ticket)
 
     def _running_left(self) -> float:
         """Tokens of the batch being computed that are still to do, at the measured throughput."""
@@ -169,8 +202,14 @@ class InferenceQueue:
 
     def stats(self) -> QueueStats:
         with self._changed:
-            return QueueStats(len(self._pending), self._queued_tokens, self._tokens_per_second, self._batches,
-                              self._largest_batch, self._withdrawn)  # fmt: skip
+            return QueueStats(len(self._pending), self._queued_tokens, self._reserved_tokens, self._tokens_per_second,
+                              self._batches, self._largest_batch, self._withdrawn)  # fmt: skip
+
+    def start(self) -> None:
+        """Accept requests again after `stop` (an app's lifespan may run more than once); the worker starts with
+        the first request."""
+        with self._changed:
+            self._stopped = False
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the batch being computed, refuse the rest (`QueueStopped`) and end the worker."""

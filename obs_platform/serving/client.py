@@ -3,7 +3,8 @@
 One client, one transport per kind of endpoint (the local FastAPI endpoint; Vertex endpoints add theirs). A
 request that never reached the endpoint (connection refused, reset before a response) and a 502/503/504 are sent
 again after an exponential backoff with jitter, `retries` times at most; a 429 or 503 that says when to come back
-(`Retry-After`) is sent again after that long, as often as the call's `patience_seconds` allow. A read timeout is
+(`Retry-After`) is sent again after that long, as often as the call's `patience_seconds` allow, with the ticket
+the refusal carried (the local endpoint keeps the request's place in its line with it). A read timeout is
 not retried: the endpoint may still be computing that request, and sending it again would only lengthen its
 line (the endpoint sheds load with 429 long before a request waits that long). Other 4xx are the caller's mistake
 and raised at once. Every failure surfaces as one of this module's exception types.
@@ -23,6 +24,7 @@ import httpx
 from obs_platform.serving.results import Prediction, Suggestion
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
+TICKET_HEADER = "Obs-Queue-Ticket"  # as the endpoint's app names it (not imported: the app needs the model stack)
 
 
 class ClassifierError(Exception):
@@ -54,15 +56,17 @@ class ClassificationResult(Prediction):
 
 class Transport(Protocol):
     def predict(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        """One predict call; raises httpx errors or RequestRejected/RetryableStatus."""
+        """One predict call; raises httpx errors or RequestRejected/RetryableStatus. A transport whose refusals
+        carry a ticket also takes `ticket=` (only such a transport is ever given one)."""
         ...
 
 
 class RetryableStatus(ClassifierError):
-    """A transient refusal; `retry_after`: the seconds the endpoint asked the caller to wait, when it said."""
+    """A transient refusal; `retry_after`: the seconds the endpoint asked the caller to wait, when it said;
+    `ticket`: what to send back with the request to keep its place in the endpoint's line."""
 
-    def __init__(self, status: int, retry_after: float | None = None):
-        self.status, self.retry_after = status, retry_after
+    def __init__(self, status: int, retry_after: float | None = None, ticket: str | None = None):
+        self.status, self.retry_after, self.ticket = status, retry_after, ticket
         super().__init__(f"endpoint answered {status}")
 
 
@@ -93,12 +97,14 @@ class HttpTransport:
     def timeout_for(self, count: int) -> httpx.Timeout:
         return httpx.Timeout(self.timeout + self.seconds_per_instance * count, connect=min(self.timeout, 10.0))
 
-    def predict(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def predict(self, instances: list[dict[str, Any]], ticket: str | None = None) -> dict[str, Any]:
         response = self._client.post(
-            "/v1/predict", json={"instances": instances}, timeout=self.timeout_for(len(instances))
-        )
+            "/v1/predict", json={"instances": instances}, timeout=self.timeout_for(len(instances)),
+            headers={TICKET_HEADER: ticket} if ticket else None,
+        )  # fmt: skip
         if response.status_code in RETRYABLE_STATUS:
-            raise RetryableStatus(response.status_code, retry_after_seconds(response.headers.get("retry-after")))
+            raise RetryableStatus(response.status_code, retry_after_seconds(response.headers.get("retry-after")),
+                                  response.headers.get(TICKET_HEADER))  # fmt: skip
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -147,16 +153,17 @@ class ObservationClassifier:
         ]
 
     def _with_retries(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        failures, waited, attempts = 0, 0.0, 0
+        failures, waited, attempts, ticket = 0, 0.0, 0, None
         while True:
             attempts += 1
             try:
-                return self.transport.predict(instances)
+                return self.transport.predict(instances, ticket=ticket) if ticket else self.transport.predict(instances)
             except httpx.ReadTimeout as exc:
                 raise EndpointTimedOut(f"no answer from the endpoint within the timeout ({exc}); not sent again, "
                                        "as it may still be computing the request") from exc  # fmt: skip
             except (httpx.TransportError, RetryableStatus) as exc:
                 told = exc.retry_after if isinstance(exc, RetryableStatus) else None
+                ticket = exc.ticket if isinstance(exc, RetryableStatus) else None
                 if told is None:
                     failures += 1
                     # Jittered: callers that failed together do not come back together.
