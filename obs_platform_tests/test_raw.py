@@ -3,6 +3,7 @@ import os
 
 import pandas as pd
 
+from obs_platform.data.landing import LandingSnapshot
 from obs_platform.data.raw import decode_export, parse_export, read_landing
 from obs_platform.storage import LocalStorage, StorageError
 
@@ -160,7 +161,7 @@ def test_repeated_keys_are_error_rows():
         ("x.json", f"[{repeated}, {nested}, {spaced}]"),
     ]:
         frame = parse_export(name, data.encode())
-        assert frame.loc[0, "parse_error"].startswith("duplicate_key: 'observationNotes' appear"), name
+        assert frame.loc[0, "parse_error"].startswith("duplicate_key: 'observationNotes' is repeated"), name
         assert '"first"' in frame.loc[0, "raw_text"] and '"second"' in frame.loc[0, "raw_text"]
         assert frame.loc[1, "parse_error"].startswith("duplicate_key: 'secondaryTags[0].attributeId'"), name
         assert pd.isna(frame.loc[2, "parse_error"]) and frame.loc[2, "observationNotes"] == 'say "hi": ok'
@@ -216,3 +217,15 @@ def test_a_file_that_cannot_be_opened(tmp_path):
     assert result.unreadable_files["landing/broken.jsonl"].startswith("unreadable_file: cannot read")
     assert result.table["source_file"].tolist() == ["landing/a.jsonl", "landing/broken.jsonl", "landing/dangling.jsonl"]
     assert result.encodings == {"landing/a.jsonl": "utf-8"}
+
+
+def test_the_landing_sensor_never_reads_through_a_link(tmp_path):
+    storage = FlakyStorage(tmp_path / "home")
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(jsonl(record()))
+    storage.write_bytes("landing/broken.jsonl", jsonl(record()))
+    os.symlink(outside, storage.local_path("landing/link.jsonl"))
+    first = LandingSnapshot.take(storage, "landing")
+    assert set(first.files) == {"landing/broken.jsonl", "landing/link.jsonl"}
+    outside.write_bytes(jsonl(record(observationId="changed")))
+    assert LandingSnapshot.take(storage, "landing") == first

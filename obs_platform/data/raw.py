@@ -1,7 +1,7 @@
 """Read raw observation exports (CSV, JSON, JSONL) into one table, one row per record.
 
-Nothing is lost here. Each file's encoding is found on its own (a byte order mark, then strict UTF-8, then
-a UTF-16 NUL-byte pattern, then a fallback such as cp1252) and recorded on its rows. A line that does not
+Nothing is lost here. Each file's encoding is found on its own (a byte order mark, a UTF-16 NUL-byte
+pattern, strict UTF-8, then a fallback such as cp1252) and recorded on its rows. A line that does not
 decode, is not valid JSON, repeats a key, or a CSV row with the wrong number of fields becomes a row with
 `parse_error` set and its original text kept in `raw_text`, so the canonical step can quarantine it with a
 reason. A file that cannot be read at all (a symbolic link, binary content, a read error) becomes one such
@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -140,12 +141,11 @@ def _linked_folders(storage: Storage, prefix: str) -> list[str]:
     """Symbolically linked folders below the landing area: not followed, so reported here."""
     if not isinstance(storage, LocalStorage):
         return []
-    base = storage.local_path(prefix)
     found = []
-    for current, folders, _files in os.walk(base):
+    for current, folders, _files in os.walk(storage.local_path(prefix)):
         for name in folders:
-            if os.path.islink(os.path.join(current, name)):
-                found.append(f"{prefix.rstrip('/')}/{os.path.relpath(os.path.join(current, name), base)}")
+            if (folder := Path(current, name)).is_symlink():
+                found.append(folder.relative_to(storage.root).as_posix())
     return sorted(found)
 
 
@@ -239,7 +239,8 @@ def _undecodable(line: int, raw: str, encoding: str) -> dict[str, Any] | None:
     if found is None:
         return None
     byte = ord(found[0]) - 0xDC00
-    code, label = ("invalid_utf8", "UTF-8") if encoding == "utf-8" else ("invalid_encoding", encoding)
+    utf8 = encoding in ("utf-8", "utf-8-sig")
+    code, label = ("invalid_utf8", "UTF-8") if utf8 else ("invalid_encoding", encoding)
     return _error_row(line, f"{code}: byte 0x{byte:02x} at character {found.start()} is not valid {label}", raw)
 
 
@@ -370,7 +371,8 @@ def _as_written(value: Any) -> str:
 
 def _repeated_message(keys: list[str]) -> str:
     shown = ", ".join(repr(k) for k in keys[:5])
-    return f"duplicate_key: {shown} appear more than once in one object; which value is meant is unknown"
+    verb = "is" if len(keys) == 1 else "are"
+    return f"duplicate_key: {shown} {verb} repeated within one object; which value is meant is unknown"
 
 
 # ----- JSON documents -----------------------------------------------------------------------------
