@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
@@ -285,7 +286,11 @@ def create_app(
 
     @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(request: Request) -> Response:
-        parsed = parse_request(await read_body(request))
+        try:
+            body = await read_body(request)
+        except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing to log
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        parsed = parse_request(body)
         instances = [
             Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri, n))
             for n, i in enumerate(parsed.instances)
