@@ -6,7 +6,7 @@ non-name capitalised word (sentence starts, characters, brands, places, curricul
 over-redacted when it is replaced. Prints recall and over-redaction by half (odd lines: development, even:
 held out), by style and by tag, then the misses.
 
-    python benchmarks/redaction.py [--misses 40] [--roster-only]
+    python benchmarks/redaction.py [--misses 40]
 """
 
 from __future__ import annotations
@@ -96,22 +96,30 @@ def score(plain: str, spans: list[tuple[int, int]], redacted: str, note_id: str)
     return tally
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--misses", type=int, default=40, help="how many misses and over-redactions to list")
-    parser.add_argument("--roster-only", action="store_true", help="report the roster's names only (no rules)")
-    args = parser.parse_args()
+def score_groups() -> dict[str, Tally]:
+    """Redact the whole set with the data set's roster and tally it overall, by half, style and tag."""
     records = [json.loads(line) for line in SET.read_text(encoding="utf-8").splitlines() if line.strip()]
     roster = Roster.from_names([r["child_name"] for r in records], [r.get("educator_name") for r in records])
-    redactor = Redactor(roster)
     plains = [plain_and_spans(r["note"]) for r in records]
-    redacted = redactor.redact_many([p for p, _ in plains], [r["child_name"] for r in records])
+    redacted = Redactor(roster).redact_many([p for p, _ in plains], [r["child_name"] for r in records])
     groups: dict[str, Tally] = defaultdict(Tally)
     for index, (record, (plain, spans), out) in enumerate(zip(records, plains, redacted)):
         tally = score(plain, spans, out, record["id"])
         half = "development (odd)" if index % 2 else "held out (even)"
         for key in ["all", half, f"style: {record['style']}", *[f"tag: {t}" for t in record.get("tags", [])]]:
             groups[key].add(tally)
+    return groups
+
+
+def score_set() -> Tally:
+    return score_groups()["all"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--misses", type=int, default=40, help="how many misses and over-redactions to list")
+    args = parser.parse_args()
+    groups = score_groups()
     table = pd.DataFrame({k: v.row() for k, v in groups.items()}).T
     print(table.to_markdown())
     everything = groups["all"]

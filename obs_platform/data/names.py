@@ -185,8 +185,8 @@ class NameRules:
         """Context: `before`/`after` are the text around the word, `after_name` says a name precedes it with
         only a space between (a surname)."""
         low = core(token)
-        if verdict is Verdict.WORD and (low in TITLES or (not after_name and not before[-1:].isspace())):
-            return False  # the common case, decided without looking further
+        if verdict is Verdict.WORD and (low in TITLES or token[:1].islower() or not before[-1:].isspace()):
+            return False  # a title, a lower-case word, or a word no title or name can precede
         previous = tuple(w.lower() for w in _WORDS.findall(before[-40:])[-3:])
         following = tuple(w.lower() for w in _WORDS.findall(after[:40])[:3])
         if _in_phrase(previous, low, following):
@@ -243,7 +243,8 @@ def is_unknown_lower(low: str) -> bool:
     ("playin", "diggin", "wout")."""
     if len(low) < 3 or not low.isalpha() or low in not_people() or _is_word(low):
         return False
-    return not (_is_word(low + "g") or _is_word(low.rstrip("s")) or _is_word(low.replace("z", "s")))
+    hurried_spellings = (low + "g", low + "e", low.rstrip("s"), low.replace("z", "s"), low[:-1] + "ed")
+    return not any(_is_word(w) for w in hurried_spellings)
 
 
 # Where a hurried note's sentence starts: lower-case words after a bracket or a quote are not taken for names.

@@ -22,8 +22,12 @@ many names), which wraps each name in markers; Python then only numbers the mark
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -101,10 +105,12 @@ _TITLE_FORMS = frozenset(f for t in TITLES for f in (t, t.capitalize(), t.upper(
 _CONTROL = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(?\d{2,5}\)?[\s.\-]?){2,4}\d{2,4}(?!\w)")
 _MAYBE_PHONE = r"\d{3}[\s.\-)]?\d{3}"
-_TITLE_BEFORE = re.compile(r"\b(?:mrs|mr|ms|miss|mx|dr|mister)\.?\s+$", re.IGNORECASE)
+_WORD_BEFORE = re.compile(r"([^\W\d_]+)\.?\s+$")
+_ADULT_TITLES = TITLES - {"cousin", "baby"}
 _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
 PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
 BULK_ROWS = 2000  # from here on, Arrow's RE2 in threads beats Python's engine despite compiling per call
+PARALLEL_ROWS = 100_000  # from here on, a second process's start and the notes' transfer pay for themselves
 MIN_PHONE_DIGITS = 10
 MAX_PHONE_DIGITS = 13
 
@@ -195,13 +201,32 @@ class Redactor:
         # where a name stands; the rules in `names` then tell names from words.
         self._lower = any_case | lower_case_given_names()
         ascii_lower = sorted(t for t in self._lower if t.isascii())
-        # Three RE2 passes: one pattern for all three makes RE2's automaton too large to stay fast.
+        # Separate RE2 passes: one pattern for all makes RE2's automaton too large to stay fast. RE2's \\b is
+        # ASCII, so notes with other letters (Zoë, Łukasz, 明) are marked again with Unicode classes (slower).
         fence = "|".join(re.escape(w) for w in sorted(set(_COMMON_OPENERS) - {w.capitalize() for w in known}))
-        self._patterns = (
-            (f"\\b(?:{fence})\\b", f"{_FENCE}\\0"),
-            (f"(^|[^{_FENCE}A-Za-z0-9_])([A-Z][A-Za-z]*(?:['’\\-][A-Za-z]+)*)\\b", f"\\1{_MARK}\\2{_MARK}"),
+        fence_pass = (f"\\b(?:{fence})\\b", f"{_FENCE}\\0")
+        ascii_lower = _alternation(t for t in self._lower if t.isascii())
+        self._ascii_passes = (
+            fence_pass,
+            # Not after a hyphen either: "Play-Doh" starts with a fenced word.
+            (f"(^|[^{_FENCE}A-Za-z0-9_\\-])([A-Z][A-Za-z]*(?:['’\\-][A-Za-z]+)*)\\b", f"\\1{_MARK}\\2{_MARK}"),
             # Not after a hyphen or an apostrophe: "T-rex" is one word, a capitalised candidate already.
-            (f"(^|[^{_MARK}A-Za-z0-9_'’\\-])((?:{_alternation(ascii_lower)})(?:['’]?s)?)\\b", f"\\1{_MARK}\\2{_MARK}"),
+            (f"(^|[^{_MARK}A-Za-z0-9_'’\\-])((?:{ascii_lower})(?:['’]?s)?)\\b", f"\\1{_MARK}\\2{_MARK}"),
+        )
+        letter, not_letter = r"\p{L}\p{M}", r"\p{L}\p{M}\p{N}_"
+        unicode_lower = (
+            f"(^|[^{_MARK}{not_letter}'’\\-])((?:{_alternation(self._lower)})(?:['’]?s)?)($|[^{not_letter}])",
+            f"\\1{_MARK}\\2{_MARK}\\3",
+        )
+        self._unicode_passes = (
+            # RE2's \\b would fence "In" off "Inês": Unicode boundaries (the character after is taken back).
+            (f"(^|[^{not_letter}])({fence})($|[^{not_letter}])", f"\\1{_FENCE}\\2\\3"),
+            (
+                f"(^|[^{_FENCE}{not_letter}\\-])(\\p{{Lu}}[{letter}]*(?:['’\\-][{letter}]+)*|\\p{{Lo}}[\\p{{Lo}}\\p{{M}}]*)",
+                f"\\1{_MARK}\\2{_MARK}",
+            ),
+            unicode_lower,
+            unicode_lower,  # twice: a match takes the character after it, which the next name needs before it
         )
         self._marked_form: dict[str, str] = {}
         self._states: dict[str, Verdict | bool] = {}
@@ -225,15 +250,28 @@ class Redactor:
         if len(texts) == 0:
             return []
         array = _as_array(texts)
-        maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
-        out = self._mark_names(array)
-        for i, text in enumerate(out):
+        subjects = list(subject_names)
+        # Deciding and numbering names is Python's work, held by the GIL: above PARALLEL_ROWS a second process
+        # (started now, so that its start overlaps the marking) takes half of the notes.
+        with _second_process(self, len(array)) as helper:
+            maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
+            marked = self._mark_names(array)
+            if helper is None:
+                return self._finish(marked, maybe_phone, subjects)
+            half = len(marked) // 2
+            rest = helper.submit(_finish_in_second_process, marked[half:], maybe_phone[half:], subjects[half:])
+            head = self._finish(marked[:half], maybe_phone[:half], subjects[:half])
+            return head + rest.result()
+
+    def _finish(self, marked: list[str], maybe_phone: list[bool], subjects: list[str | None]) -> list[str]:
+        """Phone numbers, then the marked words: names become placeholders, other words are given back."""
+        for i, text in enumerate(marked):
             if maybe_phone[i]:
                 text = _PHONE.sub(_phone_placeholder, text)
             if _MARK in text:
-                text = self._number_names(text, subject_names[i])
-            out[i] = text
-        return out
+                text = self._number_names(text, subjects[i])
+            marked[i] = text
+        return marked
 
     def redact(self, text: str, subject_name: str | None = None) -> str:
         return self.redact_many([text], [subject_name])[0]
@@ -243,29 +281,16 @@ class Redactor:
         if len(array) < BULK_ROWS:
             # Arrow compiles its RE2 pattern on every call: a request's few notes take Python's engine.
             return [self._mark_python(v) for v in array.to_pylist()]
-        marked = map_slices(array, self._mark_slice)
-        hurried = pc.match_substring_regex(array, _HURRIED)
-        if pc.any(hurried).as_py():
-            where = pc.indices_nonzero(hurried)
-            positions = _mark_name_positions(pc.take(marked, where))
-            marked = pc.replace_with_mask(marked, hurried, positions)
-        values = marked.to_pylist()
-        # RE2's \b is ASCII: notes with other letters (Zoë, Łukasz, 明) take the exact path.
+        marked = map_slices(array, lambda part: _mark_candidates(part, self._ascii_passes))
         outside = pc.match_substring_regex(array, _OUTSIDE_ASCII_LETTERS)
         if pc.any(outside).as_py():
-            originals = array.to_pylist()
-            for i in pc.indices_nonzero(outside).to_pylist():
-                values[i] = self._mark_python(originals[i])
-        return values
-
-    def _mark_slice(self, part: pa.Array) -> pa.Array:
-        fence, capitalised, lower = self._patterns
-        if pc.any(pc.match_substring(part, "@")).as_py():
-            part = pc.replace_substring_regex(part, pattern=_EMAIL, replacement="[EMAIL]")
-        part = pc.replace_substring_regex(part, pattern=fence[0], replacement=fence[1])
-        part = pc.replace_substring_regex(part, pattern=capitalised[0], replacement=capitalised[1])
-        part = pc.replace_substring(part, _FENCE, "")
-        return pc.replace_substring_regex(part, pattern=lower[0], replacement=lower[1])
+            redone = _mark_candidates(pc.take(array, pc.indices_nonzero(outside)), self._unicode_passes)
+            marked = pc.replace_with_mask(marked, outside, redone)
+        hurried = pc.match_substring_regex(array, _HURRIED)
+        if pc.any(hurried).as_py():
+            positions = _apply(pc.take(marked, pc.indices_nonzero(hurried)), _NAME_POSITIONS)
+            marked = pc.replace_with_mask(marked, hurried, positions)
+        return marked.to_pylist()
 
     def _mark_python(self, text: str) -> str:
         """The exact path: Python's Unicode-aware words, the candidates the RE2 pattern marks."""
@@ -343,6 +368,7 @@ class Redactor:
         labels: dict[tuple[str, ...], str] = {}
         # With no known subject, the first child named is taken to be the one observed.
         counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
+        previous_label: str | None = None
         for i in range(1, len(parts), 2):
             if not is_name[i]:
                 continue
@@ -353,10 +379,15 @@ class Redactor:
             token, suffix = ending
             if token in subject:
                 out[i] = "[CHILD]" + suffix
+                previous_label = "[CHILD]"
                 continue
             person = self._person_of.get(token, (token,))
+            if person not in labels and token not in self._person_of and i >= 3 and is_name[i - 2]:
+                if parts[i - 1] == " " and previous_label is not None:
+                    labels[person] = previous_label  # a surname after a given name: one person
             if person not in labels:
-                titled = _TITLE_BEFORE.search(parts[i - 1][-12:]) is not None
+                title = _WORD_BEFORE.search("".join(parts[max(0, i - 3) : i])[-20:])
+                titled = title is not None and title.group(1).lower() in _ADULT_TITLES
                 kind = (
                     "ADULT"
                     if token in self.roster.adults or (titled and token not in self.roster.children)
@@ -364,6 +395,7 @@ class Redactor:
                 )
                 counters[kind] += 1
                 labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
+            previous_label = labels[person]
             out[i] = labels[person] + suffix
         text = "".join(out)
         return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
@@ -407,11 +439,42 @@ class Redactor:
         return found
 
 
-def _mark_name_positions(array: pa.Array) -> pa.Array:
-    """In hurried notes, wrap lower-case words where a name stands ("w kofi", "kofi n amara", "kofis mum")."""
-    for pattern, replacement in _NAME_POSITIONS:
-        array = pc.replace_substring_regex(array, pattern, replacement)
-    return array
+_SECOND_PROCESS_REDACTOR: Redactor | None = None
+
+
+def _finish_in_second_process(marked: list[str], maybe_phone: list[bool], subjects: list[str | None]) -> list[str]:
+    assert _SECOND_PROCESS_REDACTOR is not None
+    return _SECOND_PROCESS_REDACTOR._finish(marked, maybe_phone, subjects)
+
+
+@contextmanager
+def _second_process(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A one-process pool forked from this one, so it holds this redactor without a copy being sent and
+    starts in milliseconds. It runs only Python (no Arrow, whose threads may hold locks at the fork)."""
+    global _SECOND_PROCESS_REDACTOR
+    if rows < PARALLEL_ROWS or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield None
+        return
+    _SECOND_PROCESS_REDACTOR = redactor
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            pool.submit(int)  # fork now, before the marking starts Arrow's threads
+            yield pool
+    finally:
+        _SECOND_PROCESS_REDACTOR = None
+
+
+def _mark_candidates(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
+    """E-mail addresses become `[EMAIL]`, then the marking passes; the fences come off at the end."""
+    if pc.any(pc.match_substring(part, "@")).as_py():
+        part = pc.replace_substring_regex(part, pattern=_EMAIL, replacement="[EMAIL]")
+    return pc.replace_substring(_apply(part, passes), _FENCE, "")
+
+
+def _apply(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
+    for pattern, replacement in passes:
+        part = pc.replace_substring_regex(part, pattern=pattern, replacement=replacement)
+    return part
 
 
 def _as_array(texts: Sequence[str] | pd.Series) -> pa.Array:
