@@ -45,7 +45,7 @@ _MONTH_CONTEXT = re.compile(
     r"\b(?:in|on|of|since|until|till|during|last|next|this|by|early|late|mid)\s+(?:the\s+)?$", re.I
 )
 _ABBREVIATED_TITLES = frozenset({"mr", "mrs", "ms", "mx", "dr"})
-_TITLE_WORD_BEFORE = re.compile(r"([^\W\d_]+)\.?[ \t]+$")
+_TITLE_WORD_BEFORE = re.compile(r"([^\W\d_]+)(\.?)[ \t]+$")
 # After a sentence-initial given name that is also a word, these say it is the word ("Will you", "Hope so").
 _ARTICLES = frozenset({"the", "a", "an", "this", "that", "my", "his", "her", "their", "our", "your"})
 _NOT_A_SUBJECT = frozenset("you we i they it there your our this that the a an be not so to of me".split())
@@ -183,24 +183,23 @@ class NameRules:
 
     def is_name(self, verdict: Verdict, token: str, before: str, after: str, after_name: bool) -> bool:
         """Context: `before`/`after` are the text around the word, `after_name` says a name precedes it with
-        only a space between (a surname)."""
+        only a space between (a surname). Cheap checks first: this runs for a few words of most notes."""
         low = core(token)
         if verdict is Verdict.WORD and (low in TITLES or token[:1].islower() or not before[-1:].isspace()):
             return False  # a title, a lower-case word, or a word no title or name can precede
-        previous = tuple(w.lower() for w in _WORDS.findall(before[-40:])[-3:])
-        following = tuple(w.lower() for w in _WORDS.findall(after[:40])[:3])
-        if _in_phrase(previous, low, following):
+        phrases = _phrases_with(low)
+        if phrases and _in_phrase(phrases, _words(before[-40:])[-3:], low, _words(after[:40])[:3]):
             return False
-        title = _TITLE_WORD_BEFORE.search(before[-20:])
-        titled = title is not None and title.group(1).lower() in TITLES
-        if titled and title.group(0).rstrip().endswith("."):
-            titled = title.group(1).lower() in _ABBREVIATED_TITLES  # "Mrs. Okafor", not "her nonna. She"
+        last = _TITLE_WORD_BEFORE.search(before[-24:])
+        previous = last.group(1).lower() if last else ""
+        # "Mrs. Okafor" and "Mrs Okafor", but not "her nonna. She".
+        titled = previous in TITLES and (not last.group(2) or previous in _ABBREVIATED_TITLES)
         if titled and verdict is not Verdict.UNKNOWN_LOWER:
             return True
         if verdict is Verdict.NAME:
             return True
         if verdict is Verdict.UNKNOWN_LOWER:
-            return titled or after_name or _name_position(low, previous, following, before)
+            return titled or after_name or _name_position(low, before, after)
         if not token[:1].isupper():
             return False
         if after_name and verdict in (Verdict.AMBIGUOUS, Verdict.ROSTER_WORD):
@@ -209,19 +208,28 @@ class NameRules:
             return low not in _FUNCTION_WORDS and low not in not_people()
         if verdict not in (Verdict.AMBIGUOUS, Verdict.ROSTER_WORD):
             return False
-        if previous and previous[-1] in _ARTICLES:
+        if previous in _ARTICLES:
             return False  # "the Star", "a King": a thing, not a person
         if low in _MONTH_NAMES and _MONTH_CONTEXT.search(before[-20:]):
             return False
-        if verdict is Verdict.ROSTER_WORD:
-            return True
-        if not _sentence_start(before):
+        if verdict is Verdict.ROSTER_WORD or not _sentence_start(before):
             return True
         # Sentence-initial: "Grace poured", "Will's coat" are names; "Will you", "Hope so" are not.
-        return not following or following[0] not in _NOT_A_SUBJECT
+        following = _first_word(after)
+        return following not in _NOT_A_SUBJECT
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.lower() for w in _WORDS.findall(text))
+
+
+def _first_word(text: str) -> str:
+    match = _FIRST_WORD.match(text)
+    return match.group(1).lower() if match else ""
 
 
 _WORDS = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*|[+&]")
+_FIRST_WORD = re.compile(r"[^\w+&]*([^\W\d_]+(?:['’\-][^\W\d_]+)*|[+&])")
 # Words around a lower-case name in a hurried note: "w kofi", "kofi n amara", "kofis mum", "told kofi".
 _BEFORE_A_NAME = (
     frozenset(
@@ -255,15 +263,15 @@ def _sentence_start(before: str) -> bool:
     return _SENTENCE_END.search(before[-12:]) is not None
 
 
-def _name_position(low: str, previous: tuple[str, ...], following: tuple[str, ...], before: str) -> bool:
-    if (previous and previous[-1] in _BEFORE_A_NAME) or _TEXTED_TO_BEFORE.search(before[-4:]):
+def _name_position(low: str, before: str, after: str) -> bool:
+    previous = _words(before[-24:])[-1:]
+    if (previous and previous[0] in _BEFORE_A_NAME) or _TEXTED_TO_BEFORE.search(before[-4:]):
         return True
-    if following:
-        after = following[0]
-        if after in _AFTER_A_NAME or (after.endswith("ed") and len(after) > 3):
-            return True
-        if low.endswith("s") and after in TITLES:
-            return True  # "bjorns mum"
+    following = _first_word(after)
+    if following in _AFTER_A_NAME or (following.endswith("ed") and len(following) > 3):
+        return True
+    if low.endswith("s") and following in TITLES:
+        return True  # "bjorns mum"
     return _LOWER_SENTENCE_END.search(before[-12:]) is not None
 
 
@@ -280,11 +288,13 @@ def _phrases_with(low: str) -> tuple[tuple[str, ...], ...]:
     return _phrase_index().get(low, ())
 
 
-def _in_phrase(previous: tuple[str, ...], low: str, following: tuple[str, ...]) -> bool:
-    """Whether the word is part of a known non-name phrase ("Mark making", "Baby Bear", "Mr Tickle")."""
+def _in_phrase(
+    phrases: tuple[tuple[str, ...], ...], previous: tuple[str, ...], low: str, following: tuple[str, ...]
+) -> bool:
+    """Whether the word is part of one of `phrases` ("Mark making", "Baby Bear", "Mr Tickle")."""
     window = (*previous, low, *following)
     at = len(previous)
-    for phrase in _phrases_with(low):
+    for phrase in phrases:
         n = len(phrase)
         for start in range(max(0, at - n + 1), at + 1):
             if window[start : start + n] == phrase:

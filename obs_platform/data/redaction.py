@@ -386,8 +386,7 @@ class Redactor:
                 if parts[i - 1] == " " and previous_label is not None:
                     labels[person] = previous_label  # a surname after a given name: one person
             if person not in labels:
-                title = _WORD_BEFORE.search("".join(parts[max(0, i - 3) : i])[-20:])
-                titled = title is not None and title.group(1).lower() in _ADULT_TITLES
+                titled = self._after_adult_title(parts, i)
                 kind = (
                     "ADULT"
                     if token in self.roster.adults or (titled and token not in self.roster.children)
@@ -399,6 +398,17 @@ class Redactor:
             out[i] = labels[person] + suffix
         text = "".join(out)
         return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
+
+    @staticmethod
+    def _after_adult_title(parts: list[str], i: int) -> bool:
+        """Whether a title or a relative's word comes straight before the word: "Mrs Shah", "mum sharon"."""
+        gap = parts[i - 1]
+        if gap in (" ", ". "):
+            return i >= 3 and parts[i - 2].lower() in _ADULT_TITLES
+        if not gap[-1:].isspace():
+            return False
+        title = _WORD_BEFORE.search(gap[-20:])
+        return title is not None and title.group(1).lower() in _ADULT_TITLES
 
     def _name_and_ending(self, word: str) -> tuple[str, str]:
         """`"Kwame's"` → `("kwame", "'s")`, `"kofis"` → `("kofi", "s")`: the ending stays outside the placeholder."""
