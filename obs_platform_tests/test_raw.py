@@ -138,8 +138,10 @@ def test_an_unclosed_csv_quote_does_not_swallow_the_next_records():
     ).encode()
     frame = parse_export("x.csv", data)
     assert frame["source_line"].tolist() == [2, 3, 4, 5]
-    assert frame.loc[0, "parse_error"].startswith("invalid_csv_row: the record runs over lines 2-4 with 7 fields")
-    assert "a quote on line 2 never closes" in frame.loc[0, "parse_error"]
+    assert frame.loc[0, "parse_error"] == (
+        "invalid_csv_row: a quote on line 2 never closes, so the record runs over lines 2-4 (7 fields where the "
+        "header has 6); the lines after this one are read as records of their own"
+    )
     assert frame.loc[0, "raw_text"] == 'obs-1,"Broken note that never closes,5,12,Reception,50'
     assert frame.loc[1:, "parse_error"].isna().all()
     assert frame.loc[1:, "observationId"].tolist() == ["obs-2", "obs-3", "obs-4"]
@@ -150,6 +152,14 @@ def test_a_quote_closing_at_end_of_file_recovers_too():
     data = (CSV_HEADER + 'obs-1,"open,5,12,Reception,50\nobs-2,fine,5,12,Reception,50\n').encode()
     frame = parse_export("x.csv", data)
     assert frame["source_line"].tolist() == [2, 3] and frame["parse_error"].notna().tolist() == [True, False]
+
+
+def test_a_swallowing_record_of_the_right_width_is_not_taken_for_one():
+    # the stray quote pairs with the next record's opening quote: seven fields, but not well-formed CSV
+    data = (CSV_HEADER + 'obs-1,",5,12\nobs-2,"Counted ""three""",5,12,Reception,40\n').encode()
+    frame = parse_export("x.csv", data)
+    assert frame["source_line"].tolist() == [2, 3] and frame["parse_error"].notna().tolist() == [True, False]
+    assert frame.loc[1, "narrative"] == 'Counted "three"'
 
 
 def test_repeated_keys_are_error_rows():

@@ -448,8 +448,9 @@ def _csv_records(lines: list[str], width: int) -> Iterator[tuple[int, list[str],
     """(first physical line of the record, fields, problem) for every record after the header.
 
     A quote that never closes makes the reader swallow the following lines into one record. So a record
-    that runs over several lines with the wrong number of fields is reported by its first line alone, and
-    reading starts again on the next line: the records it swallowed are read as themselves."""
+    that runs over several lines must be well-formed CSV with the header's width; one that is not is reported
+    by its first line alone, and reading starts again on the next line: the records it swallowed are read
+    as themselves. (Single-line records keep the reader's leniency: `"a" b` is `a b`.)"""
     position = 1  # index of the next physical line to read
     while position < len(lines):
         reader = csv.reader(lines[i] for i in range(position, len(lines)))
@@ -458,11 +459,11 @@ def _csv_records(lines: list[str], width: int) -> Iterator[tuple[int, list[str],
             first = position + previous_end  # index of the record's first line
             span = reader.line_num - previous_end
             previous_end = reader.line_num
-            if span > 1 and len(fields) != width:
+            if span > 1 and not _well_formed(lines[first : first + span], width):
                 problem = (
-                    f"invalid_csv_row: the record runs over lines {first + 1}-{first + span} with {len(fields)} "
-                    f"fields where the header has {width}: a quote on line {first + 1} never closes; the lines "
-                    "after it are read as records of their own"
+                    f"invalid_csv_row: a quote on line {first + 1} never closes, so the record runs over lines "
+                    f"{first + 1}-{first + span} ({len(fields)} fields where the header has {width}); the lines "
+                    "after this one are read as records of their own"
                 )
                 yield first + 1, lines[first].rstrip("\r\n").split(","), problem
                 position = first + 1
@@ -470,3 +471,12 @@ def _csv_records(lines: list[str], width: int) -> Iterator[tuple[int, list[str],
             yield first + 1, fields, None
         else:
             return
+
+
+def _well_formed(record_lines: list[str], width: int) -> bool:
+    """One strictly valid CSV record of `width` fields (nothing but a delimiter after a closing quote)."""
+    try:
+        parsed = list(csv.reader(record_lines, strict=True))
+    except csv.Error:
+        return False
+    return len(parsed) == 1 and len(parsed[0]) == width
