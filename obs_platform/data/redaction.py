@@ -22,12 +22,8 @@ many names), which wraps each name in markers; Python then only numbers the mark
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -49,7 +45,7 @@ from obs_platform.parallel import map_slices
 # A name token: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae).
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 _MARK = "\x01"
-_FENCE = "\x02"
+_SEPARATOR = "\x03"  # between notes decided together; a control character, so never in a note
 _STAND_IN = "Placeholdername"
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 # The exact path's words: the RE2 pattern's candidates, with Python's Unicode-aware letters and boundaries.
@@ -77,30 +73,6 @@ _NAME_POSITIONS = (
     (_NAME_POSITION_NEXT, f"\\1{_MARK}\\2{_MARK}"),
 )
 _PY_NAME_POSITIONS = tuple((re.compile(pattern), replacement) for pattern, replacement in _NAME_POSITIONS)
-# The commonest capitalised words of notes, never names: a first RE2 pass fences them off so that the
-# candidate pass skips them and Python, the slow part, sees about a third of the capitalised words.
-_COMMON_OPENERS = (
-    "A An The He She They We I It His Her Hers Their Our My Your This That These Those There Here Then When "
-    "While After Before During Today Yesterday Tomorrow Later Next Now Once Also Very Good Well Yes No Please "
-    "Thank Thanks Look Some All Both Each Every Many Most More Much One Two Three Four Five Six Seven Eight "
-    "Nine Ten First Second Third Last In On At By For From To Of With Without About Around Into Onto Over "
-    "Under Up Down Out Off And But Or So If As Because Although Though Until Since Where What Who Why How "
-    "Which Whose Can Could Would Should Shall Might Must Did Do Does Is Are Was Were Has Have Had Not Never "
-    "Always Often Sometimes Still Just Even Again Let Lets Shows Showed Used Uses Enjoyed Enjoys Played Plays "
-    "Playing Made Makes Took Takes Went Goes Came Comes Said Says Asked Told Observed Noticed Watched "
-    "Continued Managed Tried Started Began Found Joined Chose Sat Stood Ran Walked Building Counting Talking "
-    "Using Looking Listening Making Painting Drawing Reading Singing Sharing Step Steps Outcome Outcomes Focus "
-    "Activity Area Group Snack Lunch Dinner Breakfast Nappy Sleep Great Lovely Nice Super Fantastic Brilliant "
-    "Excellent Amazing Wow Oh Ok OK Hello Hi Bye Mummy Daddy Mum Dad Maths Literacy Communication Language "
-    "Physical Development Personal Social Emotional Understanding World Expressive Arts Design Reception "
-    "Nursery Preschool Room Baby Toddler Garden Outside Inside Key Person Phonics Story Circle Time Carpet "
-    "Water Sand Play Role Home Corner Painted Built Poured Counted Filled Tipped Pointed Picked Put Gave Held "
-    "Helped Climbed Jumped Hopped Kicked Threw Caught Sang Drew Wrote Cut Stuck Mixed Sorted Matched Lined "
-    "Named Recognised Labelled Copied Followed Listened Explained Described Compared Measured Weighed "
-    "Followed Waited Shared Chatted Laughed Smiled Cried Needed Wanted Likes Loves Knows Can't Don't "
-    "Didn't Won't Isn't It's That's There's He's She's They're We're I'm I've I'll Let's".split()
-)
-_FENCED = frozenset(_COMMON_OPENERS)
 _TITLE_FORMS = frozenset(f for t in TITLES for f in (t, t.capitalize(), t.upper()))
 _CONTROL = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(?\d{2,5}\)?[\s.\-]?){2,4}\d{2,4}(?!\w)")
@@ -110,7 +82,7 @@ _ADULT_TITLES = TITLES - {"cousin", "baby"}
 _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
 PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
 BULK_ROWS = 2000  # from here on, Arrow's RE2 in threads beats Python's engine despite compiling per call
-PARALLEL_ROWS = 100_000  # from here on, a second process's start and the notes' transfer pay for themselves
+CHUNK_NOTES = 20_000  # notes decided in one Python loop: one join and split instead of a call per note
 MIN_PHONE_DIGITS = 10
 MAX_PHONE_DIGITS = 13
 
@@ -203,13 +175,9 @@ class Redactor:
         ascii_lower = sorted(t for t in self._lower if t.isascii())
         # Separate RE2 passes: one pattern for all makes RE2's automaton too large to stay fast. RE2's \\b is
         # ASCII, so notes with other letters (Zoë, Łukasz, 明) are marked again with Unicode classes (slower).
-        fence = "|".join(re.escape(w) for w in sorted(set(_COMMON_OPENERS) - {w.capitalize() for w in known}))
-        fence_pass = (f"\\b(?:{fence})\\b", f"{_FENCE}\\0")
         ascii_lower = _alternation(t for t in self._lower if t.isascii())
         self._ascii_passes = (
-            fence_pass,
-            # Not after a hyphen either: "Play-Doh" starts with a fenced word.
-            (f"(^|[^{_FENCE}A-Za-z0-9_\\-])([A-Z][A-Za-z]*(?:['’\\-][A-Za-z]+)*)\\b", f"\\1{_MARK}\\2{_MARK}"),
+            ("(^|[^A-Za-z0-9_\\-])([A-Z][A-Za-z]*(?:['’\\-][A-Za-z]+)*)\\b", f"\\1{_MARK}\\2{_MARK}"),
             # Not after a hyphen or an apostrophe: "T-rex" is one word, a capitalised candidate already.
             (f"(^|[^{_MARK}A-Za-z0-9_'’\\-])((?:{ascii_lower})(?:['’]?s)?)\\b", f"\\1{_MARK}\\2{_MARK}"),
         )
@@ -219,10 +187,8 @@ class Redactor:
             f"\\1{_MARK}\\2{_MARK}\\3",
         )
         self._unicode_passes = (
-            # RE2's \\b would fence "In" off "Inês": Unicode boundaries (the character after is taken back).
-            (f"(^|[^{not_letter}])({fence})($|[^{not_letter}])", f"\\1{_FENCE}\\2\\3"),
             (
-                f"(^|[^{_FENCE}{not_letter}\\-])(\\p{{Lu}}[{letter}]*(?:['’\\-][{letter}]+)*|\\p{{Lo}}[\\p{{Lo}}\\p{{M}}]*)",
+                f"(^|[^{not_letter}\\-])(\\p{{Lu}}[{letter}]*(?:['’\\-][{letter}]+)*|\\p{{Lo}}[\\p{{Lo}}\\p{{M}}]*)",
                 f"\\1{_MARK}\\2{_MARK}",
             ),
             unicode_lower,
@@ -250,28 +216,15 @@ class Redactor:
         if len(texts) == 0:
             return []
         array = _as_array(texts)
+        maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
+        marked = self._mark_names(array)
+        for i in [i for i, flag in enumerate(maybe_phone) if flag]:
+            marked[i] = _PHONE.sub(_phone_placeholder, marked[i])
         subjects = list(subject_names)
-        # Deciding and numbering names is Python's work, held by the GIL: above PARALLEL_ROWS a second process
-        # (started now, so that its start overlaps the marking) takes half of the notes.
-        with _second_process(self, len(array)) as helper:
-            maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
-            marked = self._mark_names(array)
-            if helper is None:
-                return self._finish(marked, maybe_phone, subjects)
-            half = len(marked) // 2
-            rest = helper.submit(_finish_in_second_process, marked[half:], maybe_phone[half:], subjects[half:])
-            head = self._finish(marked[:half], maybe_phone[:half], subjects[:half])
-            return head + rest.result()
-
-    def _finish(self, marked: list[str], maybe_phone: list[bool], subjects: list[str | None]) -> list[str]:
-        """Phone numbers, then the marked words: names become placeholders, other words are given back."""
-        for i, text in enumerate(marked):
-            if maybe_phone[i]:
-                text = _PHONE.sub(_phone_placeholder, text)
-            if _MARK in text:
-                text = self._number_names(text, subjects[i])
-            marked[i] = text
-        return marked
+        out: list[str] = []
+        for start in range(0, len(marked), CHUNK_NOTES):
+            out += self._replace_names(marked[start : start + CHUNK_NOTES], subjects[start : start + CHUNK_NOTES])
+        return out
 
     def redact(self, text: str, subject_name: str | None = None) -> str:
         return self.redact_many([text], [subject_name])[0]
@@ -304,9 +257,7 @@ class Redactor:
         word = match.group(0)
         form = self._marked_form.get(word)
         if form is None:
-            if word in _FENCED:
-                form = word
-            elif not word[0].islower():
+            if not word[0].islower():
                 form = f"{_MARK}{word}{_MARK}"
             else:
                 # Lower case: whole words the lists know, hyphenated parts one by one ("kofi-jones").
@@ -342,34 +293,44 @@ class Redactor:
         return state
 
     def _decide(self, parts: list[str]) -> list[bool]:
-        """For `text.split(MARK)`, which odd parts (the marked words) are names; e-mail addresses count."""
+        """For `_SEPARATOR.join(notes).split(_MARK)`, which odd parts (the marked words) are names. Many notes
+        are decided in one loop: a call per note would cost more than the deciding."""
         names = [False] * len(parts)
+        states, word_verdict = self._states, Verdict.WORD
         for i in range(1, len(parts), 2):
             word = parts[i]
-            state = self._word_state(word)
+            state = states.get(word)
+            if state is None:
+                state = self._word_state(word)
             if state is True:
                 names[i] = True
                 continue
-            after_name = i >= 3 and names[i - 2] and parts[i - 1] == " "
-            if state is Verdict.WORD and not after_name and not (i >= 3 and parts[i - 2] in _TITLE_FORMS):
+            gap = parts[i - 1]
+            after_name = i >= 3 and names[i - 2] and gap == " "
+            if state is word_verdict and not after_name and not (i >= 3 and parts[i - 2] in _TITLE_FORMS):
                 continue  # the common case: an everyday capitalised word
             before = "".join(parts[max(0, i - 3) : i])
-            if i <= 3:
-                before = "\n" + before  # the note's start counts as a sentence's
-            names[i] = self.rules.is_name(state, word, before, "".join(parts[i + 1 : i + 4]), after_name)
+            if _SEPARATOR in before or i <= 3:
+                before = "\n" + before.rsplit(_SEPARATOR, 1)[-1]  # a note's start counts as a sentence's
+            after = "".join(parts[i + 1 : i + 4]).split(_SEPARATOR, 1)[0]
+            names[i] = self.rules.is_name(state, word, before, after, after_name)
         return names
 
-    def _number_names(self, text: str, subject_name: str | None) -> str:
-        """Replace each marked name by its placeholder; `text.split(MARK)` puts the words at odd positions."""
-        subject = _subject_tokens(subject_name) if isinstance(subject_name, str) else frozenset()
-        parts = text.split(_MARK)
+    def _replace_names(self, notes: list[str], subjects: list[str | None]) -> list[str]:
+        """Each marked name becomes its placeholder, numbered per note; other marked words are given back."""
+        parts = _SEPARATOR.join(notes).split(_MARK)
         is_name = self._decide(parts)
-        out = list(parts)
+        note = 0
+        subject = _subject_tokens(subjects[0])
         labels: dict[tuple[str, ...], str] = {}
         # With no known subject, the first child named is taken to be the one observed.
         counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
         previous_label: str | None = None
         for i in range(1, len(parts), 2):
+            if _SEPARATOR in parts[i - 1]:
+                note += parts[i - 1].count(_SEPARATOR)
+                subject = _subject_tokens(subjects[note])
+                labels, counters, previous_label = {}, {"CHILD": 1 if subject else 0, "ADULT": 0}, None
             if not is_name[i]:
                 continue
             word = parts[i]
@@ -378,12 +339,18 @@ class Redactor:
                 ending = self._endings[word] = self._name_and_ending(word)
             token, suffix = ending
             if token in subject:
-                out[i] = "[CHILD]" + suffix
+                parts[i] = "[CHILD]" + suffix
                 previous_label = "[CHILD]"
                 continue
             person = self._person_of.get(token, (token,))
-            if person not in labels and token not in self._person_of and i >= 3 and is_name[i - 2]:
-                if parts[i - 1] == " " and previous_label is not None:
+            if (
+                person not in labels
+                and token not in self._person_of
+                and i >= 3
+                and is_name[i - 2]
+                and parts[i - 1] == " "
+            ):
+                if previous_label is not None:
                     labels[person] = previous_label  # a surname after a given name: one person
             if person not in labels:
                 titled = self._after_adult_title(parts, i)
@@ -395,16 +362,18 @@ class Redactor:
                 counters[kind] += 1
                 labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
             previous_label = labels[person]
-            out[i] = labels[person] + suffix
-        text = "".join(out)
-        return _REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text
+            parts[i] = labels[person] + suffix
+        text = "".join(parts)
+        if "] [" in text:
+            text = _REPEATED_PLACEHOLDER.sub(r"\1", text)
+        return text.split(_SEPARATOR)
 
     @staticmethod
     def _after_adult_title(parts: list[str], i: int) -> bool:
         """Whether a title or a relative's word comes straight before the word: "Mrs Shah", "mum sharon"."""
-        gap = parts[i - 1]
+        gap = parts[i - 1].rsplit(_SEPARATOR, 1)[-1]
         if gap in (" ", ". "):
-            return i >= 3 and parts[i - 2].lower() in _ADULT_TITLES
+            return i >= 3 and _SEPARATOR not in parts[i - 1] and parts[i - 2].lower() in _ADULT_TITLES
         if not gap[-1:].isspace():
             return False
         title = _WORD_BEFORE.search(gap[-20:])
@@ -437,48 +406,24 @@ class Redactor:
             return []
         # A placeholder stands where a name stood: a name-like stand-in keeps the context the redactor saw.
         array = pc.replace_substring_regex(_as_array(texts), PLACEHOLDER.pattern, _STAND_IN)
-        found: list[frozenset[str]] = []
-        for text in self._mark_names(array):
-            if _MARK not in text:
-                found.append(frozenset())
-                continue
-            parts = text.split(_MARK)
-            stand_in = _STAND_IN.lower()
-            names = {core(parts[i]) for i, name in enumerate(self._decide(parts)) if name}
-            found.append(frozenset(n for n in names if stand_in not in n))  # "[CHILD]s", "[CHILD]-led" too
-        return found
-
-
-_SECOND_PROCESS_REDACTOR: Redactor | None = None
-
-
-def _finish_in_second_process(marked: list[str], maybe_phone: list[bool], subjects: list[str | None]) -> list[str]:
-    assert _SECOND_PROCESS_REDACTOR is not None
-    return _SECOND_PROCESS_REDACTOR._finish(marked, maybe_phone, subjects)
-
-
-@contextmanager
-def _second_process(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A one-process pool forked from this one, so it holds this redactor without a copy being sent and
-    starts in milliseconds. It runs only Python (no Arrow, whose threads may hold locks at the fork)."""
-    global _SECOND_PROCESS_REDACTOR
-    if rows < PARALLEL_ROWS or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield None
-        return
-    _SECOND_PROCESS_REDACTOR = redactor
-    try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-            pool.submit(int)  # fork now, before the marking starts Arrow's threads
-            yield pool
-    finally:
-        _SECOND_PROCESS_REDACTOR = None
+        stand_in = _STAND_IN.lower()
+        found: list[set[str]] = [set() for _ in range(len(array))]
+        for start in range(0, len(array), CHUNK_NOTES):
+            parts = _SEPARATOR.join(self._mark_names(array.slice(start, CHUNK_NOTES))).split(_MARK)
+            note = start
+            for i, name in enumerate(self._decide(parts)):
+                if i % 2 == 0:
+                    note += parts[i].count(_SEPARATOR)
+                elif name and stand_in not in core(parts[i]):  # "[CHILD]s", "[CHILD]-led" too
+                    found[note].add(core(parts[i]))
+        return [frozenset(names) for names in found]
 
 
 def _mark_candidates(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
-    """E-mail addresses become `[EMAIL]`, then the marking passes; the fences come off at the end."""
+    """E-mail addresses become `[EMAIL]`, then the marking passes."""
     if pc.any(pc.match_substring(part, "@")).as_py():
         part = pc.replace_substring_regex(part, pattern=_EMAIL, replacement="[EMAIL]")
-    return pc.replace_substring(_apply(part, passes), _FENCE, "")
+    return _apply(part, passes)
 
 
 def _apply(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
@@ -499,8 +444,8 @@ def _as_array(texts: Sequence[str] | pd.Series) -> pa.Array:
 
 
 @lru_cache(maxsize=4096)
-def _subject_tokens(subject_name: str) -> frozenset[str]:
-    return frozenset(name_tokens(subject_name))
+def _subject_tokens(subject_name: str | None) -> frozenset[str]:
+    return frozenset(name_tokens(subject_name)) if isinstance(subject_name, str) else frozenset()
 
 
 def _phone_placeholder(match: re.Match[str]) -> str:
