@@ -177,6 +177,14 @@ def test_repeated_keys_are_error_rows():
         assert pd.isna(frame.loc[2, "parse_error"]) and frame.loc[2, "observationNotes"] == 'say "hi": ok'
 
 
+def test_repeated_keys_are_found_whatever_the_spacing():
+    # a key spaced from its colon is not counted by the quick test, one repeated key too many: they cancel out
+    spaced = parse_export("x.jsonl", b'{"observationId" : "g", "x": {"c": 1, "c": 2}}\n')
+    assert spaced.loc[0, "parse_error"].startswith("duplicate_key: 'x.c' is repeated")
+    listed = parse_export("x.json", b'[{"observationId": "h", "observationId": "i"}, 5]')
+    assert listed.loc[0, "parse_error"].startswith("duplicate_key: 'observationId' is repeated")
+
+
 def test_repeated_csv_columns_must_agree():
     data = b"observationId,narrative,narrative\nobs-1,same,same\nobs-2,one,other\n"
     frame = parse_export("x.csv", data)
@@ -239,3 +247,10 @@ def test_the_landing_sensor_never_reads_through_a_link(tmp_path):
     assert set(first.files) == {"landing/broken.jsonl", "landing/link.jsonl"}
     outside.write_bytes(jsonl(record(observationId="changed")))
     assert LandingSnapshot.take(storage, "landing") == first
+
+
+def test_json_documents_that_hold_no_records():
+    for document in [b"5", b'"text"', b"null", b"{}"]:
+        frame = parse_export("x.json", document)
+        assert len(frame) == 1, document
+    assert parse_export("x.json", b"5").loc[0, "parse_error"].startswith("invalid_record: expected a JSON object")

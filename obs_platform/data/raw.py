@@ -42,6 +42,7 @@ csv.field_size_limit(16 * 1024 * 1024)
 _ESCAPE = "obs_platform.escape"
 _UNDECODABLE = re.compile("[\udc00-\udcff]")
 _DECODED_NON_ASCII = re.compile("[^\x00-\x7f\udc00-\udcff]")
+_SPACED_KEY = re.compile(rb'"[ \t\r\n]+:')
 # Checked in order: UTF-32's marks begin with UTF-16's.
 _BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -200,11 +201,7 @@ def parse_export(name: str, data: bytes, fallback_encoding: str = FALLBACK_ENCOD
             if fast is not None:
                 frame, encoding = fast
             else:
-                decoded = decode_export(data, fallback_encoding)
-                transcoded = not decoded.damaged and decoded.encoding not in ("utf-8", "utf-8-sig")
-                frame = _clean_jsonl_table(decoded.text.encode("utf-8")) if transcoded else None
-                frame = frame if frame is not None else _records_frame(_jsonl_rows(decoded))
-                encoding = decoded.encoding
+                frame, encoding = _jsonl_frame(data, decode_export(data, fallback_encoding))
         else:
             decoded = decode_export(data, fallback_encoding)
             rows = _csv_rows(decoded) if lowered.endswith(".csv") else _json_document_rows(decoded)
@@ -284,25 +281,37 @@ def _clean_jsonl_table(data: bytes) -> pd.DataFrame | None:
     return frame
 
 
-def _jsonl_rows(decoded: DecodedExport) -> list[dict[str, Any]]:
+def _jsonl_frame(data: bytes, decoded: DecodedExport) -> tuple[pd.DataFrame, str]:
+    """A JSONL export that is not clean UTF-8: another encoding, transcoded (then Arrow may still read it
+    whole), or broken lines, parsed one by one. Lines stay UTF-8 bytes, which orjson reads fastest."""
+    if decoded.encoding in ("utf-8", "utf-8-sig"):
+        return _records_frame(_jsonl_rows(data.removeprefix(codecs.BOM_UTF8), decoded.encoding)), decoded.encoding
+    # surrogatepass keeps the undecodable-byte marks, as bytes orjson refuses, so their lines become error rows
+    utf8 = decoded.text.encode("utf-8", errors="surrogatepass")
+    frame = None if decoded.damaged else _clean_jsonl_table(utf8)
+    return (frame if frame is not None else _records_frame(_jsonl_rows(utf8, decoded.encoding))), decoded.encoding
+
+
+def _jsonl_rows(utf8: bytes, encoding: str) -> list[dict[str, Any]]:
+    """One row per non-blank line of UTF-8 bytes (transcoded from `encoding` unless that is UTF-8)."""
+    # Bytes that did not decode: raw in a UTF-8 export, marks (lone surrogates) in a transcoded one.
+    undecoded = _ESCAPE if encoding in ("utf-8", "utf-8-sig") else "surrogatepass"
+    if b"\r" in utf8:  # JSON strings cannot hold a raw line break, so a lone CR ends a line as LF does
+        utf8 = utf8.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     rows: list[dict[str, Any]] = []
-    # JSON strings cannot hold a raw line break, so a lone CR ends a line as LF does.
-    text = decoded.text.replace("\r\n", "\n").replace("\r", "\n")
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip(" \t"):
-            continue
-        if decoded.damaged and (undecodable := _undecodable(number, line, decoded.encoding)):
-            rows.append(undecodable)
+    for number, line in enumerate(utf8.split(b"\n"), start=1):
+        if not line.strip(b" \t"):
             continue
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            rows.append(_error_row(number, f"invalid_json: {exc}", line))
+            text = line.decode("utf-8", errors=undecoded)
+            rows.append(_undecodable(number, text, encoding) or _error_row(number, f"invalid_json: {exc}", text))
             continue
         if not isinstance(value, dict):
-            rows.append(_not_an_object(number, value, line))
-        elif repeated := _repeated_keys(_parse_keeping_repeats(line, value)):
-            rows.append(_error_row(number, _repeated_message(repeated), line))
+            rows.append(_not_an_object(number, value, line.decode()))
+        elif (marked := _marked_repeats(line, value)) is not None and (repeated := _repeated_keys(marked)):
+            rows.append(_error_row(number, _repeated_message(repeated), line.decode()))
         else:
             value["source_line"] = number
             rows.append(value)
@@ -328,19 +337,28 @@ def _object_keeping_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _key_count(value: Any) -> int:
-    if isinstance(value, dict):
-        return len(value) + sum(_key_count(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_key_count(v) for v in value)
-    return 0
+    """Keys in every object of a parsed JSON value (a loop, not recursion: this runs once per line)."""
+    count, pending = 0, [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            count += len(node)
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        pending.extend(child for child in node if isinstance(child, (dict, list)))
+    return count
 
 
-def _parse_keeping_repeats(text: str, value: Any) -> Any:
-    """`value` (`text` parsed), or `text` parsed again marking objects that repeat a key. Every key of compact
-    or `json.dumps` output is followed by `":`: when their count matches the parsed keys, none repeats;
-    otherwise (other spacing, `":` inside a string, a repeated key) the json module parses it again."""
-    if text.count('":') == _key_count(value):
-        return value
+def _marked_repeats(text: str | bytes, value: Any) -> Any | None:
+    """None when no key of `text` (parsed as `value`) can repeat, else `text` parsed again with the objects that
+    repeat a key marked. Unless a key is spaced from its colon, every key written is followed by `":`, so
+    when that count matches the parsed keys none repeats; otherwise (a spaced key, `":` inside a string, a
+    repeated key) the json module parses it again, which is slower but certain."""
+    utf8 = text.encode() if isinstance(text, str) else text
+    keys, spaced = utf8.count(b'":'), _SPACED_KEY.search(utf8)
+    if not spaced and ((isinstance(value, dict) and keys == len(value)) or keys == _key_count(value)):
+        return None  # (the first test spares flat records the walk)
     return json.loads(text, object_pairs_hook=_object_keeping_repeats)
 
 
@@ -389,7 +407,8 @@ def _json_document_rows(decoded: DecodedExport) -> list[dict[str, Any]]:
     except orjson.JSONDecodeError as exc:
         line = text.count("\n", 0, getattr(exc, "pos", 0) or 0) + 1
         return [_error_row(line, f"invalid_json: {exc}", text)]
-    document = _parse_keeping_repeats(text, document)
+    marked = _marked_repeats(text, document)
+    document = document if marked is None else marked
     if isinstance(document, dict):
         lists = [v for v in document.values() if isinstance(v, list)]
         document = lists[0] if len(lists) == 1 else [document]
@@ -399,7 +418,7 @@ def _json_document_rows(decoded: DecodedExport) -> list[dict[str, Any]]:
     for position, value in enumerate(document, start=1):
         if not isinstance(value, dict):
             rows.append(_not_an_object(position, value, _as_written(value)))
-        elif repeated := _repeated_keys(value):
+        elif marked is not None and (repeated := _repeated_keys(value)):
             rows.append(_error_row(position, _repeated_message(repeated), _as_written(value)))
         else:
             rows.append({**value, "source_line": position})
