@@ -94,6 +94,8 @@ def test_bulk_and_request_paths_agree(eyfs, monkeypatch):
     subjects = [*result.canonical["child_name"].tolist(), "Zoë Łucja"]
     small = Redactor(roster).redact_many(notes, subjects)
     monkeypatch.setattr(redaction, "BULK_ROWS", 0)
+    monkeypatch.setattr(redaction, "CHUNK_NOTES", 100)  # several chunks: every other one in a forked process
+    monkeypatch.setattr(redaction, "BLOCK_NOTES", 350)
     bulk = Redactor(roster).redact_many(notes, subjects)
     assert bulk == small
     assert small[-1] == "[CHILD] and [CHILD] shared the blocks with [CHILD_2]."

@@ -22,11 +22,16 @@ many names), which wraps each name in markers; Python then only numbers the mark
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from itertools import accumulate
 
 import pandas as pd
 import pyarrow as pa
@@ -83,6 +88,7 @@ _REPEATED_PLACEHOLDER = re.compile(r"(\[[A-Z]+(?:_\d+)?\])(?:\s+\1)+")
 PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
 BULK_ROWS = 2000  # from here on, Arrow's RE2 in threads beats Python's engine despite compiling per call
 CHUNK_NOTES = 20_000  # notes decided in one Python loop: one join and split instead of a call per note
+BLOCK_NOTES = 200_000  # notes marked at once (Arrow, two threads), then decided in chunks
 MIN_PHONE_DIGITS = 10
 MAX_PHONE_DIGITS = 13
 
@@ -216,14 +222,35 @@ class Redactor:
         if len(texts) == 0:
             return []
         array = _as_array(texts)
-        maybe_phone = pc.match_substring_regex(array, _MAYBE_PHONE).to_pylist()
-        marked = self._mark_names(array)
-        for i in [i for i, flag in enumerate(maybe_phone) if flag]:
-            marked[i] = _PHONE.sub(_phone_placeholder, marked[i])
         subjects = list(subject_names)
         out: list[str] = []
-        for start in range(0, len(marked), CHUNK_NOTES):
-            out += self._replace_names(marked[start : start + CHUNK_NOTES], subjects[start : start + CHUNK_NOTES])
+        # Block by block, so that only one block's intermediate copies are alive at a time.
+        with _forked_helper(self, len(array)) as helper:
+            for start in range(0, len(array), BLOCK_NOTES):
+                block = array.slice(start, BLOCK_NOTES)
+                out += self._redact_block(block, subjects[start : start + BLOCK_NOTES], helper)
+        return out
+
+    def _redact_block(
+        self, block: pa.Array, subjects: list[str | None], helper: ProcessPoolExecutor | None
+    ) -> list[str]:
+        maybe_phone = pc.match_substring_regex(block, _MAYBE_PHONE).to_pylist()
+        marked = self._mark_names(block)
+        for i in [i for i, flag in enumerate(maybe_phone) if flag]:
+            marked[i] = _PHONE.sub(_phone_placeholder, marked[i])
+        chunks = [
+            (marked[start : start + CHUNK_NOTES], subjects[start : start + CHUNK_NOTES])
+            for start in range(0, len(marked), CHUNK_NOTES)
+        ]
+        # Python's share of the work holds the GIL: the forked helper takes every other chunk.
+        forked = (
+            {k: helper.submit(_replace_in_forked_process, *chunks[k]) for k in range(1, len(chunks), 2)}
+            if helper
+            else {}
+        )
+        out: list[str] = []
+        for k, (notes, note_subjects) in enumerate(chunks):
+            out += forked.pop(k).result() if k in forked else self._replace_names(notes, note_subjects)
         return out
 
     def redact(self, text: str, subject_name: str | None = None) -> str:
@@ -293,46 +320,56 @@ class Redactor:
         return state
 
     def _decide(self, parts: list[str]) -> list[bool]:
-        """For `_SEPARATOR.join(notes).split(_MARK)`, which odd parts (the marked words) are names. Many notes
-        are decided in one loop: a call per note would cost more than the deciding."""
-        names = [False] * len(parts)
-        states, word_verdict = self._states, Verdict.WORD
-        for i in range(1, len(parts), 2):
-            word = parts[i]
-            state = states.get(word)
-            if state is None:
-                state = self._word_state(word)
-            if state is True:
-                names[i] = True
-                continue
-            gap = parts[i - 1]
-            after_name = i >= 3 and names[i - 2] and gap == " "
-            if state is word_verdict and not after_name and not (i >= 3 and parts[i - 2] in _TITLE_FORMS):
-                continue  # the common case: an everyday capitalised word
+        """For `_SEPARATOR.join(notes).split(_MARK)`, which odd parts (the marked words) are names.
+
+        Many notes are decided at once, and most words by their cached state alone (list comprehensions, no
+        Python loop per word): only words whose context could change the answer go through the rules."""
+        words = parts[1::2]
+        states = self._states
+        known = [states.get(w) for w in words]
+        for j in [j for j, state in enumerate(known) if state is None]:
+            known[j] = self._word_state(words[j])
+        names = [state is True for state in known]
+        word_verdict = Verdict.WORD
+        # A word needs its context unless it is a name whatever surrounds it, or an everyday word with neither a
+        # possible name (for a surname) nor a title straight before it.
+        undecided = [
+            j
+            for j, state in enumerate(known)
+            if state is not True
+            and (
+                state is not word_verdict
+                or (j and (words[j - 1] in _TITLE_FORMS or (known[j - 1] is not word_verdict and parts[2 * j] == " ")))
+            )
+        ]
+        for j in undecided:
+            i = 2 * j + 1
+            after_name = j > 0 and names[j - 1] and parts[i - 1] == " "
             before = "".join(parts[max(0, i - 3) : i])
             if _SEPARATOR in before or i <= 3:
                 before = "\n" + before.rsplit(_SEPARATOR, 1)[-1]  # a note's start counts as a sentence's
             after = "".join(parts[i + 1 : i + 4]).split(_SEPARATOR, 1)[0]
-            names[i] = self.rules.is_name(state, word, before, after, after_name)
+            names[j] = self.rules.is_name(known[j], words[j], before, after, after_name)
         return names
 
     def _replace_names(self, notes: list[str], subjects: list[str | None]) -> list[str]:
         """Each marked name becomes its placeholder, numbered per note; other marked words are given back."""
         parts = _SEPARATOR.join(notes).split(_MARK)
         is_name = self._decide(parts)
-        note = 0
-        subject = _subject_tokens(subjects[0])
+        # The note each word is in: the separators counted in the text before it.
+        note_of = list(accumulate(gap.count(_SEPARATOR) for gap in parts[0::2]))
+        note = -1
+        subject: frozenset[str] = frozenset()
         labels: dict[tuple[str, ...], str] = {}
-        # With no known subject, the first child named is taken to be the one observed.
-        counters = {"CHILD": 1 if subject else 0, "ADULT": 0}
+        counters: dict[str, int] = {}
         previous_label: str | None = None
-        for i in range(1, len(parts), 2):
-            if _SEPARATOR in parts[i - 1]:
-                note += parts[i - 1].count(_SEPARATOR)
+        for j in [j for j, name in enumerate(is_name) if name]:
+            i = 2 * j + 1
+            if note_of[j] != note:
+                note = note_of[j]
                 subject = _subject_tokens(subjects[note])
+                # With no known subject, the first child named is taken to be the one observed.
                 labels, counters, previous_label = {}, {"CHILD": 1 if subject else 0, "ADULT": 0}, None
-            if not is_name[i]:
-                continue
             word = parts[i]
             ending = self._endings.get(word)
             if ending is None:
@@ -343,15 +380,9 @@ class Redactor:
                 previous_label = "[CHILD]"
                 continue
             person = self._person_of.get(token, (token,))
-            if (
-                person not in labels
-                and token not in self._person_of
-                and i >= 3
-                and is_name[i - 2]
-                and parts[i - 1] == " "
-            ):
-                if previous_label is not None:
-                    labels[person] = previous_label  # a surname after a given name: one person
+            surname = j > 0 and is_name[j - 1] and parts[i - 1] == " " and token not in self._person_of
+            if person not in labels and surname and previous_label is not None:
+                labels[person] = previous_label  # a surname after a given name: one person
             if person not in labels:
                 titled = self._after_adult_title(parts, i)
                 kind = (
@@ -410,13 +441,37 @@ class Redactor:
         found: list[set[str]] = [set() for _ in range(len(array))]
         for start in range(0, len(array), CHUNK_NOTES):
             parts = _SEPARATOR.join(self._mark_names(array.slice(start, CHUNK_NOTES))).split(_MARK)
-            note = start
-            for i, name in enumerate(self._decide(parts)):
-                if i % 2 == 0:
-                    note += parts[i].count(_SEPARATOR)
-                elif name and stand_in not in core(parts[i]):  # "[CHILD]s", "[CHILD]-led" too
-                    found[note].add(core(parts[i]))
+            note_of = list(accumulate(gap.count(_SEPARATOR) for gap in parts[0::2]))
+            for j, name in enumerate(self._decide(parts)):
+                if name and stand_in not in core(parts[2 * j + 1]):  # "[CHILD]s", "[CHILD]-led" too
+                    found[start + note_of[j]].add(core(parts[2 * j + 1]))
         return [frozenset(names) for names in found]
+
+
+_FORKED_REDACTOR: Redactor | None = None
+
+
+def _replace_in_forked_process(notes: list[str], subjects: list[str | None]) -> list[str]:
+    assert _FORKED_REDACTOR is not None
+    return _FORKED_REDACTOR._replace_names(notes, subjects)
+
+
+@contextmanager
+def _forked_helper(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A one-process pool forked from this one, for batches worth it on a machine with cores to spare. Forked,
+    it holds this redactor without a copy being sent; it runs only Python (no Arrow, whose threads may hold
+    locks at the fork), and it is forked before this call starts Arrow's work."""
+    global _FORKED_REDACTOR
+    if rows < 2 * CHUNK_NOTES or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield None
+        return
+    _FORKED_REDACTOR = redactor
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            pool.submit(int).result()  # the pool forks at its first task
+            yield pool
+    finally:
+        _FORKED_REDACTOR = None
 
 
 def _mark_candidates(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
