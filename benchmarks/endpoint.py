@@ -223,7 +223,11 @@ def main() -> None:
     else:
         champion = ModelRegistry(LocalStorage(root)).resolve(oss_model_name(settings.train_mode), "champion")
         model_dir, label = champion.uri, champion.label
-    was_running = endpoint.status(root)
+    try:
+        was_running = endpoint.status(root)
+    except endpoint.StaleEndpointState as exc:
+        print(f"ignoring {exc}")
+        was_running = None
     notes = [instance(r) for r in split_records(root, "test.jsonl")]
     labelled = split_records(root, "valid.jsonl", "test.jsonl")
     rows, first_answers, bar_met = [], None, True

@@ -1,22 +1,19 @@
 """Replace personal data in observation text by placeholders before anything leaves the machine.
 
-Names come from a roster: every child and adult name in the data set's name fields (plus, at serving
-time, the `child_name` of the request), and a built-in lexicon of common given names, so a child named in
-a note is caught even when no record carries their name in a field. E-mail addresses and phone numbers
-are found by pattern.
+Names: the roster (every child and adult name in the data set's name fields, plus at serving time the
+request's `child_name`), a lexicon of given names, and the rules in `names` for names no list knows
+(capitalised words no dictionary knows, words after titles, names by position in hurried notes). E-mail
+addresses and phone numbers are found by pattern.
 
 Placeholders are stable: the same input always gives the same output, the observed child is always
 `[CHILD]`, and within one record each other person keeps one placeholder (`[CHILD_2]`, `[ADULT]`,
-`[ADULT_2]`, numbered by first appearance). Numbering per record, not per person across the data set,
-keeps placeholders from becoming a pseudonym that could be joined back to a child.
+`[ADULT_2]`, numbered by first appearance; a surname after a given name shares it). Numbering per record,
+not per person across the data set, keeps placeholders from becoming a pseudonym that could be joined back.
 
-Case: a roster name from the data is matched whatever its case ("amara"); a lexicon name, or a roster name
-that is also an everyday word ("Daisy", "Max", "Hall"), only when capitalised, so "a daisy chain" and
-"max 5 mins" survive.
-
-Speed: a million notes must redact in seconds, and a per-note Python scan costs tens of microseconds
-here. So names are found for all notes at once by one RE2 pattern (pyarrow compute, linear time however
-many names), which wraps each name in markers; Python then only numbers the marked names.
+Speed: a million notes must redact in seconds. RE2 passes over whole columns (pyarrow compute) wrap every
+candidate word in markers; Python decides which candidates are names for many notes at once (cached verdicts,
+list comprehensions; only words whose context matters go through the rules) and numbers them, with a forked
+process taking every other chunk on a machine with cores to spare.
 """
 
 from __future__ import annotations
