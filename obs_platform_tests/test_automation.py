@@ -3,6 +3,7 @@ job-status sensor and declarative automation around a real tuning job, the sched
 `jobs` CLI."""
 
 import dagster as dg
+import pytest
 from typer.testing import CliRunner
 
 from obs_platform.cli import app
@@ -110,6 +111,7 @@ def tiny_training(monkeypatch, tiny_bert):
     monkeypatch.setenv("OBS_PLATFORM_EXTERNAL_EVAL", "")
 
 
+@pytest.mark.slow  # a whole-graph run (about 45 s): `make test` runs it, `make test-fast` does not
 def test_the_loop_from_a_landed_file_to_the_promotion_gate_and_a_failed_job(monkeypatch, storage, tiny_bert):
     tiny_training(monkeypatch, tiny_bert)
     monkeypatch.setenv("OBS_PLATFORM_PROMOTION_FLOOR", "none")

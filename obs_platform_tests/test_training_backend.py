@@ -209,6 +209,7 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
         assert len(listed) == 2 and "SUCCEEDED" in listed[1] and listed[1].endswith("oss-classifier/v1")
 
 
+@pytest.mark.slow  # a whole-graph run (about 45 s): `make test` runs it, `make test-fast` does not
 def test_sft_mode_trains_on_the_chat_files_and_serves_a_generative_model(monkeypatch, landed_storage, tiny_causal_lm):
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_MODE", "sft")
     monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_causal_lm))
