@@ -23,6 +23,7 @@ from obs_platform.serving.client import (
 )
 
 from .endpoint_harness import CountingTransport, TimedPredictor, served
+from .test_endpoint_process import FlakyTransport
 
 TOKEN = "load-token"
 NOTE = "Amara filled the tall jug at the water tray and poured it carefully into three cups of different sizes."
@@ -73,25 +74,9 @@ def test_work_whose_caller_has_gone_is_withdrawn_before_it_is_computed():
     assert [[i.notes for i in batch] for batch in predictor.batches] == [["kept"]]
 
 
-class ScriptedTransport:
-    """Raises the scripted failures in turn, then answers; records each call."""
-
-    def __init__(self, *failures: Exception):
-        self.failures, self.calls = list(failures), 0
-
-    def predict(self, instances):
-        self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return {"model_version": "v", "predictions": [
-            {"domain": "d", "domain_name": "D", "attribute": "a", "attribute_id": 1, "level": "l", "confidence": 0.5,
-             "level_confidence": 0.5}
-        ] * len(instances)}  # fmt: skip
-
-
 def test_the_client_waits_as_told_by_retry_after_without_spending_its_retries():
     slept: list[float] = []
-    transport = ScriptedTransport(*[RetryableStatus(429, retry_after=2)] * 5)
+    transport = FlakyTransport(*[RetryableStatus(429, retry_after=2)] * 5)
     client = ObservationClassifier(transport, retries=1, sleep=slept.append)
     assert client.classify("Sang a song").attribute == "a"
     assert transport.calls == 6 and len(slept) == 5 and all(2 <= s <= 2.5 for s in slept)
@@ -99,7 +84,7 @@ def test_the_client_waits_as_told_by_retry_after_without_spending_its_retries():
 
 def test_the_client_gives_up_when_waiting_would_pass_its_patience():
     slept: list[float] = []
-    transport = ScriptedTransport(*[RetryableStatus(429, retry_after=40)] * 5)
+    transport = FlakyTransport(*[RetryableStatus(429, retry_after=40)] * 5)
     client = ObservationClassifier(transport, patience_seconds=60, sleep=slept.append)
     with pytest.raises(EndpointUnavailable, match="after 2 attempts"):
         client.classify("Sang a song")
@@ -108,7 +93,7 @@ def test_the_client_gives_up_when_waiting_would_pass_its_patience():
 
 def test_unanswered_5xx_and_lost_connections_back_off_with_jitter_then_give_up():
     slept: list[float] = []
-    transport = ScriptedTransport(RetryableStatus(503), httpx.ConnectError("refused"), RetryableStatus(502))
+    transport = FlakyTransport(RetryableStatus(503), httpx.ConnectError("refused"), RetryableStatus(502))
     client = ObservationClassifier(transport, retries=2, backoff_seconds=1, sleep=slept.append)
     with pytest.raises(EndpointUnavailable, match="after 3 attempts"):
         client.classify("Sang a song")
@@ -116,7 +101,7 @@ def test_unanswered_5xx_and_lost_connections_back_off_with_jitter_then_give_up()
 
 
 def test_a_timed_out_request_is_not_sent_again():
-    transport = ScriptedTransport(httpx.ReadTimeout("no answer"))
+    transport = FlakyTransport(httpx.ReadTimeout("no answer"))
     with pytest.raises(EndpointTimedOut, match="not sent again"):
         ObservationClassifier(transport, sleep=lambda _: None).classify("Sang a song")
     assert transport.calls == 1

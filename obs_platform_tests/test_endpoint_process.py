@@ -80,9 +80,9 @@ def test_cli_endpoint_commands_without_a_model(monkeypatch, tmp_path):
 
 
 class FlakyTransport:
-    """Answers 503 twice, then a prediction; records how often it was called."""
+    """Raises the scripted failures in turn, then answers; records how often it was called."""
 
-    def __init__(self, failures):
+    def __init__(self, *failures: Exception):
         self.failures, self.calls = list(failures), 0
 
     def predict(self, instances):
@@ -98,10 +98,10 @@ class FlakyTransport:
 def test_transient_statuses_are_retried_and_other_4xx_are_not():
     from obs_platform.serving.client import RetryableStatus
 
-    flaky = FlakyTransport([RetryableStatus(503), RetryableStatus(429)])
+    flaky = FlakyTransport(RetryableStatus(503), RetryableStatus(429))
     assert ObservationClassifier(flaky, retries=3, backoff_seconds=0).classify("x").attribute == "a"
     assert flaky.calls == 3
-    rejected = FlakyTransport([RequestRejected(400, "bad"), RetryableStatus(503)])
+    rejected = FlakyTransport(RequestRejected(400, "bad"), RetryableStatus(503))
     with pytest.raises(RequestRejected):
         ObservationClassifier(rejected, retries=3, backoff_seconds=0).classify("x")
     assert rejected.calls == 1
