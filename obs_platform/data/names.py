@@ -233,17 +233,19 @@ def _first_word(text: str) -> str:
 
 
 _WORDS = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*|[+&]")
+_WORD_OR_DIGIT = re.compile(r"[^\W_]+|[+&]")  # "2" and "4" stand for words in hurried notes
 _FIRST_WORD = re.compile(r"[^\w+&]*([^\W\d_]+(?:['’\-][^\W\d_]+)*|[+&])")
 # Words around a lower-case name in a hurried note: "w kofi", "kofi n amara", "kofis mum", "told kofi".
-_BEFORE_A_NAME = (
+# Words around a lower-case name in a hurried note: "w kofi", "kofi n amara", "kofis mum", "told kofi", and
+# "2"/"4" for "to"/"for" ("waved 2 bohdan"). The redactor marks the words in these places; the rules decide.
+BEFORE_A_NAME = (
     frozenset(
-        "w with n and + & told to helped showed asked gave for from by mum dad sister brother sis bro friend friends "
-        "cousin baby".split()
+        "w with n and told to helped showed asked gave for from by sister brother sis bro friend friends cousin baby "
+        "2 4 + &".split()
     )
     | TITLES
 )
-_TEXTED_TO_BEFORE = re.compile(r"(?:^|\s)[24]\s+$")  # "waved 2 bohdan", "made it 4 amara"
-_AFTER_A_NAME = frozenset("n and + & said says was is has had did wanted wants s".split())
+AFTER_A_NAME = frozenset("n and said says was is has had did wanted wants".split())
 
 
 def _is_word(low: str) -> bool:
@@ -276,11 +278,11 @@ def _sentence_start(before: str) -> bool:
 
 
 def _name_position(low: str, before: str, after: str) -> bool:
-    previous = _words(before[-24:])[-1:]
-    if (previous and previous[0] in _BEFORE_A_NAME) or _TEXTED_TO_BEFORE.search(before[-4:]):
+    previous = _WORD_OR_DIGIT.findall(before[-24:])[-1:]
+    if previous and previous[0] in BEFORE_A_NAME:
         return True
     following = _first_word(after)
-    if following in _AFTER_A_NAME or (following.endswith("ed") and len(following) > 3):
+    if following in AFTER_A_NAME or following in ("+", "&") or (following.endswith("ed") and len(following) > 3):
         return True
     if low.endswith("s") and following in TITLES:
         return True  # "bjorns mum"

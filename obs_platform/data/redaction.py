@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from obs_platform.data.names import (
+    AFTER_A_NAME,
+    BEFORE_A_NAME,
     TITLES,
     NameRules,
     Verdict,
@@ -50,23 +52,20 @@ _MARK = "\x01"
 _SEPARATOR = "\x03"  # between notes decided together; a control character, so never in a note
 _STAND_IN = "Placeholdername"
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-# The exact path's words: the RE2 pattern's candidates, with Python's Unicode-aware letters and boundaries.
 _EMAIL_PY = re.compile(_EMAIL)
+# The words of the request-sized (Python) path: what the RE2 passes mark, with Unicode-aware boundaries.
 _PY_WORD = re.compile(r"(?<!\w)[^\W\d_]+(?:['’][^\W\d_]+)*(?:-[^\W\d_]+)*(?!\w)")
-# Letters outside ASCII (Zoë, Łukasz, 明): RE2's ASCII \b cannot bound them, so such notes take the exact path.
-# Typographic punctuation (quotes, dashes, ellipsis, no-break space, £, €, bullets) is not a letter.
+# Letters outside ASCII (Zoë, Łukasz, 明): RE2's ASCII \b cannot bound them, so such notes are marked again with
+# Unicode classes. Typographic punctuation (quotes, dashes, ellipsis, no-break space, £, €, bullets) is not a letter.
 _OUTSIDE_ASCII_LETTERS = r"[^\x00-\x7F\x{A0}\x{A3}\x{B7}\x{2010}-\x{2027}\x{20AC}]"
 # A note whose first word is in lower case (or shouted) is written in a hurry: names in it may be in lower case
 # too, so its lower-case words where a name stands ("w kofi", "kofi n amara") are candidates.
 _HURRIED = r"^[^A-Za-z]*(?:[a-z]|[A-Z]{2,}\b)"
 _HURRIED_PY = re.compile(_HURRIED)
-_BEFORE_NAME = (
-    r"(?:w|with|n|and|told|to|helped|showed|asked|gave|for|from|by|mum|dad|mummy|daddy|sister|brother|sis|bro"
-    r"|friend|friends|cousin|baby|nan|nana|nanny|aunty|auntie|aunt|uncle|grandma|grandad|granny|2|4)"
-)
-_AFTER_NAME = r"(?:n|and|said|says|was|is|has|had|did|wanted|mum|dad|mummy|daddy|nan|nana)"
-_NAME_POSITION_BEFORE = rf"(^|[.!?]\s+|\b{_BEFORE_NAME}\s+|[+&,]\s*)([a-z]{{2,}}(?:['’]s)?)\b"
-_NAME_POSITION_AFTER = rf"\b([a-z]+(?:['’]s)?)((?:\s+{_AFTER_NAME}\b|\s*[+&]|\s+[a-z]{{2,}}ed\b))"
+_BEFORE_NAME = "|".join(sorted(map(re.escape, BEFORE_A_NAME)))
+_AFTER_NAME = "|".join(sorted(map(re.escape, AFTER_A_NAME | TITLES)))  # a title after: "kofis mum"
+_NAME_POSITION_BEFORE = rf"(^|[.!?]\s+|\b(?:{_BEFORE_NAME})\s+|[+&,]\s*)([a-z]{{2,}}(?:['’]s)?)\b"
+_NAME_POSITION_AFTER = rf"\b([a-z]+(?:['’]s)?)((?:\s+(?:{_AFTER_NAME})\b|\s*[+&]|\s+[a-z]{{2,}}ed\b))"
 # A lower-case word straight after a candidate: a surname ("thao nguyen").
 _NAME_POSITION_NEXT = rf"({_MARK}[A-Za-z'’\-]+{_MARK} )([a-z]{{2,}}(?:['’]s)?)\b"
 _NAME_POSITIONS = (
