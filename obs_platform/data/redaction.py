@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -220,30 +220,36 @@ class Redactor:
         array = _as_array(texts)
         subjects = list(subject_names)
         out: list[str] = []
-        # Block by block, so that only one block's intermediate copies are alive at a time.
-        with _forked_helper(self, len(array)) as helper:
-            for start in range(0, len(array), BLOCK_NOTES):
-                block = array.slice(start, BLOCK_NOTES)
-                out += self._redact_block(block, subjects[start : start + BLOCK_NOTES], helper)
+        # Block by block, so that only two blocks' intermediate copies are alive at a time: the next block is
+        # marked (Arrow, which releases the GIL) in a thread while Python decides the names of this one.
+        starts = range(0, len(array), BLOCK_NOTES)
+        with _forked_helper(self, len(array)) as helper, ThreadPoolExecutor(1) as marker:
+            pending = marker.submit(self._mark_block, array.slice(0, BLOCK_NOTES))
+            for k, start in enumerate(starts):
+                marked = pending.result()
+                if k + 1 < len(starts):
+                    pending = marker.submit(self._mark_block, array.slice(starts[k + 1], BLOCK_NOTES))
+                out += self._replace_block(marked, subjects[start : start + BLOCK_NOTES], helper)
         return out
 
-    def _redact_block(
-        self, block: pa.Array, subjects: list[str | None], helper: ProcessPoolExecutor | None
-    ) -> list[str]:
+    def _mark_block(self, block: pa.Array) -> list[str]:
         maybe_phone = pc.match_substring_regex(block, _MAYBE_PHONE).to_pylist()
         marked = self._mark_names(block)
         for i in [i for i, flag in enumerate(maybe_phone) if flag]:
             marked[i] = _PHONE.sub(_phone_placeholder, marked[i])
+        return marked
+
+    def _replace_block(
+        self, marked: list[str], subjects: list[str | None], helper: ProcessPoolExecutor | None
+    ) -> list[str]:
         chunks = [
             (marked[start : start + CHUNK_NOTES], subjects[start : start + CHUNK_NOTES])
             for start in range(0, len(marked), CHUNK_NOTES)
         ]
         # Python's share of the work holds the GIL: the forked helper takes every other chunk.
-        forked = (
-            {k: helper.submit(_replace_in_forked_process, *chunks[k]) for k in range(1, len(chunks), 2)}
-            if helper
-            else {}
-        )
+        forked = {}
+        if helper is not None:
+            forked = {k: helper.submit(_replace_in_forked_process, *chunks[k]) for k in range(1, len(chunks), 2)}
         out: list[str] = []
         for k, (notes, note_subjects) in enumerate(chunks):
             out += forked.pop(k).result() if k in forked else self._replace_names(notes, note_subjects)
@@ -471,9 +477,12 @@ def _forked_helper(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecuto
 
 
 def _mark_candidates(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
-    """E-mail addresses become `[EMAIL]`, then the marking passes."""
-    if pc.any(pc.match_substring(part, "@")).as_py():
-        part = pc.replace_substring_regex(part, pattern=_EMAIL, replacement="[EMAIL]")
+    """E-mail addresses become `[EMAIL]` (in the notes that have an @ only: a replace costs far more than a
+    match), then the marking passes."""
+    at = pc.match_substring(part, "@")
+    if pc.any(at).as_py():
+        emails = pc.replace_substring_regex(pc.filter(part, at), pattern=_EMAIL, replacement="[EMAIL]")
+        part = pc.replace_with_mask(part, at, emails)
     return _apply(part, passes)
 
 
