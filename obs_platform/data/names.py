@@ -175,7 +175,7 @@ class NameRules:
             return Verdict.WORD
         if low in given_names():
             return Verdict.AMBIGUOUS if low in english_words() else Verdict.NAME
-        if _is_word(low) or all(_is_word(part) for part in low.split("-")):
+        if all(_is_word(part) for part in low.split("-")):  # "Dual-language" too
             return Verdict.WORD
         if token.isupper() and len(low) <= ALL_CAPS_ACRONYM_MAX:
             return Verdict.WORD  # PSED, SEN, TV: acronyms; ALL-CAPS names of the lexicon were caught above

@@ -220,17 +220,27 @@ class Redactor:
         array = _as_array(texts)
         subjects = list(subject_names)
         out: list[str] = []
-        # Block by block, so that only two blocks' intermediate copies are alive at a time: the next block is
-        # marked (Arrow, which releases the GIL) in a thread while Python decides the names of this one.
+        # Block by block, so that only two blocks' intermediate copies are alive at a time.
         starts = range(0, len(array), BLOCK_NOTES)
-        with _forked_helper(self, len(array)) as helper, ThreadPoolExecutor(1) as marker:
-            pending = marker.submit(self._mark_block, array.slice(0, BLOCK_NOTES))
-            for k, start in enumerate(starts):
-                marked = pending.result()
-                if k + 1 < len(starts):
-                    pending = marker.submit(self._mark_block, array.slice(starts[k + 1], BLOCK_NOTES))
+        blocks = [array.slice(start, BLOCK_NOTES) for start in starts]
+        with _forked_helper(self, len(array)) as helper:
+            for start, marked in zip(starts, self._marked_blocks(blocks)):
                 out += self._replace_block(marked, subjects[start : start + BLOCK_NOTES], helper)
         return out
+
+    def _marked_blocks(self, blocks: list[pa.Array]) -> Iterator[list[str]]:
+        """Each block marked; from the second block on, the next one is marked (Arrow, which releases the GIL) in
+        a thread while Python decides the names of the one given."""
+        if len(blocks) == 1:
+            yield self._mark_block(blocks[0])
+            return
+        with ThreadPoolExecutor(1) as marker:
+            pending = marker.submit(self._mark_block, blocks[0])
+            for block in blocks[1:]:
+                marked = pending.result()
+                pending = marker.submit(self._mark_block, block)
+                yield marked
+            yield pending.result()
 
     def _mark_block(self, block: pa.Array) -> list[str]:
         maybe_phone = pc.match_substring_regex(block, _MAYBE_PHONE).to_pylist()
@@ -275,7 +285,7 @@ class Redactor:
         return marked.to_pylist()
 
     def _mark_python(self, text: str) -> str:
-        """The exact path: Python's Unicode-aware words, the candidates the RE2 pattern marks."""
+        """The request-sized path: Python's Unicode-aware words, the candidates the RE2 passes mark."""
         marked = _PY_WORD.sub(self._marked_word, _EMAIL_PY.sub("[EMAIL]", text) if "@" in text else text)
         if _HURRIED_PY.search(text):
             for pattern, replacement in _PY_NAME_POSITIONS:
@@ -289,7 +299,6 @@ class Redactor:
             if not word[0].islower():
                 form = f"{_MARK}{word}{_MARK}"
             else:
-                # Lower case: whole words the lists know, hyphenated parts one by one ("kofi-jones").
                 # Lower case: the whole word if a list knows it, else its first part ("kofi-jones"), as RE2 does.
                 first, dash, rest = word.partition("-")
                 if self._is_lower_candidate(word):
@@ -356,10 +365,8 @@ class Redactor:
 
     def _replace_names(self, notes: list[str], subjects: list[str | None]) -> list[str]:
         """Each marked name becomes its placeholder, numbered per note; other marked words are given back."""
-        parts = _SEPARATOR.join(notes).split(_MARK)
+        parts, note_of = _split_marked(notes)
         is_name = self._decide(parts)
-        # The note each word is in: the separators counted in the text before it.
-        note_of = list(accumulate(gap.count(_SEPARATOR) for gap in parts[0::2]))
         note = -1
         subject: frozenset[str] = frozenset()
         labels: dict[tuple[str, ...], str] = {}
@@ -442,12 +449,18 @@ class Redactor:
         stand_in = _STAND_IN.lower()
         found: list[set[str]] = [set() for _ in range(len(array))]
         for start in range(0, len(array), CHUNK_NOTES):
-            parts = _SEPARATOR.join(self._mark_names(array.slice(start, CHUNK_NOTES))).split(_MARK)
-            note_of = list(accumulate(gap.count(_SEPARATOR) for gap in parts[0::2]))
+            parts, note_of = _split_marked(self._mark_names(array.slice(start, CHUNK_NOTES)))
             for j, name in enumerate(self._decide(parts)):
                 if name and stand_in not in core(parts[2 * j + 1]):  # "[CHILD]s", "[CHILD]-led" too
                     found[start + note_of[j]].add(core(parts[2 * j + 1]))
         return [frozenset(names) for names in found]
+
+
+def _split_marked(notes: list[str]) -> tuple[list[str], list[int]]:
+    """Marked notes as one list of parts (the marked words at odd positions), and the note of each word: the
+    separators counted in the text before it."""
+    parts = _SEPARATOR.join(notes).split(_MARK)
+    return parts, list(accumulate(gap.count(_SEPARATOR) for gap in parts[0::2]))
 
 
 _FORKED_REDACTOR: Redactor | None = None
