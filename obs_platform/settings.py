@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import load_dotenv
-from trainer.config import MODE_DEFAULTS
+from trainer.config import MODE_DEFAULTS, RECIPES
 
 from obs_platform.taxonomy import default_taxonomy_path
 
@@ -33,6 +33,7 @@ class Settings:
     taxonomy_path: str
     backend: str = "local"
     train_mode: str = "classifier"
+    train_recipe: str = "hybrid"  # classifier mode: `hybrid` or `lora`
     base_model: str = ""  # "": the training mode's default
     endpoint_runtime: str = "onnx"
     promotion_tolerance: float = 0.01
@@ -53,7 +54,8 @@ class Settings:
     def from_env(cls) -> Settings:
         """`OBS_PLATFORM_HOME` (folder or `gs://bucket/prefix`), `OBS_PLATFORM_TAXONOMY` (a file) and
         `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_TRAIN_MODE` (`classifier`, the
-        CPU default, or `sft`, a causal LM for GPUs), `OBS_PLATFORM_BASE_MODEL` (the model to tune; default:
+        CPU default, or `sft`, a causal LM for GPUs), `OBS_PLATFORM_TRAIN_RECIPE` (the classifier's: `hybrid`, the
+        default, or `lora`), `OBS_PLATFORM_BASE_MODEL` (the model to tune; default:
         the mode's), `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults and
         `OBS_PLATFORM_ENDPOINT_RUNTIME` (what runs a served classifier: `onnx`, ONNX Runtime, or `torch`);
         for evaluation `OBS_PLATFORM_PROMOTION_TOLERANCE`, `OBS_PLATFORM_PROMOTION_FLOOR` (the baseline a model
@@ -77,13 +79,17 @@ class Settings:
         if mode not in MODE_DEFAULTS:
             raise ValueError(f"OBS_PLATFORM_TRAIN_MODE={mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
         base_model = os.environ.get("OBS_PLATFORM_BASE_MODEL") or MODE_DEFAULTS[mode]["base_model"]
+        recipe = os.environ.get("OBS_PLATFORM_TRAIN_RECIPE") or "hybrid"
+        if recipe not in RECIPES:
+            raise ValueError(f"OBS_PLATFORM_TRAIN_RECIPE={recipe!r}: expected one of {list(RECIPES)}")
         options = {
             name: int(os.environ[variable])
             for name, variable in TRAIN_OPTION_VARIABLES.items()
             if os.environ.get(variable)
         }
         return cls(
-            home=home, taxonomy_path=taxonomy, backend=backend, train_mode=mode, base_model=base_model,
+            home=home, taxonomy_path=taxonomy, backend=backend, train_mode=mode, train_recipe=recipe,
+            base_model=base_model,
             train_options=options, endpoint_runtime=os.environ.get("OBS_PLATFORM_ENDPOINT_RUNTIME") or "onnx",
             promotion_tolerance=float(os.environ.get("OBS_PLATFORM_PROMOTION_TOLERANCE") or 0.01),
             promotion_floor=os.environ.get("OBS_PLATFORM_PROMOTION_FLOOR") or "tfidf_logistic",

@@ -204,6 +204,28 @@ def tiny_bert(tmp_path_factory, split_files) -> Path:
 
 
 @pytest.fixture(scope="session")
+def taxonomy_texts(tmp_path_factory, eyfs) -> Path:
+    """The taxonomy's labelled texts as the splits asset writes them beside the splits."""
+    folder = tmp_path_factory.mktemp("taxonomy-texts")
+    _write_files(folder, prepare.taxonomy_text_file(eyfs))
+    return folder / prepare.TAXONOMY_TEXTS_FILE
+
+
+@pytest.fixture(scope="session")
+def trained_hybrid(tmp_path_factory, split_files, taxonomy_texts, tiny_bert) -> Path:
+    """The trainer's output for the hybrid recipe on the tiny BERT's (frozen, random) embeddings: seconds."""
+    from trainer.config import TrainerConfig
+    from trainer.hybrid import train_hybrid
+
+    output = tmp_path_factory.mktemp("hybrid")
+    train_hybrid(
+        TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
+                      base_model=str(tiny_bert), taxonomy_texts=str(taxonomy_texts))
+    )  # fmt: skip
+    return output
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, split_files, tiny_bert) -> Path:
     """The trainer's output for one epoch of the tiny BERT: a real LoRA classifier, in seconds."""
     from trainer.classifier import train_classifier
@@ -211,7 +233,7 @@ def trained(tmp_path_factory, split_files, tiny_bert) -> Path:
 
     output = tmp_path_factory.mktemp("model")
     train_classifier(
-        TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
-                      base_model=str(tiny_bert), epochs=1, batch_size=64, max_length=64)
+        TrainerConfig(recipe="lora", train=str(split_files["train"]), valid=str(split_files["valid"]),
+                      output=str(output), base_model=str(tiny_bert), epochs=1, batch_size=64, max_length=64)
     )  # fmt: skip
     return output

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 from typer.testing import CliRunner
 
-from obs_platform.cli import app
+from obs_platform.cli import app, sample_data_files
 from obs_platform.data.landing import LandingSnapshot
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.data.sensors import landing_sensor
@@ -44,7 +44,8 @@ def test_snapshots_compare_content_not_modification_times(storage):
 def test_the_landing_sensor_requests_one_run_per_drop_and_survives_restarts(landed_storage):
     first = landing_tick(landed_storage, None)
     [request] = first.run_requests
-    assert request.run_key.startswith("landing-") and "3 added" in request.tags["obs-platform/changes"]
+    landed = f"{len(sample_data_files())} added"
+    assert request.run_key.startswith("landing-") and landed in request.tags["obs-platform/changes"]
 
     # Nothing new: skipped. A "restarted daemon" is a new context with the stored cursor.
     assert isinstance(landing_tick(landed_storage, first.cursor), dg.SkipReason)

@@ -149,7 +149,8 @@ ABOVE, NOISE, BELOW = (0.02, 0.2), (-0.15, 0.1), (-0.3, -0.02)  # intervals of c
     ("challenger", "champion", "versus_baseline", "outcome"),
     [
         (0.60, None, ABOVE, gate.Outcome.PROMOTE),  # first model, above the floor
-        (0.48, None, NOISE, gate.Outcome.PROMOTE),  # below on the point estimate, within the split's noise
+        (0.48, None, NOISE, gate.Outcome.REJECT),  # below on the point estimate: rejected, however noisy the split
+        (0.51, None, NOISE, gate.Outcome.PROMOTE),  # above on the point estimate, within the split's noise
         (0.60, 0.55, ABOVE, gate.Outcome.PROMOTE),  # better
         (0.545, 0.55, ABOVE, gate.Outcome.PROMOTE),  # worse, within the tolerance
         (0.52, 0.55, ABOVE, gate.Outcome.KEEP),  # worse by more than the tolerance

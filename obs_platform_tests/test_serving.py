@@ -156,7 +156,7 @@ def test_onnx_runtime_gives_the_same_predictions(trained, tiny_bert, eyfs, predi
     on_onnx = ClassifierPredictor(
         trained, eyfs, roster=predictor.texts.roster, base_model=str(tiny_bert), runtime="onnx"
     )
-    assert on_onnx.model.fused_operators.get("Attention") == 2  # one fused attention kernel per layer
+    assert on_onnx.forward.model.fused_operators.get("Attention") == 2  # one fused attention kernel per layer
     notes = [Instance("Built a tall tower with the big blocks", 30), Instance("Sang", None), Instance("Counted " * 40)]
     for batch in (notes, notes[:1]):  # padded batches and a single observation
         expected, got = predictor.predict(batch), on_onnx.predict(batch)

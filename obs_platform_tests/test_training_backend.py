@@ -27,7 +27,7 @@ def spec_for(split_files, tiny_bert, **hyperparameters) -> TrainingSpec:
         valid_uri=str(split_files["valid"]),
         dataset_version="test-version",
         base_model=str(tiny_bert),
-        hyperparameters={"epochs": 1, "batch_size": 64, "max_length": 64, **hyperparameters},
+        hyperparameters={"recipe": "lora", "epochs": 1, "batch_size": 64, "max_length": 64, **hyperparameters},
     )
 
 
@@ -37,6 +37,22 @@ def wait(backend, job_id, timeout=180):
         assert time.monotonic() < deadline, f"job {job_id} still {status.state}"
         time.sleep(0.5)
     return status
+
+
+def test_the_recipe_decides_what_a_job_is_given():
+    """The hybrid gets the taxonomy texts and none of LoRA's settings; LoRA gets its settings and no texts."""
+    from obs_platform.defs.training.resources import TuningBackendResource
+
+    def spec(recipe: str) -> TrainingSpec:
+        resource = TuningBackendResource(vertex=None, recipe=recipe, epochs=2)
+        return resource.spec("s/train.jsonl", "s/valid.jsonl", "v1", "s/taxonomy.jsonl")
+
+    hybrid, lora = spec("hybrid"), spec("lora")
+    assert hybrid.hyperparameters == {"recipe": "hybrid"}
+    assert hybrid.trainer_args("out")[-4:] == ["--taxonomy-texts", "s/taxonomy.jsonl", "--recipe", "hybrid"]
+    assert lora.hyperparameters["recipe"] == "lora" and lora.hyperparameters["epochs"] == 2
+    assert "--taxonomy-texts" not in lora.trainer_args("out") and "--epochs" in lora.trainer_args("out")
+    assert hybrid.trainer_code == lora.trainer_code  # the recipe, not the code, tells the two apart
 
 
 def test_a_job_runs_to_success_and_is_visible_from_another_backend_object(tmp_path, split_files, tiny_bert):
@@ -147,6 +163,7 @@ def whole_graph(defs, instance):
     return run_whole_graph(defs, instance, echo=lambda line: None)
 
 
+@pytest.mark.slow  # two whole-graph runs, two recipes (about 80 s): `make test` runs it, `make test-fast` does not
 def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_storage, tiny_bert):
     monkeypatch.setenv("OBS_PLATFORM_BASE_MODEL", str(tiny_bert))
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_EPOCHS", "1")
@@ -154,9 +171,10 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
     monkeypatch.setenv("OBS_PLATFORM_TRAIN_MAX_LENGTH", "64")
     monkeypatch.setenv("OBS_PLATFORM_BASELINES", "majority,tfidf_logistic")  # frozen MiniLM: the slow test
     monkeypatch.setenv("OBS_PLATFORM_EXTERNAL_EVAL", "")
+    monkeypatch.setenv("OBS_PLATFORM_TRAIN_RECIPE", "lora")
     with dg.DagsterInstance.ephemeral() as instance:
         try:
-            # A one-epoch tiny BERT is below the TF-IDF baseline: the blocking gate keeps it from serving.
+            # A one-epoch LoRA on the tiny BERT is below the TF-IDF baseline: the blocking gate keeps it from serving.
             rejected = whole_graph(load_defs(monkeypatch, landed_storage.root), instance)
             assert not rejected.success and "deploy run" in rejected.failure
             report = metadata(instance, "evaluation_report")
@@ -170,8 +188,9 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
             assert instance.get_latest_materialization_event(dg.AssetKey("champion_model")) is None
             assert "champion" not in ModelRegistry(LocalStorage(landed_storage.root)).aliases("oss-classifier")
 
-            # With no floor it is promoted (there is no champion yet), and served.
-            monkeypatch.setenv("OBS_PLATFORM_PROMOTION_FLOOR", "none")
+            # The default recipe (the hybrid, here on the tiny BERT's embeddings) is another recipe: a new job, a
+            # new version, above the baseline, promoted (there is no champion yet) and served.
+            monkeypatch.delenv("OBS_PLATFORM_TRAIN_RECIPE")
             defs = load_defs(monkeypatch, landed_storage.root)
             assert whole_graph(defs, instance).success
             served = metadata(instance, "oss_endpoint")
@@ -183,30 +202,31 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
             )
             assert again.success
             request = metadata(instance, "oss_tuning_job")
-            assert request["outcome"] == "reused" and request["model_version"] == "oss-classifier/v1"
-            assert len(LocalSubprocessBackend(landed_storage.root).jobs()) == 1  # trained once
+            assert request["outcome"] == "reused" and request["model_version"] == "oss-classifier/v2"
+            assert len(LocalSubprocessBackend(landed_storage.root).jobs()) == 2  # once per recipe
             assert metadata(instance, "oss_endpoint")["pid"] == served["pid"]  # same champion: not restarted
         finally:
             endpoint.stop(landed_storage.root)
-        assert promoted["outcome"] == "promote" and promoted["champion"] == "oss-classifier/v1"
+        assert promoted["outcome"] == "promote" and promoted["champion"] == "oss-classifier/v2"
         assert evaluated["promotion"] == "promote" and 0 <= evaluated["test_attribute_macro_f1"] <= 1
         assert "tfidf_logistic" in evaluated["summary"] and "majority" in evaluated["summary"]
         assert Path(evaluated["report"]).exists() and Path(evaluated["confusion_attribute"]).exists()
         calibration = metadata(instance, "model_calibration")
         assert calibration["calibrated"] is True and calibration["attribute_temperature"] > 0
-        assert served["model_version"] == "oss-classifier/v1" and served["url"].startswith("http://127.0.0.1:")
+        assert served["model_version"] == "oss-classifier/v2" and served["url"].startswith("http://127.0.0.1:")
         assert "Amara poured water" in served["example"]
         roster = Roster.from_json((landed_storage.root / "private" / "roster.json").read_bytes())
-        assert len(roster) == 170 and "okafor" in roster.children
+        assert len(roster) == 983 and "okafor" in roster.children  # children and educators of the sample corpus
         model = metadata(instance, "tuned_oss_model")
         splits = metadata(instance, "training_splits")
-        assert model["model_version"] == "oss-classifier/v1"
+        assert model["model_version"] == "oss-classifier/v2"
         assert model["dataset_version"] == splits["dataset_version"]
         assert 0 <= model["valid_attribute_accuracy"] <= 1
-        assert Path(model["model_uri"], "adapter", "adapter_model.safetensors").exists()
+        assert Path(model["model_uri"], "features.json").exists()
         assert Path(model["model_uri"], "calibration.json").exists()
         listed = CliRunner().invoke(app, ["jobs"]).output.splitlines()
-        assert len(listed) == 2 and "SUCCEEDED" in listed[1] and listed[1].endswith("oss-classifier/v1")
+        assert len(listed) == 3 and all("SUCCEEDED" in line for line in listed[1:])
+        assert {line.rsplit(" ", 1)[-1] for line in listed[1:]} == {"oss-classifier/v1", "oss-classifier/v2"}
 
 
 @pytest.mark.slow  # a whole-graph run (about 45 s): `make test` runs it, `make test-fast` does not

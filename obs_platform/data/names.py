@@ -298,6 +298,10 @@ def _phrase_index() -> dict[str, tuple[tuple[str, ...], ...]]:
     return {word: tuple(phrases) for word, phrases in index.items()}
 
 
+STAND_IN = "Placeholdername"  # what a placeholder reads as when redacted text is scanned again: a name-like word
+STAND_IN_WORD = STAND_IN.lower()
+
+
 def _phrases_with(low: str) -> tuple[tuple[str, ...], ...]:
     return _phrase_index().get(low, ())
 
@@ -305,13 +309,16 @@ def _phrases_with(low: str) -> tuple[tuple[str, ...], ...]:
 def _in_phrase(
     phrases: tuple[tuple[str, ...], ...], previous: tuple[str, ...], low: str, following: tuple[str, ...]
 ) -> bool:
-    """Whether the word is part of one of `phrases` ("Mark making", "Baby Bear", "Mr Tickle")."""
+    """Whether the word is part of one of `phrases` ("Mark making", "Baby Bear", "Mr Tickle"). A placeholder's
+    stand-in matches any word: re-read after redaction, "[CHILD_2] Goats Gruff" (a child called Billy on the
+    roster) is still the story."""
     window = (*previous, low, *following)
     at = len(previous)
     for phrase in phrases:
         n = len(phrase)
         for start in range(max(0, at - n + 1), at + 1):
-            if window[start : start + n] == phrase:
+            part = window[start : start + n]
+            if len(part) == n and all(w == p or w == STAND_IN_WORD for w, p in zip(part, phrase)):
                 return True
     return False
 

@@ -46,6 +46,7 @@ SPLIT_RECORD_COLUMNS = [
     "photo_uris",
 ]
 CHUNK_ROWS = 20_000
+TAXONOMY_TEXTS_FILE = "taxonomy.jsonl"
 
 
 def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
@@ -141,6 +142,32 @@ def split_records(frame: pd.DataFrame) -> dict[str, list[dict]]:
 def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
     """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
     return {name: _chunked(_split_records(part)) for name, part in _by_split(frame, SPLITS).items()}
+
+
+def taxonomy_text_records(taxonomy: Taxonomy) -> list[dict]:
+    """The taxonomy's own labelled text, in the split-record shape: each progression point's description (its
+    attribute and level) and each attribute's guidance (`information`: its attribute, no level). Training rows for
+    the hybrid classifier, the cheapest signal the corpus lacks for rarely observed ELGs and levels."""
+    records = []
+    for attribute in taxonomy.attributes:
+        domain = taxonomy.domain(attribute.domain_id)
+        label = {"domain_id": domain.id, "domain_key": domain.key, "attribute_id": attribute.id}
+        texts = [(f"taxonomy-attribute-{attribute.id}", attribute.information, None)]
+        texts += [(f"taxonomy-point-{p.id}", p.description, p.level) for p in attribute.points if not p.hidden]
+        for record_id, text, level in texts:
+            if text and text.strip():
+                records.append({
+                    "observation_id": record_id, "text": text.strip(), "child_age_months": None, **label,
+                    "progression_title": level.title if level else None,
+                    "level_index": taxonomy.level_index(level.title) if level else None,
+                    "secondary_tags": [], "photo_uris": [],
+                })  # fmt: skip
+    return records
+
+
+def taxonomy_text_file(taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
+    return {TAXONOMY_TEXTS_FILE: [b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE)
+                                           for r in taxonomy_text_records(taxonomy))]}  # fmt: skip
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:

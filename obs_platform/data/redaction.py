@@ -37,6 +37,8 @@ import pyarrow.compute as pc
 from obs_platform.data.names import (
     AFTER_A_NAME,
     BEFORE_A_NAME,
+    STAND_IN,
+    STAND_IN_WORD,
     TITLES,
     NameRules,
     Verdict,
@@ -50,7 +52,6 @@ from obs_platform.parallel import map_slices
 _TOKEN = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 _MARK = "\x01"
 _SEPARATOR = "\x03"  # between notes decided together; a control character, so never in a note
-_STAND_IN = "Placeholdername"
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 _EMAIL_PY = re.compile(_EMAIL)
 # The words of the request-sized (Python) path: what the RE2 passes mark, with Unicode-aware boundaries.
@@ -174,18 +175,22 @@ class Redactor:
         # Candidates: capitalised words, lower-case words a list knows, and in a hurried note lower-case words
         # where a name stands; the rules in `names` then tell names from words.
         self._lower = any_case | lower_case_given_names()
-        ascii_lower = sorted(t for t in self._lower if t.isascii())
         # Separate RE2 passes: one pattern for all makes RE2's automaton too large to stay fast. RE2's \\b is
         # ASCII, so notes with other letters (Zoë, Łukasz, 明) are marked again with Unicode classes (slower).
         ascii_lower = _alternation(t for t in self._lower if t.isascii())
         self._ascii_passes = (
             ("(^|[^A-Za-z0-9_\\-])([A-Z][A-Za-z]*(?:['’\\-][A-Za-z]+)*)\\b", f"\\1{_MARK}\\2{_MARK}"),
-            # Not after a hyphen or an apostrophe: "T-rex" is one word, a capitalised candidate already.
-            (f"(^|[^{_MARK}A-Za-z0-9_'’\\-])((?:{ascii_lower})(?:['’]?s)?)\\b", f"\\1{_MARK}\\2{_MARK}"),
+            # Not after a hyphen or an apostrophe inside a word ("T-rex", "O'Brien" are one word, capitalised
+            # candidates already), but after an opening quote ("'mira!'"), as the request path reads it.
+            (
+                f"(^|[^{_MARK}A-Za-z0-9_'’\\-]|(?:^|[^{_MARK}A-Za-z0-9_])['’])((?:{ascii_lower})(?:['’]?s)?)\\b",
+                f"\\1{_MARK}\\2{_MARK}",
+            ),
         )
         letter, not_letter = r"\p{L}\p{M}", r"\p{L}\p{M}\p{N}_"
         unicode_lower = (
-            f"(^|[^{_MARK}{not_letter}'’\\-])((?:{_alternation(self._lower)})(?:['’]?s)?)($|[^{not_letter}])",
+            f"(^|[^{_MARK}{not_letter}'’\\-]|(?:^|[^{_MARK}{not_letter}])['’])"
+            f"((?:{_alternation(self._lower)})(?:['’]?s)?)($|[^{not_letter}])",
             f"\\1{_MARK}\\2{_MARK}\\3",
         )
         self._unicode_passes = (
@@ -445,8 +450,8 @@ class Redactor:
         if not texts:
             return []
         # A placeholder stands where a name stood: a name-like stand-in keeps the context the redactor saw.
-        array = pc.replace_substring_regex(_as_array(texts), PLACEHOLDER.pattern, _STAND_IN)
-        stand_in = _STAND_IN.lower()
+        array = pc.replace_substring_regex(_as_array(texts), PLACEHOLDER.pattern, STAND_IN)
+        stand_in = STAND_IN_WORD
         found: list[set[str]] = [set() for _ in range(len(array))]
         for start in range(0, len(array), CHUNK_NOTES):
             parts, note_of = _split_marked(self._mark_names(array.slice(start, CHUNK_NOTES)))

@@ -1,9 +1,12 @@
 """The promotion rule: a retrained model never replaces a better one, and never serves below a baseline.
 
-"Below the baseline" is judged with the sampling noise of the test split in view: the challenger is rejected
-when the 95 % paired-bootstrap interval of its macro-F1 minus the baseline's lies wholly below zero. On the
-sample corpus's 61 test notes over 17 classes that interval is about ±0.15 wide, so comparing two point
-estimates would reject or pass a model on a handful of notes.
+"Below the baseline" is the point estimate: a challenger whose test macro-F1 is below the baseline's (TF-IDF +
+logistic regression, a 30-line script) is rejected, however wide the sampling noise. The burden of proof is on
+the model: when the two cannot be told apart on the test split, the platform has no reason to serve the costlier
+one. Recipes are chosen by repeated cross-validation (`benchmarks/recipes.py`), not by this gate, so a strict
+gate does not turn test-split noise into recipe choices. The 95 % paired-bootstrap interval of the difference is
+kept in the decision as information (about ±0.09 on the 150-odd test notes of the sample corpus): how far the
+verdict could move on other notes.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def decide(
         return PromotionDecision(outcome, reason, challenger_f1, champion_f1, baseline_f1, tolerance, versus_baseline)
 
     low, high = versus_baseline
-    if high < 0:
+    if challenger_f1 < baseline_f1:
         return decision(
             Outcome.REJECT,
             f"macro-F1 {challenger_f1:.4f} is below the baseline's {baseline_f1:.4f} "

@@ -9,11 +9,13 @@ mode: greedy generation, the answer read back into a taxonomy label, repaired or
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import torch
 from trainer.answers import ReadAnswer, read_answer
+from trainer.data import LabelMaps
 
 from obs_platform.data.formats import OSS_SYSTEM_PROMPT, RequestTexts
 from obs_platform.data.redaction import Roster
@@ -21,6 +23,8 @@ from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.serving.runtime import RUNTIMES, OnnxForward, Runtime
 from obs_platform.taxonomy import Taxonomy
+
+DEFAULT_MAX_TOKENS = 512  # a model without an encoder reads the whole note; the queue's token estimate caps here
 
 
 class Predictor(Protocol):
@@ -43,36 +47,33 @@ def load_predictor(
 
 
 class ClassifierPredictor:
-    """A registry version's classifier, ready to answer batches: the LoRA adapter merged into the encoder (one
-    matrix product per layer instead of three), run by PyTorch or ONNX Runtime (`runtime`). When the version
-    carries a calibration (`calibration.json`), probabilities are temperature-scaled and each suggestion
-    says whether it reaches its domain's confidence threshold."""
+    """A registry version's classifier, ready to answer batches, whichever recipe trained it: the hybrid
+    (TF-IDF and sentence-embedding features, linear heads; its encoder on PyTorch or ONNX Runtime) or LoRA (the
+    adapter merged into the encoder, one matrix product per layer instead of three; the whole forward pass on
+    PyTorch or ONNX Runtime). When the version carries a calibration (`calibration.json`), probabilities are
+    temperature-scaled and each suggestion says whether it reaches its domain's confidence threshold."""
 
     def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, top_k: int = 3,
                  max_length: int = 128, base_model: str | None = None, runtime: Runtime = "torch"):  # fmt: skip
-        from trainer.classifier import load_trained_classifier
-
-        self.model, self.tokenizer, self.labels = load_trained_classifier(model_dir, base_model=base_model)
-        self.model.encoder = self.model.encoder.merge_and_unload()
-        self.runtime = runtime
-        if runtime == "onnx":
-            self.model = OnnxForward(self.model, self.tokenizer)
-        elif runtime != "torch":
+        if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: expected one of {RUNTIMES}")
+        manifest = json.loads(Path(model_dir, "manifest.json").read_text())
+        if manifest.get("recipe") == "hybrid":
+            self.forward, self.labels, self.max_length = _hybrid_forward(model_dir, manifest, base_model, runtime)
+        else:
+            self.forward = _LoraForward(model_dir, base_model, runtime, max_length)
+            self.labels, self.max_length = self.forward.labels, max_length
+        self.runtime = runtime
         self.taxonomy = taxonomy
         self.texts = RequestTexts(roster)
         self.top_k = top_k
-        self.max_length = max_length
         calibration_file = Path(model_dir, CALIBRATION_FILE)
         self.calibration = Calibration.from_json(calibration_file.read_bytes()) if calibration_file.exists() else None
 
     @torch.inference_mode()  # per call: the endpoint answers on worker threads
     def logits(self, instances: list[Instance]) -> dict[str, torch.Tensor]:
-        """Raw head outputs: one forward pass for the whole batch, padded to its longest input."""
-        encoded = self.tokenizer(
-            self.texts(instances), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return self.model(encoded["input_ids"], encoded["attention_mask"])
+        """Raw head outputs of one batch."""
+        return self.forward(self.texts(instances))
 
     @torch.inference_mode()
     def predict(self, instances: list[Instance]) -> list[Prediction]:
@@ -107,6 +108,41 @@ class ClassifierPredictor:
         domain = self.taxonomy.domain(self.taxonomy.attribute(attribute_id).domain_id).key
         confident = self.calibration is not None and probability >= self.calibration.threshold(domain)
         return Suggestion.of(self.taxonomy, attribute_id, probability, confident)
+
+
+class _LoraForward:
+    """The LoRA classifier's forward pass over model inputs: one padded batch through the merged encoder."""
+
+    def __init__(self, model_dir: str | Path, base_model: str | None, runtime: Runtime, max_length: int):
+        from trainer.classifier import load_trained_classifier
+
+        self.model, self.tokenizer, self.labels = load_trained_classifier(model_dir, base_model=base_model)
+        self.model.encoder = self.model.encoder.merge_and_unload()
+        if runtime == "onnx":
+            self.model = OnnxForward(self.model, self.tokenizer)
+        self.max_length = max_length
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )  # fmt: skip
+        return self.model(encoded["input_ids"], encoded["attention_mask"])
+
+
+def _hybrid_forward(
+    model_dir: str | Path, manifest: dict, base_model: str | None, runtime: Runtime
+) -> tuple[Callable[[list[str]], dict[str, torch.Tensor]], LabelMaps, int]:
+    """The hybrid classifier's logits, its labels and the most tokens it reads of one note."""
+    from trainer.classifier import resolve_base_model
+    from trainer.hybrid import HybridClassifier
+
+    model = HybridClassifier.load(model_dir, resolve_base_model(base_model or manifest["base_model"]))
+    encoder = model.features.encoder
+    if encoder is None:
+        return model.logits, model.labels, DEFAULT_MAX_TOKENS
+    if runtime == "onnx":
+        encoder.forward = OnnxForward(encoder.module, encoder.tokenizer, outputs=("sums",))
+    return model.logits, model.labels, encoder.window_tokens * encoder.max_windows
 
 
 class GenerativePredictor:

@@ -38,24 +38,25 @@ EXPORT_MANIFEST = "export.json"  # written last: a folder without it is no finis
 
 
 class _TupleOutputs(nn.Module):
-    """The classifier with its head outputs as a tuple: what an ONNX graph can return."""
+    """The model with its named outputs as a tuple: what an ONNX graph can return."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, outputs: tuple[str, ...]):
         super().__init__()
-        self.model = model
+        self.model, self.outputs = model, outputs
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits = self.model(input_ids, attention_mask)
-        return tuple(logits[head] for head in HEADS)
+        return tuple(logits[name] for name in self.outputs)
 
 
-def export_key(model: nn.Module) -> str:
+def export_key(model: nn.Module, outputs: tuple[str, ...] = HEADS) -> str:
     """What an export is built from: the weights (adapter merged), the encoder's configuration (less where it was
     loaded from), the recipe and the exporting libraries' versions."""
     import onnxruntime
 
     config = {k: v for k, v in model.encoder.config.to_dict().items() if k != "_name_or_path"}
-    digest = hashlib.sha256(f"{EXPORT_RECIPE}|torch {torch.__version__}|onnxruntime {onnxruntime.__version__}".encode())
+    versions = f"torch {torch.__version__}|onnxruntime {onnxruntime.__version__}"
+    digest = hashlib.sha256(f"{EXPORT_RECIPE}|{versions}|{','.join(outputs)}".encode())
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
@@ -63,9 +64,11 @@ def export_key(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_onnx(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Trace the classifier into `folder`: the fused graph (`classifier.onnx`), then its manifest (the operators
-    the optimiser fused)."""
+def export_onnx(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path, outputs: tuple[str, ...] = HEADS
+) -> None:
+    """Trace the model (an encoder under `.encoder`, named outputs: the classifier's heads by default) into
+    `folder`: the fused graph (`classifier.onnx`), then its manifest (the operators the optimiser fused)."""
     from onnxruntime.transformers import optimizer
 
     traced = folder / "traced.onnx"
@@ -76,11 +79,11 @@ def export_onnx(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python control flow in the encoder
         torch.onnx.export(
-            _TupleOutputs(model.eval()),
+            _TupleOutputs(model.eval(), outputs),
             (example["input_ids"], example["attention_mask"]),
             str(traced),
             input_names=["input_ids", "attention_mask"],
-            output_names=list(HEADS),
+            output_names=list(outputs),
             dynamic_axes={name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask")},
             opset_version=17,
             dynamo=False,
@@ -97,21 +100,23 @@ def export_onnx(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Pa
     (folder / EXPORT_MANIFEST).write_text(json.dumps({"fused_operators": statistics}, indent=2))
 
 
-def _built_in(folder: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> Path:
+def _built_in(folder: Path, model: nn.Module, tokenizer: PreTrainedTokenizerBase, outputs: tuple[str, ...]) -> Path:
     """`folder` with an export built in it; removed when the export fails half-way."""
     try:
-        export_onnx(model, tokenizer, folder)
+        export_onnx(model, tokenizer, folder, outputs)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return folder
 
 
-def prepared_export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, export_dir: Path | None) -> tuple[Path, bool]:
+def prepared_export(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, export_dir: Path | None, outputs: tuple[str, ...] = HEADS
+) -> tuple[Path, bool]:
     """The folder holding the model's export, and whether it is scratch to remove once loaded: the one kept under
     `export_dir` (built there first when missing), else one built in a temporary folder."""
     if export_dir is not None:
-        kept = export_dir / export_key(model)
+        kept = export_dir / export_key(model, outputs)
         if (kept / EXPORT_MANIFEST).exists():
             return kept, False
         try:
@@ -120,17 +125,18 @@ def prepared_export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, export
         except OSError:  # a folder this process may not write: the export is not kept
             pass
         else:
-            _built_in(building, model, tokenizer)
+            _built_in(building, model, tokenizer, outputs)
             try:
                 building.rename(kept)  # whole or not at all
             except OSError:  # another process kept the same export meanwhile: ours serves this once
                 return building, True
             return kept, False
-    return _built_in(Path(tempfile.mkdtemp(prefix="obs-platform-onnx-")), model, tokenizer), True
+    return _built_in(Path(tempfile.mkdtemp(prefix="obs-platform-onnx-")), model, tokenizer, outputs), True
 
 
 class OnnxForward:
-    """A drop-in for the classifier's forward pass (same inputs, same dict of logits) on ONNX Runtime."""
+    """A drop-in for a model's forward pass (same inputs, same dict of named outputs: by default the classifier's
+    heads) on ONNX Runtime."""
 
     def __init__(
         self,
@@ -138,13 +144,15 @@ class OnnxForward:
         tokenizer: PreTrainedTokenizerBase,
         threads: int | None = None,
         export_dir: Path | None = None,
+        outputs: tuple[str, ...] = HEADS,
     ):
         """`export_dir`: where exports are kept (default: `OBS_PLATFORM_ONNX_DIR`, else none is kept)."""
         import onnxruntime
 
         if export_dir is None and os.environ.get(ONNX_DIR_VARIABLE):
             export_dir = Path(os.environ[ONNX_DIR_VARIABLE])
-        folder, scratch = prepared_export(model, tokenizer, export_dir)
+        folder, scratch = prepared_export(model, tokenizer, export_dir, outputs)
+        self.outputs = outputs
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -161,7 +169,7 @@ class OnnxForward:
         self.kept_at = None if scratch else folder  # where the export stays for the next start
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.session.run(
-            list(HEADS), {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        values = self.session.run(
+            list(self.outputs), {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         )
-        return {head: torch.from_numpy(value) for head, value in zip(HEADS, outputs)}
+        return {name: torch.from_numpy(value) for name, value in zip(self.outputs, values)}

@@ -35,6 +35,7 @@ class TrainingSpec:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     display_name: str = "obs-platform"
     trainer_code: str = ""  # the trainer's source fingerprint: other code is another recipe
+    taxonomy_texts_uri: str = ""  # the taxonomy's labelled texts beside the splits (classifier training rows)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +48,8 @@ class TrainingSpec:
             "--mode", self.mode, "--train", self.train_uri, "--valid", self.valid_uri, "--output", output,
             "--base-model", self.base_model,
         ]  # fmt: skip
+        if self.taxonomy_texts_uri:
+            args += ["--taxonomy-texts", self.taxonomy_texts_uri]
         for key, value in sorted(self.hyperparameters.items()):
             values = value if isinstance(value, list | tuple) else [value]
             args += [f"--{key.replace('_', '-')}", *map(str, values)]

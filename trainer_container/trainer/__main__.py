@@ -12,6 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainerConfig.from_args(argv)
     if config.mode == "sft":
         from trainer.sft import train_sft as train
+    elif config.recipe == "hybrid":
+        from trainer.hybrid import train_hybrid as train
     else:
         from trainer.classifier import train_classifier as train
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from trainer.config import DEFAULT_ENCODER, TARGET_MODULES, TrainerConfig
-from trainer.data import Example, LabelMaps, level_order, read_examples
+from trainer.data import Example, LabelMaps, read_training_examples
 from trainer.locations import OutputFolder
 from trainer.runs import MetricsLog, seed_everything, sha256_of
 
@@ -111,11 +111,7 @@ def train_classifier(config: TrainerConfig) -> dict[str, Any]:
     output = OutputFolder(config.output)
     work = output.path
     seed_everything(config.seed)
-    train, valid = read_examples(config.train), read_examples(config.valid)
-    if not train:
-        raise ValueError(f"{config.train} holds no training examples")
-    order = level_order(config.train) | level_order(config.valid)
-    labels = LabelMaps.from_examples(train + valid, order)
+    train, valid, labels = read_training_examples(config.train, config.valid)
     base_path = resolve_base_model(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     encoder = AutoModel.from_pretrained(base_path)
@@ -285,6 +281,7 @@ def _finish(
     best_eval = next((e for e in evaluations if e["event"] == "eval" and e["epoch"] == state.best_epoch), {})
     summary = {
         "mode": "classifier",
+        "recipe": "lora",
         "base_model": config.base_model,
         "hyperparameters": config.to_dict(),
         "data": {name: sha256_of(getattr(config, name)) for name in ("train", "valid")},

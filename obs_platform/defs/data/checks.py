@@ -140,12 +140,13 @@ def _folder_from_metadata(storage: StorageResource, metadata: dict) -> str | Non
 
 
 def _files_in(storage: StorageResource, folder: str) -> dict[str, list[bytes]]:
-    """The JSONL files of the asset's latest materialisation, line by line."""
+    """The JSONL files of observations in the asset's latest materialisation, line by line (not the taxonomy's
+    own texts beside the splits: written from the taxonomy file, they hold no observation)."""
     client = storage.client()
     return {
         path.rsplit("/", 1)[-1]: client.read_bytes(path).splitlines()
         for path in client.list_files(folder)
-        if path.endswith(".jsonl")
+        if path.endswith(".jsonl") and not path.endswith(f"/{prepare.TAXONOMY_TEXTS_FILE}")
     }
 
 

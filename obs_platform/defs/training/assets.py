@@ -7,6 +7,7 @@ import dagster as dg
 
 from obs_platform.cloud.costs import estimate_tuning_cost
 from obs_platform.cloud.vertex import VertexConfigError
+from obs_platform.data.prepare import TAXONOMY_TEXTS_FILE
 from obs_platform.defs.data.assets import gemini_sft_jsonl, oss_sft_jsonl, training_splits
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
@@ -32,6 +33,9 @@ def training_spec(context: dg.AssetExecutionContext, tuning: TuningBackendResour
     else:
         splits = latest_metadata(context, training_splits.key)
         folder, dataset_version = str(splits["splits_uri"]), str(splits["dataset_version"])
+        return tuning.spec(
+            f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version, f"{folder}/{TAXONOMY_TEXTS_FILE}"
+        )
     return tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
 
 

@@ -17,11 +17,14 @@ class TuningBackendResource(dg.ConfigurableResource):
     """Where tuning jobs run (`OBS_PLATFORM_BACKEND`: `local`, the trainer as a subprocess; `vertex`, a Vertex AI
     custom job, and managed Gemini tuning beside it), what they train
     (`mode`: the `classifier` on CPU, or `sft`, a causal LM for GPUs) and with what hyper-parameters (the seed
-    system's defaults; an empty base model, batch size or length means the mode's default)."""
+    system's defaults; an empty base model, batch size or length means the mode's default). In `classifier`
+    mode `recipe` picks `hybrid` (TF-IDF and frozen MiniLM features, linear heads: the cross-validated default)
+    or `lora` (LoRA on MiniLM; epochs, rank, batch size, length and learning rate apply to it)."""
 
     vertex: dg.ResourceDependency[VertexResource]
     kind: str = "local"
     mode: str = "classifier"
+    recipe: str = "hybrid"
     base_model: str = ""
     epochs: int = 4
     lora_rank: int = 4
@@ -61,15 +64,12 @@ class TuningBackendResource(dg.ConfigurableResource):
     def model_name(self) -> str:
         return oss_model_name(self.mode)
 
-    def spec(self, train_uri: str, valid_uri: str, dataset_version: str) -> TrainingSpec:
+    def spec(self, train_uri: str, valid_uri: str, dataset_version: str, taxonomy_texts_uri: str = "") -> TrainingSpec:
         defaults = MODE_DEFAULTS[self.mode]
-        return TrainingSpec(
-            train_uri=train_uri,
-            valid_uri=valid_uri,
-            dataset_version=dataset_version,
-            mode=self.mode,
-            base_model=self.base_model or defaults["base_model"],
-            hyperparameters={
+        hybrid = self.mode == "classifier" and self.recipe == "hybrid"
+        hyperparameters: dict[str, object] = {"recipe": self.recipe} if self.mode == "classifier" else {}
+        if not hybrid:  # the hybrid has no epochs, adapter, batches or learning rate
+            hyperparameters |= {
                 "epochs": self.epochs,
                 "lora_rank": self.lora_rank,
                 "lora_alpha": self.lora_alpha,
@@ -77,9 +77,17 @@ class TuningBackendResource(dg.ConfigurableResource):
                 "batch_size": self.batch_size or defaults["batch_size"],
                 "max_length": self.max_length or defaults["max_length"],
                 "learning_rate": self.learning_rate or defaults["learning_rate"],
-            },
+            }
+        return TrainingSpec(
+            train_uri=train_uri,
+            valid_uri=valid_uri,
+            dataset_version=dataset_version,
+            mode=self.mode,
+            base_model=self.base_model or defaults["base_model"],
+            hyperparameters=hyperparameters,
             display_name=f"obs-platform-{dataset_version}",
             trainer_code=source_fingerprint(),
+            taxonomy_texts_uri=taxonomy_texts_uri if hybrid else "",
         )
 
     def gemini_spec(self, train_uri: str, valid_uri: str, dataset_version: str) -> TrainingSpec:
@@ -111,6 +119,7 @@ def resources() -> dg.Definitions:
                 vertex=configured_vertex(settings),
                 kind=settings.backend,
                 mode=settings.train_mode,
+                recipe=settings.train_recipe,
                 base_model=settings.base_model,
                 timeout_seconds=settings.tuning_timeout_seconds,
                 **settings.train_options,
