@@ -5,7 +5,7 @@ logistic regression, a 30-line script) is rejected, however wide the sampling no
 the model: when the two cannot be told apart on the test split, the platform has no reason to serve the costlier
 one. Recipes are chosen by repeated cross-validation (`benchmarks/recipes.py`), not by this gate, so a strict
 gate does not turn test-split noise into recipe choices. The 95 % paired-bootstrap interval of the difference is
-kept in the decision as information (about ±0.09 on the 150-odd test notes of the sample corpus): how far the
+kept in the decision as information (about ±0.06 on the 161 test notes of the sample corpus): how far the
 verdict could move on other notes.
 """
 

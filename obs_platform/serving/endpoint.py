@@ -151,6 +151,9 @@ def status(root: Path, name: str = SERVING) -> EndpointState | None:
         raise StaleEndpointState(f"{exc}; stopping the endpoint removes the state") from None
 
 
+KILL_WAIT_SECONDS = 5
+
+
 def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState | None:
     """Stop the endpoint (its process group) and remove its state. A state naming another process is removed
     without signalling anything, and reported (`StaleEndpointState`)."""
@@ -168,8 +171,12 @@ def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process_alive(state.pid):
         time.sleep(0.2)
-    if process_alive(state.pid):
+    if process_alive(state.pid):  # deaf to SIGTERM (a handler, or the signal blocked where it was started)
         os.killpg(state.pid, signal.SIGKILL)
+        # SIGKILL is not instant either: return once the process is gone, so a caller never sees it running.
+        killed_by = time.monotonic() + KILL_WAIT_SECONDS
+        while time.monotonic() < killed_by and process_alive(state.pid):
+            time.sleep(0.05)
     _state_file(root, name).unlink(missing_ok=True)
     return state
 
