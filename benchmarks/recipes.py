@@ -43,6 +43,7 @@ from trainer.data import Example, LabelMaps, level_order, read_examples
 from trainer.hybrid import HybridRecipe, SentenceEncoder, fit_hybrid
 
 from obs_platform.data.splits import group_keys
+from obs_platform.evaluation.calibration import softmax
 from obs_platform.evaluation.metrics import expected_calibration_error
 
 Logits = Callable[[list[str]], dict]
@@ -143,8 +144,8 @@ def fit_recipe(
     def averaged(logits: Logits) -> Logits:
         def combined(inputs: list[str]) -> dict:
             first, second = lora(inputs), logits(inputs)
-            return {head: np.log(recipe.lora_share * _softmax(first[head])
-                                 + (1 - recipe.lora_share) * _softmax(second[head]))
+            return {head: np.log(recipe.lora_share * softmax(np.asarray(first[head], dtype=float))
+                                 + (1 - recipe.lora_share) * softmax(np.asarray(second[head], dtype=float)))
                     for head in ("attribute", "level")}  # fmt: skip
 
         return combined
@@ -153,12 +154,6 @@ def fit_recipe(
 
 
 _LORA_FITS: dict[int, Logits] = {}
-
-
-def _softmax(logits: object) -> np.ndarray:
-    values = np.asarray(logits, dtype=float)
-    values = np.exp(values - values.max(-1, keepdims=True))
-    return values / values.sum(-1, keepdims=True)
 
 
 def _fit_lora(train: list[Example], labels: LabelMaps, records: dict[str, dict]) -> Logits:
@@ -185,7 +180,7 @@ def _fit_lora(train: list[Example], labels: LabelMaps, records: dict[str, dict])
 
 
 def scores(logits: dict, examples: list[Example], labels: LabelMaps) -> dict[str, float]:
-    attribute_p = _softmax(logits["attribute"])
+    attribute_p = softmax(np.asarray(logits["attribute"], dtype=float))
     predicted = [labels.attributes[i] for i in attribute_p.argmax(-1)]
     truth = [e.attribute for e in examples]
     domain_of = labels.attribute_domains

@@ -204,7 +204,6 @@ class HybridFeatures:
     def to_json(self) -> dict[str, Any]:
         return {
             "recipe": asdict(self.recipe),
-            "age_bands": list(AGE_BANDS),
             "vectorisers": {
                 name: {"vocabulary": {k: int(v) for k, v in vec.vocabulary_.items()}, "idf": vec.idf_.tolist()}
                 for name, vec in self.vectorisers.items()
@@ -237,13 +236,15 @@ class HybridClassifier:
 
     def __init__(self, features: HybridFeatures, heads: dict[str, LinearHead], labels: LabelMaps):
         self.features, self.heads, self.labels = features, heads, labels
+        self._membership = _domain_membership(labels)  # once, not per request
 
     def logits(self, inputs: Sequence[str]) -> dict[str, torch.Tensor]:
         notes, ages = zip(*(split_model_input(text) for text in inputs)) if inputs else ((), ())
         x = self.features.transform(list(notes), list(ages))
         attribute = _log_softmax(self.heads["attribute"](x))
         return {
-            "domain": torch.from_numpy(_domain_log_probabilities(attribute, self.labels)),
+            # The domain head follows from the ELG head: a domain's probability is the sum of its ELGs'.
+            "domain": torch.from_numpy(np.log(np.clip(np.exp(attribute) @ self._membership, 1e-12, None))),
             "attribute": torch.from_numpy(attribute),
             "level": torch.from_numpy(_log_softmax(self.heads["level"](x))),
             "tags": torch.from_numpy(self.heads["tags"](x).astype(np.float32)),
@@ -292,18 +293,14 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     return (shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))).astype(np.float32)
 
 
-def _domain_log_probabilities(attribute_log_p: np.ndarray, labels: LabelMaps) -> np.ndarray:
-    """The domain head follows from the attribute head: a domain's probability is the sum of its attributes'."""
+def _domain_membership(labels: LabelMaps) -> np.ndarray:
+    """attributes × domains, 1 where the attribute belongs to the domain: the domain head as one matrix product."""
     if not labels.attribute_domains:
         raise ValueError("label maps lack the attribute → domain map the hybrid's domain head needs")
-    probabilities = np.exp(attribute_log_p)
-    columns = [
-        probabilities[:, [i for i, a in enumerate(labels.attributes) if labels.attribute_domains.get(str(a)) == d]].sum(
-            1
-        )
-        for d in labels.domains
-    ]
-    return np.log(np.clip(np.stack(columns, axis=-1), 1e-12, None)).astype(np.float32)
+    return np.array(
+        [[labels.attribute_domains.get(str(a)) == d for d in labels.domains] for a in labels.attributes],
+        dtype=np.float32,
+    )
 
 
 def _logistic(recipe: HybridRecipe) -> LogisticRegression:
