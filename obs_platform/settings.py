@@ -24,6 +24,7 @@ TRAIN_OPTION_VARIABLES = {
     "epochs": "OBS_PLATFORM_TRAIN_EPOCHS",
     "batch_size": "OBS_PLATFORM_TRAIN_BATCH_SIZE",
     "max_length": "OBS_PLATFORM_TRAIN_MAX_LENGTH",
+    "encoder_tuning_steps": "OBS_PLATFORM_TRAIN_ENCODER_TUNING_STEPS",
 }
 
 

@@ -188,8 +188,10 @@ def tiny_bert(tmp_path_factory, split_files) -> Path:
         for line in path.read_text().splitlines():
             words.update(model_input(json.loads(line)["text"], None).lower().replace("'", " ").split())
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(w for w in words if w.isalpha())[:3000]]
-    (folder / "vocab.txt").write_text("\n".join(vocab))
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # transformers 5 builds a fast tokenizer from a `vocab` mapping (a `vocab_file` alone leaves the 5 specials).
+    tokenizer = BertTokenizerFast(vocab={word: index for index, word in enumerate(vocab)})
+    assert len(tokenizer) == len(vocab)
+    tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -213,14 +215,16 @@ def taxonomy_texts(tmp_path_factory, eyfs) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_hybrid(tmp_path_factory, split_files, taxonomy_texts, tiny_bert) -> Path:
-    """The trainer's output for the hybrid recipe on the tiny BERT's (frozen, random) embeddings: seconds."""
+    """The trainer's output for the hybrid recipe on the tiny BERT (its random encoder tuned for a few contrastive
+    steps): seconds."""
     from trainer.config import TrainerConfig
     from trainer.hybrid import train_hybrid
 
     output = tmp_path_factory.mktemp("hybrid")
     train_hybrid(
         TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
-                      base_model=str(tiny_bert), taxonomy_texts=str(taxonomy_texts))
+                      base_model=str(tiny_bert), taxonomy_texts=str(taxonomy_texts), encoder_tuning_steps=10,
+                      encoder_learning_rate=1e-3)
     )  # fmt: skip
     return output
 

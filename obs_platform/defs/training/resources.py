@@ -18,8 +18,9 @@ class TuningBackendResource(dg.ConfigurableResource):
     custom job, and managed Gemini tuning beside it), what they train
     (`mode`: the `classifier` on CPU, or `sft`, a causal LM for GPUs) and with what hyper-parameters (the seed
     system's defaults; an empty base model, batch size or length means the mode's default). In `classifier`
-    mode `recipe` picks `hybrid` (TF-IDF and frozen MiniLM features, linear heads: the cross-validated default)
-    or `lora` (LoRA on MiniLM; epochs, rank, batch size, length and learning rate apply to it)."""
+    mode `recipe` picks `hybrid` (TF-IDF and contrastively tuned MiniLM features, linear heads: the
+    cross-validated default; `encoder_tuning_steps` applies to it, 0 for the trainer's default) or `lora` (LoRA on
+    MiniLM; epochs, rank, batch size, length and learning rate apply to it)."""
 
     vertex: dg.ResourceDependency[VertexResource]
     kind: str = "local"
@@ -33,6 +34,7 @@ class TuningBackendResource(dg.ConfigurableResource):
     batch_size: int = 0
     max_length: int = 0
     learning_rate: float = 0.0
+    encoder_tuning_steps: int = 0
     poll_seconds: float = 5.0  # how often `obs-platform run`, waiting without a daemon, asks about its job
     timeout_seconds: float = 6 * 3600
 
@@ -68,6 +70,8 @@ class TuningBackendResource(dg.ConfigurableResource):
         defaults = MODE_DEFAULTS[self.mode]
         hybrid = self.mode == "classifier" and self.recipe == "hybrid"
         hyperparameters: dict[str, object] = {"recipe": self.recipe} if self.mode == "classifier" else {}
+        if hybrid and self.encoder_tuning_steps:
+            hyperparameters["encoder_tuning_steps"] = self.encoder_tuning_steps
         if not hybrid:  # the hybrid has no epochs, adapter, batches or learning rate
             hyperparameters |= {
                 "epochs": self.epochs,
