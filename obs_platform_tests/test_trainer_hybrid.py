@@ -1,6 +1,7 @@
 """The trainer's hybrid recipe (TF-IDF + frozen encoder features, linear heads) on the tiny BERT: seconds."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -105,6 +106,18 @@ def test_a_reloaded_model_answers_as_the_trained_one(trained_hybrid, split_files
     # The reloaded vectorisers give the training ones' features: the same answer twice.
     again = HybridClassifier.load(trained_hybrid, str(tiny_bert)).logits([e.input for e in examples])
     assert torch.equal(again["attribute"], logits["attribute"])
+
+
+def test_a_model_saved_before_encoder_tuning_loads_with_its_frozen_base_encoder(trained_hybrid, tmp_path, tiny_bert):
+    old = tmp_path / "old"
+    shutil.copytree(trained_hybrid, old, ignore=shutil.ignore_patterns(TUNED_ENCODER_FOLDER))
+    document = json.loads((old / "features.json").read_text())
+    for key in ("encoder_tuning_steps", "encoder_learning_rate"):
+        del document["recipe"][key]
+    (old / "features.json").write_text(json.dumps(document))
+    model = HybridClassifier.load(old, str(tiny_bert))
+    assert model.features.recipe.encoder_tuning_steps == 0
+    assert model.logits(["Counted five ducks"])["attribute"].shape == (1, 17)
 
 
 def test_long_notes_are_read_in_windows(tiny_bert):

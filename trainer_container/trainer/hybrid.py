@@ -190,6 +190,12 @@ def recipe_encoder(
     return encoder
 
 
+def saved_recipe(document: dict[str, Any]) -> HybridRecipe:
+    """The recipe a saved `features.json` was trained with; one saved before encoder tuning existed had a frozen
+    encoder (not today's default)."""
+    return HybridRecipe.of({"encoder_tuning_steps": 0, **document["recipe"]})
+
+
 def _vectoriser(analyzer: str, ngrams: tuple[int, int], vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
     return TfidfVectorizer(
         analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True, min_df=1 if vocabulary else 2,
@@ -240,7 +246,7 @@ class HybridFeatures:
 
     @classmethod
     def from_json(cls, document: dict[str, Any], encoder: SentenceEncoder | None) -> HybridFeatures:
-        features = cls(HybridRecipe.of(document["recipe"]), encoder)
+        features = cls(saved_recipe(document), encoder)
         for name, (analyzer, ngrams) in features._specs().items():
             saved = document["vectorisers"][name]
             vectoriser = _vectoriser(analyzer, ngrams, vocabulary=saved["vocabulary"])
@@ -307,7 +313,7 @@ class HybridClassifier:
         """The saved model; `encoder_path` is the base encoder, used unless the model carries its tuned one."""
         folder = Path(folder)
         document = json.loads((folder / FEATURES_FILE).read_text())
-        recipe = HybridRecipe.of(document["recipe"])
+        recipe = saved_recipe(document)
         if recipe.encoder_tuning_steps > 0:
             encoder_path = str(folder / TUNED_ENCODER_FOLDER)
         encoder = (
