@@ -59,6 +59,7 @@ def test_the_recipe_decides_what_a_job_is_given():
     assert few_steps.trainer_args("out")[-4:] == ["--encoder-tuning-steps", "5", "--recipe", "hybrid"]
 
 
+@pytest.mark.slow  # a real trainer subprocess fitting the hybrid on the corpus (about 20 s)
 def test_a_hybrid_job_reports_its_encoder_tuning_steps_as_progress(tmp_path, split_files, taxonomy_texts, tiny_bert):
     backend = LocalSubprocessBackend(tmp_path)
     spec = spec_for(split_files, tiny_bert, recipe="hybrid", encoder_tuning_steps=300, log_every=1)
