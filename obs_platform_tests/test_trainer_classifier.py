@@ -88,7 +88,14 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path, split_files, tiny_b
 def test_early_stopping(tmp_path, split_files, tiny_bert):
     summary = train_classifier(
         config_for(
-            split_files, tiny_bert, tmp_path / "run", epochs=6, patience=1, learning_rate=0.5, head_learning_rate=0.5
+            split_files,
+            tiny_bert,
+            tmp_path / "run",
+            epochs=6,
+            patience=1,
+            learning_rate=0.5,
+            head_learning_rate=0.5,
+            max_length=48,
         )
     )
     assert summary["early_stopped"] and summary["epochs_run"] < 6
