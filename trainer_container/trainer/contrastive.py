@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainer.pooling import TokenSums
+
 
 @dataclass(frozen=True)
 class ContrastiveSchedule:
@@ -43,10 +45,10 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, 
     return per_anchor[counts > 0].mean()
 
 
-def _mean_pooled(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    hidden = encoder(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+def _mean_pooled(sums: TokenSums, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    mask = batch["attention_mask"]
+    total = sums(batch["input_ids"], mask)["sums"]
+    return nn.functional.normalize(total / mask.sum(1, keepdim=True).to(total.dtype), dim=-1)
 
 
 def tune_encoder(
@@ -67,6 +69,7 @@ def tune_encoder(
         return encoder.eval()
     sampler = random.Random(schedule.seed)
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=schedule.learning_rate, weight_decay=0.01)
+    pooled = TokenSums(encoder)
     encoder.train()
     for step in range(schedule.steps):
         chosen = sampler.sample(usable, min(schedule.classes_per_batch, len(usable)))
@@ -79,9 +82,8 @@ def tune_encoder(
         batch = tokenizer(
             batch_texts, padding=True, truncation=True, max_length=schedule.max_tokens, return_tensors="pt"
         )
-        batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         loss = supervised_contrastive_loss(
-            _mean_pooled(encoder, batch), torch.tensor(batch_labels), schedule.temperature
+            _mean_pooled(pooled, batch), torch.tensor(batch_labels), schedule.temperature
         )
         optimiser.zero_grad()
         loss.backward()

@@ -34,7 +34,6 @@ from safetensors.numpy import load_file, save_file
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from trainer.config import TrainerConfig
@@ -42,6 +41,7 @@ from trainer.contrastive import ContrastiveSchedule, tune_encoder
 from trainer.data import Example, LabelMaps, read_examples, read_training_examples
 from trainer.inputs import model_input, split_model_input
 from trainer.locations import OutputFolder
+from trainer.pooling import TokenSums
 from trainer.runs import MetricsLog, seed_everything, sha256_of
 
 RECIPE = "hybrid"
@@ -77,19 +77,6 @@ class HybridRecipe:
     def of(cls, values: dict[str, Any]) -> HybridRecipe:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
-
-
-class TokenSums(nn.Module):
-    """The encoder's hidden states summed over each window's real tokens (mean pooling's numerator): the part of
-    the hybrid a runtime such as ONNX Runtime may run instead of PyTorch (`SentenceEncoder.forward`)."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return {"sums": (hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)).sum(1)}
 
 
 class SentenceEncoder:
@@ -353,10 +340,7 @@ def _fit_head(
     x: sparse.csr_matrix, y: np.ndarray, weights: np.ndarray, recipe: HybridRecipe, classes: int
 ) -> LinearHead:
     """Multinomial logistic regression; classes absent from `y` get a very low bias (never predicted)."""
-    model = LogisticRegression(
-        C=recipe.inverse_regularisation, max_iter=2000, class_weight="balanced" if recipe.balanced else None
-    )
-    model.fit(x, y, sample_weight=weights)
+    model = _logistic(recipe).fit(x, y, sample_weight=weights)
     weight = np.zeros((classes, x.shape[1]), dtype=np.float32)
     bias = np.full(classes, -30.0, dtype=np.float32)
     seen = model.classes_.astype(int)
@@ -378,10 +362,7 @@ def _fit_tags(x: sparse.csr_matrix, examples: Sequence[Example], labels: LabelMa
         if carried.all() or not carried.any():
             bias[row] = 30.0 if carried.all() else -30.0
             continue
-        model = LogisticRegression(
-            C=recipe.inverse_regularisation, max_iter=2000, class_weight="balanced" if recipe.balanced else None
-        )
-        model.fit(x, carried, sample_weight=weights)
+        model = _logistic(recipe).fit(x, carried, sample_weight=weights)
         weight[row], bias[row] = model.coef_[0], model.intercept_[0]
     return LinearHead(weight, bias)
 
