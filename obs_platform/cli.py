@@ -3,16 +3,21 @@
 import os
 import shutil
 import sys
+import time
 import warnings
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from obs_platform.data.raw import SUPPORTED_SUFFIXES
 from obs_platform.settings import LANDING_PREFIX, Settings
 from obs_platform.storage import LocalStorage, StorageError, storage_from_uri
+
+if TYPE_CHECKING:  # the CLI imports Dagster only in the commands that use it
+    from obs_platform.defs.training.job_log import JobRecord
 
 app = typer.Typer(help="Tag early-years observations with curriculum learning domains.", no_args_is_help=True)
 DEFAULT_DAGSTER_HOME = Path("~/.local/share/obs-platform/dagster").expanduser()
@@ -205,38 +210,71 @@ def jobs(
     status: Annotated[str | None, typer.Option("--status", help="one job's state, progress and log tail")] = None,
     list_jobs: Annotated[bool, typer.Option("--list", help="every job, a line each (the default)")] = False,
 ) -> None:
-    """List tuning jobs (state, backend, dataset version, model version) from the job records sensors read."""
-    from obs_platform.training.backend import JobError
-    from obs_platform.training.local import LocalSubprocessBackend
-    from obs_platform.training.registry import ModelRegistry, oss_model_name
-
-    root = _local_root()
-    backend = LocalSubprocessBackend(root)
+    """List every tuning and batch job, local and Vertex alike, as the job-status sensor sees them in the Dagster
+    event log: state, backend, dataset version, model version, estimated cost and submission time."""
     if status is not None and list_jobs:
         _fail("--status and --list are alternatives")
     if status is not None:
-        try:
-            current = backend.status(status)
-        except JobError as exc:
-            _fail(str(exc))
-        typer.echo(f"{status}: {current.state.value} ({current.progress:.0%})")
-        if current.message:
-            typer.echo(current.message)
+        _echo_local_job_status(status)
         return
-    records = backend.jobs()
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # before the definitions' modules are imported
+    from obs_platform.defs.training.job_log import job_records
+
+    _dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        records = job_records(instance)
     if not records:
         typer.echo("no tuning jobs yet: `obs-platform run` submits one")
         return
-    registry = ModelRegistry(LocalStorage(root))
-    registered = {v.job_id: v.label for mode in ("classifier", "sft") for v in registry.versions(oss_model_name(mode))}
-    typer.echo(f"{'job':34} {'state':10} {'backend':8} {'mode':10} {'dataset':17} model")
-    for record in records:
-        state = backend.status(record["id"]).state.value  # refreshed: a record may predate its process's end
-        spec = record["spec"]
-        typer.echo(
-            f"{record['id']:34} {state:10} {backend.name:8} {spec.get('mode', 'classifier'):10} "
-            f"{spec['dataset_version']:17} {registered.get(record['id'], '-')}"
-        )
+    rows = [
+        (record.job_id, record.state, record.backend, record.dataset_version, record.model_version or "-",
+         "-" if record.estimated_usd is None else f"{record.estimated_usd:.2f}",
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(record.submitted_at)))
+        for record in _with_local_states(records)
+    ]  # fmt: skip
+    _echo_table(("job", "state", "backend", "dataset", "model", "est. USD", "submitted"), rows)
+
+
+def _echo_local_job_status(job_id: str) -> None:
+    """A local job's state, progress and, on failure, the trainer's last log lines."""
+    from obs_platform.training.backend import JobError
+    from obs_platform.training.local import LocalSubprocessBackend
+
+    try:
+        current = LocalSubprocessBackend(_local_root()).status(job_id)
+    except JobError as exc:
+        _fail(str(exc))
+    typer.echo(f"{job_id}: {current.state.value} ({current.progress:.0%})")
+    if current.message:
+        typer.echo(current.message)
+
+
+def _with_local_states(records: "list[JobRecord]") -> "list[JobRecord]":
+    """The records, each open local job with the state its backend reports now: the sensor records an ending only
+    at its next tick, and asking the local job records costs nothing. Vertex jobs are left to the sensor."""
+    from obs_platform.training.backend import BackendUnavailable, JobError
+    from obs_platform.training.local import LocalSubprocessBackend
+
+    storage = storage_from_uri(Settings.from_env().home)
+    open_local = [record for record in records if record.open and record.backend == LocalSubprocessBackend.name]
+    if not open_local or not isinstance(storage, LocalStorage):
+        return records
+    backend, states = LocalSubprocessBackend(storage.root), {}
+    for record in open_local:
+        try:
+            states[record.job_id] = backend.status(record.job_id).state.value
+        except (JobError, BackendUnavailable):  # no local record of it (wiped): what the event log says stands
+            continue
+    return [replace(record, state=states.get(record.job_id, record.state)) for record in records]
+
+
+def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ SHOWN_KEYS = (
     "test_attribute_macro_f1",
     "promotion",
     "champion",
+    "served_family",
     "url",
     "example",
 )

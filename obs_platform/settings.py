@@ -9,6 +9,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 from trainer.config import MODE_DEFAULTS, RECIPES
 
+from obs_platform.cloud.costs import Prices
 from obs_platform.taxonomy import default_taxonomy_path
 
 DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
@@ -46,7 +47,7 @@ class Settings:
     nightly_refresh_cron: str = "0 2 * * *"
     weekly_retrain_cron: str = "0 3 * * 0"
     tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
-    usd_per_million_training_tokens: float | None = None  # the price the tuning cost estimate uses
+    prices: Prices = field(default_factory=Prices)  # what cost estimates multiply by (cloud/costs.py)
     sensor_interval_seconds: int = 30  # how often the job-status and automation sensors tick
     work_dir: str = str(DEFAULT_WORK_DIR)  # local copies of models and endpoint state when the home is a bucket
     train_options: dict[str, int] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class Settings:
         `OBS_PLATFORM_AUTOMATION` (`on`: the landing sensor and the schedules start running; off locally),
         `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`;
         `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED),
-        `OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS` (the price of a Gemini tuning job's training tokens),
+        the prices of `obs_platform.cloud.costs.PRICE_VARIABLES` (unset: estimates without dollars),
         `OBS_PLATFORM_WORK_DIR` (where a bucket-backed deployment keeps local model copies and endpoint state),
         `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS` (how often the job-status and automation sensors tick). The
         Vertex deployment's own variables are read by `obs_platform.cloud.vertex.VertexSettings`."""
@@ -75,7 +76,6 @@ class Settings:
         backend = os.environ.get("OBS_PLATFORM_BACKEND") or "local"
         if backend not in BACKENDS:
             raise ValueError(f"OBS_PLATFORM_BACKEND={backend!r}: expected one of {list(BACKENDS)}")
-        price = os.environ.get("OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS")
         mode = os.environ.get("OBS_PLATFORM_TRAIN_MODE") or "classifier"
         if mode not in MODE_DEFAULTS:
             raise ValueError(f"OBS_PLATFORM_TRAIN_MODE={mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
@@ -103,7 +103,7 @@ class Settings:
             timezone=os.environ.get("OBS_PLATFORM_TIMEZONE") or cls.timezone,
             nightly_refresh_cron=os.environ.get("OBS_PLATFORM_NIGHTLY_REFRESH_CRON") or cls.nightly_refresh_cron,
             weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
-            usd_per_million_training_tokens=float(price) if price else None,
+            prices=Prices.from_env(),
             work_dir=os.environ.get("OBS_PLATFORM_WORK_DIR") or cls.work_dir,
             sensor_interval_seconds=int(os.environ.get("OBS_PLATFORM_SENSOR_INTERVAL_SECONDS") or 30),
             tuning_timeout_seconds=float(

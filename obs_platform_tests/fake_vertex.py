@@ -1,17 +1,21 @@
 """A fake of the Vertex AI REST API on loopback, for the real SDKs (google-genai, google-cloud-aiplatform) to talk
 to over real HTTP.
 
-It serves what the Vertex backends use: tuningJobs and customJobs, create, get and cancel, under
+It serves what the Vertex backends use: tuningJobs, customJobs and batchPredictionJobs, create, get and cancel, under
 `/v1/projects/{project}/locations/{location}/` (both creates answer with the job itself: there is no long-running
 operation to poll). It refuses, as the service does, a request without its required fields and a Gemini tuning
 job whose files are not in the bucket (the GCS emulator) or whose first lines are not Gemini's format. A job
 shows PENDING, RUNNING, then SUCCEEDED on successive GETs; a custom job runs "the trainer": it fails when its
-`--train`/`--valid` files are missing, and on success leaves a manifest and an adapter in its `--output` folder.
+`--train`/`--valid` files are missing, and on success leaves a manifest and an adapter in its `--output` folder; it
+shows a start time once running and an end time once ended, 90 minutes apart (what its cost is reckoned from). A
+batch prediction job (refused without its request file in the bucket, or with requests that are no conversation)
+on success writes an answer line per request in Vertex's output layout, some malformed, some failed (`batch_answer`).
 Enums are names, or numbers for a client asking for `enum-encoding=int` (aiplatform does), as the service answers.
 
 It also serves what serving on Vertex uses: models:upload (its files must be in the bucket) and GET of a model,
-endpoints create, list (by display name), get and deployModel (of an uploaded model, on dedicated machines). Upload,
-create and deploy are long-running operations, done at their first poll (the generated clients poll under `/ui/`)
+endpoints create, list (by display name), get, deployModel (of an uploaded model, on dedicated machines, each deploy
+created after the last) and undeployModel (of a model without traffic). Upload, create, deploy and undeploy are
+long-running operations, done at their first poll (the generated clients poll under `/ui/`)
 unless a test asks for ones that never finish (`unfinished`). Predict on a deployed endpoint answers each instance
 with a prediction in the serving app's shape (`prediction_for`); generateContent on a tuned Gemini model's
 endpoint answers with the next of the `answers` a test scripted, else a valid label (`default_answer`).
@@ -25,6 +29,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,13 +61,16 @@ DEPLOYMENT_RESOURCES_TYPES = {"DEDICATED_RESOURCES": 1, "AUTOMATIC_RESOURCES": 2
 ENUM_NUMBERS = {"state": JOB_STATE_NUMBERS, "supportedDeploymentResourcesTypes": DEPLOYMENT_RESOURCES_TYPES}
 LINES_CHECKED = 10  # Vertex validates a tuning file's format from its first lines
 CREATE_TIME = "2026-01-01T00:00:00Z"
+CUSTOM_JOB_START, CUSTOM_JOB_END = "2026-01-01T00:05:00Z", "2026-01-01T01:35:00Z"  # 1.5 machine-hours
 RESPONSE_TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."  # an operation's response is an Any
 ANSWER_MEAN_LOGPROB, ANSWER_TOKENS = -0.01, 20  # what every Gemini answer reports
+BATCH_OUTPUT = "prediction-model-2026-01-01T00:30:00.000000Z"  # the folder a batch job writes its answers in
+BATCH_MALFORMED_EVERY, BATCH_FAILED_EVERY = 5, 13  # every 5th batch answer is malformed; every 13th request fails
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 DISPLAY_NAME_FILTER = re.compile(r'(?:display_name|displayName)\s*=\s*("(?:[^"\\]|\\.)*")')
-CREATE = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/(tuningJobs|customJobs)")
-JOB = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/(?:tuningJobs|customJobs)/[^/:]+)(:cancel)?")
+CREATE = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/(tuningJobs|customJobs|batchPredictionJobs)")
+JOB = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/(?:tuningJobs|customJobs|batchPredictionJobs)/[^/:]+)(:cancel)?")
 UPLOAD = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/models:upload")
 MODEL = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/models/[^/:@]+)(?:@[^/:]+)?")
 ENDPOINTS = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/endpoints")
@@ -156,6 +164,8 @@ class FakeVertex:
                 return self._create(create.group(1), create.group(2), body)
             if job := JOB.fullmatch(path):
                 name, cancel = job.groups()
+                # The service answers to a job's project id as to its number (google-genai's batches use the id).
+                name = re.sub(r"^projects/[^/]+/", f"projects/{PROJECT_NUMBER}/", name)
                 if name not in self.jobs:
                     raise Refused(404, "NOT_FOUND", f"Job {name} not found.")
                 if method == "POST" and cancel:
@@ -183,7 +193,8 @@ class FakeVertex:
             endpoint = self.endpoints[name]
             if method == "GET" and not verb:
                 return endpoint
-            serve = {"deployModel": self._deploy, "predict": self._predict, "generateContent": self._generate}
+            serve = {"deployModel": self._deploy, "undeployModel": self._undeploy, "predict": self._predict,
+                     "generateContent": self._generate}  # fmt: skip
             if method == "POST" and verb in serve:
                 return serve[verb](endpoint, body)
         if method == "GET" and (operation := OPERATION.fullmatch(path)):
@@ -198,6 +209,8 @@ class FakeVertex:
         failure = self.next_failure
         if collection == "tuningJobs":
             self._check_tuning_job(body)
+        elif collection == "batchPredictionJobs":
+            self._check_batch_job(body)
         else:
             self._check_custom_job(body)
             failure = failure or self._trainer_failure(body)
@@ -210,6 +223,10 @@ class FakeVertex:
 
     def _get(self, name: str, job: FakeJob) -> dict[str, Any]:
         job.gets += 1
+        if "customJobs" in name and job.state == "JOB_STATE_RUNNING":
+            job.resource.setdefault("startTime", CUSTOM_JOB_START)
+        if "customJobs" in name and job.state in FINISHED:
+            job.resource.setdefault("endTime", CUSTOM_JOB_END)
         if job.state == "JOB_STATE_SUCCEEDED" and "customJobs" in name and job.gets == len(job.course):
             self._write_trainer_output(job.resource)  # once, as the job ends: a test may then remove files
         shown = {**job.resource, "state": job.state}
@@ -217,6 +234,8 @@ class FakeVertex:
             shown["error"] = job.error
         if job.state == "JOB_STATE_SUCCEEDED" and "tuningJobs" in name:
             shown |= self._tuned_model(name)
+        if job.state == "JOB_STATE_SUCCEEDED" and "batchPredictionJobs" in name:
+            shown |= self._batch_output(job)
         return shown
 
     def _cancel(self, job: FakeJob) -> dict[str, Any]:
@@ -278,12 +297,31 @@ class FakeVertex:
         known = {"0"} | {model["id"] for model in endpoint.get("deployedModels", [])}
         _require(set(split) <= known and sum(int(share) for share in split.values()) == 100,
                  'trafficSplit must give 100 percent to deployed models ("0": the one deployed now)')  # fmt: skip
-        shown = {**deployed, "id": str(next(self._ids)), "model": model_name, "modelVersionId": "1",
-                 "createTime": CREATE_TIME}  # fmt: skip
+        number = next(self._ids)
+        shown = {**deployed, "id": str(number), "model": model_name, "modelVersionId": "1",
+                 "createTime": _seconds_after_create_time(number)}  # fmt: skip
         endpoint.setdefault("deployedModels", []).append(shown)
         endpoint["trafficSplit"] = {(shown["id"] if key == "0" else key): int(share) for key, share in split.items()}
         return self._operation(endpoint["name"], response={"@type": f"{RESPONSE_TYPE}DeployModelResponse",
                                                            "deployedModel": shown})  # fmt: skip
+
+    def _undeploy(self, endpoint: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Undeploy a model, which Vertex does only for one without traffic: the request's trafficSplit, when it has
+        one, replaces the endpoint's first and so may move the model's traffic away."""
+        deployed_id = str(body.get("deployedModelId", ""))
+        deployed = endpoint.get("deployedModels", [])
+        if deployed_id not in {model["id"] for model in deployed}:
+            raise Refused(404, "NOT_FOUND", f"Deployed model {deployed_id!r} not found on endpoint {endpoint['name']}.")
+        requested = {key: int(share) for key, share in (body.get("trafficSplit") or {}).items()}
+        _require(not requested or (set(requested) <= {model["id"] for model in deployed}
+                                   and sum(requested.values()) == 100),
+                 "trafficSplit must give 100 percent to deployed models")  # fmt: skip
+        split = requested or endpoint.get("trafficSplit") or {}
+        if share := split.get(deployed_id):
+            raise Refused(400, "FAILED_PRECONDITION", f"Deployed model {deployed_id} has {share}% of the traffic.")
+        endpoint["deployedModels"] = [model for model in deployed if model["id"] != deployed_id]
+        endpoint["trafficSplit"] = {key: share for key, share in split.items() if key != deployed_id}
+        return self._operation(endpoint["name"], response={"@type": f"{RESPONSE_TYPE}UndeployModelResponse"})
 
     def _predict(self, endpoint: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         instances = body.get("instances")
@@ -375,6 +413,23 @@ class FakeVertex:
             _require(bool(machine.get("acceleratorType")) == bool(machine.get("acceleratorCount")),
                      "machineSpec.acceleratorType and acceleratorCount go together")  # fmt: skip
 
+    def _check_batch_job(self, body: dict[str, Any]) -> None:
+        _require(body.get("model"), "model is required")
+        source = (body.get("inputConfig") or {}).get("gcsSource") or {}
+        _require(source.get("uris"), "inputConfig.gcsSource.uris is required")
+        prefix = ((body.get("outputConfig") or {}).get("gcsDestination") or {}).get("outputUriPrefix", "")
+        _require(str(prefix).startswith("gs://"), "outputConfig.gcsDestination.outputUriPrefix must be a gs:// URI")
+        for uri in source["uris"]:
+            blob = self._blob(uri)
+            _require(blob.exists(), f"inputConfig.gcsSource: {uri} does not exist")
+            for number, line in enumerate(blob.download_as_text().splitlines()[:LINES_CHECKED], start=1):
+                try:
+                    contents = (json.loads(line).get("request") or {}).get("contents")
+                except (json.JSONDecodeError, AttributeError):
+                    contents = None
+                problem = _contents_problem(contents)
+                _require(not problem, f"{uri}: line {number}: the request {problem}")
+
     def _gemini_file_problem(self, uri: str) -> str:
         blob = self._blob(uri)
         if not blob.exists():
@@ -416,6 +471,57 @@ class FakeVertex:
         self._blob(f"{output}/manifest.json").upload_from_string(json.dumps(manifest))
         self._blob(f"{output}/adapter/adapter_model.safetensors").upload_from_string(b"adapter weights")
 
+    def _batch_output(self, job: FakeJob) -> dict[str, Any]:
+        """A succeeded batch job's answers, written once in Vertex's layout: one line per request with the request
+        and its response; some answers deliberately malformed (`batch_answer`), some requests failed."""
+        folder = f"{job.resource['outputConfig']['gcsDestination']['outputUriPrefix'].rstrip('/')}/{BATCH_OUTPUT}"
+        requests = [
+            json.loads(line)["request"]
+            for uri in job.resource["inputConfig"]["gcsSource"]["uris"]
+            for line in self._blob(uri).download_as_text().splitlines()
+            if line.strip()
+        ]
+        lines = [self._batch_line(number, request) for number, request in enumerate(requests)]
+        failed = sum(1 for line in lines if line["status"])
+        predictions = self._blob(f"{folder}/predictions.jsonl")
+        if not predictions.exists():
+            predictions.upload_from_string("\n".join(json.dumps(line) for line in lines) + "\n")
+        return {
+            "outputInfo": {"gcsOutputDirectory": folder},
+            "completionStats": {"successfulCount": str(len(lines) - failed), "failedCount": str(failed)},
+            "startTime": CREATE_TIME,
+            "endTime": "2026-01-01T00:30:00Z",
+        }
+
+    def _batch_line(self, number: int, request: dict[str, Any]) -> dict[str, Any]:
+        line: dict[str, Any] = {"status": "", "processed_time": CREATE_TIME, "request": request}
+        if number % BATCH_FAILED_EVERY == BATCH_FAILED_EVERY - 1:
+            return {**line, "status": "Internal error occurred. Failed to get generateContentResponse."}
+        prompt = "".join(part.get("text", "") for part in request["contents"][-1]["parts"])
+        answer = self.batch_answer(number, prompt)
+        line["response"] = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": answer}]}, "finishReason": "STOP",
+                            "avgLogprobs": ANSWER_MEAN_LOGPROB}],
+            "usageMetadata": {"promptTokenCount": len(prompt) // 4, "candidatesTokenCount": len(answer) // 4},
+        }  # fmt: skip
+        return line
+
+    def batch_answer(self, number: int, prompt: str) -> str:
+        """The tuned model's answer to the `number`-th request of a batch: a label picked by the prompt's length,
+        except every `BATCH_MALFORMED_EVERY`-th, which is malformed in turn: cut off before its attribute (invalid),
+        its attribute misspelt (repaired to the nearest), or prose naming no label (invalid)."""
+        taxonomy = self._taxonomy()
+        attribute = taxonomy.attributes[len(prompt) % len(taxonomy.attributes)]
+        answer = answer_json(Label(attribute.domain_id, attribute.id, attribute.label_levels[0].title), [], taxonomy)
+        if number % BATCH_MALFORMED_EVERY != BATCH_MALFORMED_EVERY - 1:
+            return answer
+        kind = (number // BATCH_MALFORMED_EVERY) % 3
+        if kind == 0:
+            return answer[: answer.index('"attribute"')]
+        if kind == 1:
+            return answer.replace(f'"{attribute.name}"', f'"{attribute.name[:-1]}"')
+        return "This child is making good progress across the curriculum."
+
     def _tuned_model(self, name: str) -> dict[str, Any]:
         prefix, number = name.split("/tuningJobs/")
         model = f"{prefix}/models/{number}@1"
@@ -452,6 +558,11 @@ def _contents_problem(contents: Any) -> str:
         if not parts or not all(isinstance(p, dict) and ("text" in p or "fileData" in p) for p in parts):
             return "has a content without parts of text or fileData"
     return ""
+
+
+def _seconds_after_create_time(seconds: int) -> str:
+    """A create time `seconds` after CREATE_TIME: given a counter, what is created later is newer, as at Vertex."""
+    return (datetime.fromisoformat(CREATE_TIME) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _named_by_number(parent: str) -> str:

@@ -10,6 +10,7 @@ from obs_platform.cli import app, sample_data_files
 from obs_platform.data.landing import LandingSnapshot
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.data.sensors import landing_sensor
+from obs_platform.defs.training.job_log import job_records
 from obs_platform.local_run import tick_sensor, wait_for_tuning_job
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
@@ -20,7 +21,7 @@ from .conftest import jsonl, record
 from .test_data_assets import load_defs, metadata
 from .test_training_backend import wait
 
-AFTER_THE_MODEL = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint"}
+AFTER_THE_MODEL = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint", "served_model"}
 
 
 def landing_tick(storage, cursor):
@@ -85,6 +86,7 @@ def test_schedules_are_off_locally_and_configurable(monkeypatch, tmp_path):
 
 def test_the_jobs_cli(monkeypatch, tmp_path):
     monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     runner = CliRunner()
     assert "no tuning jobs yet" in runner.invoke(app, ["jobs"]).output
     assert "no tuning jobs yet" in runner.invoke(app, ["jobs", "--list"]).output
@@ -200,5 +202,6 @@ def test_the_loop_from_a_landed_file_to_the_promotion_gate_and_a_failed_job(monk
         assert report["model_version"] == "oss-classifier/v1" and report["promotion"] == "promote"
         assert metadata(instance, "champion_model")["champion"] == "oss-classifier/v1"
         assert metadata(instance, "oss_endpoint")["model_version"] == "oss-classifier/v1"
-        listed = CliRunner().invoke(app, ["jobs"]).output.splitlines()
-        assert submitted["job_id"] in listed[1] and listed[1].endswith("oss-classifier/v1")
+        succeeded, failed = job_records(instance)  # what `obs-platform jobs` prints, oldest first
+        assert succeeded.job_id == submitted["job_id"] and succeeded.model_version == "oss-classifier/v1"
+        assert succeeded.state == "SUCCEEDED" and failed.state == "FAILED" and failed.model_version is None

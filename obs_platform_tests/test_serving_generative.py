@@ -10,6 +10,7 @@ from trainer.config import TrainerConfig
 from trainer.sft import train_sft
 
 from obs_platform.data.redaction import Roster
+from obs_platform.serving.answers import answer_prediction
 from obs_platform.serving.predictor import GenerativePredictor, Instance, load_predictor
 
 
@@ -60,8 +61,8 @@ def test_whatever_the_model_generates_the_answer_is_a_label_or_reported_invalid(
         (ReadAnswer("valid", Tag("mathematics", "Not In This Taxonomy", "Reception")), "invalid", ""),
     ],
 )
-def test_a_read_answer_becomes_a_typed_prediction(predictor, eyfs, read, status, attribute):
-    prediction = predictor._prediction(read, 0.8)
+def test_a_read_answer_becomes_a_typed_prediction(eyfs, read, status, attribute):
+    prediction = answer_prediction(read, eyfs, 0.8)
     assert prediction.status == status and prediction.attribute == attribute
     if status != "invalid":
         assert (

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from typer.testing import CliRunner
 
-from obs_platform.cli import app
 from obs_platform.data.redaction import Roster
+from obs_platform.defs.training.job_log import job_records
 from obs_platform.local_run import run_whole_graph
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
@@ -243,9 +242,10 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
         assert 0 <= model["valid_attribute_accuracy"] <= 1
         assert Path(model["model_uri"], "features.json").exists()
         assert Path(model["model_uri"], "calibration.json").exists()
-        listed = CliRunner().invoke(app, ["jobs"]).output.splitlines()
-        assert len(listed) == 3 and all("SUCCEEDED" in line for line in listed[1:])
-        assert {line.rsplit(" ", 1)[-1] for line in listed[1:]} == {"oss-classifier/v1", "oss-classifier/v2"}
+        listed = job_records(instance)  # what `obs-platform jobs` prints
+        assert len(listed) == 2 and all(record.state == "SUCCEEDED" for record in listed)
+        assert {record.model_version for record in listed} == {"oss-classifier/v1", "oss-classifier/v2"}
+        assert metadata(instance, "served_model")["served_family"] == "open-source"  # locally the only family
 
 
 @pytest.mark.slow  # a whole-graph run (about 45 s): `make test` runs it, `make test-fast` does not

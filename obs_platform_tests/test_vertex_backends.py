@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from obs_platform.cloud.costs import Prices
 from obs_platform.cloud.custom_job import VertexCustomJobBackend
 from obs_platform.cloud.gemini_tuning import GeminiTuningBackend
 from obs_platform.cloud.vertex import ENV_VARIABLES, VertexConfigError, VertexSettings
@@ -195,6 +196,18 @@ def test_custom_job_runs_the_trainer_and_reads_its_manifest(settings, fake_verte
     artifact = backend.result(job_id)
     assert artifact.uri == f"{output_prefix}/model"
     assert artifact.manifest["mode"] == "classifier" and artifact.manifest["metrics"]["attribute_accuracy"] == 0.61
+
+
+def test_custom_job_result_carries_its_machine_hours_and_their_price(settings, fake_vertex, spec):
+    backend = VertexCustomJobBackend(settings, prices=Prices(training_usd_per_machine_hour=2.5))
+    job_id = backend.submit(spec)
+    states(backend, job_id)
+    assert backend.result(job_id).manifest["cost"] == {
+        "machine_hours": 1.5, "machine_type": "n1-standard-8", "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 1, "replica_count": 1, "usd_per_machine_hour": 2.5, "usd": 3.75,
+    }  # fmt: skip
+    unpriced = VertexCustomJobBackend(settings).result(job_id).manifest["cost"]
+    assert unpriced["machine_hours"] == 1.5 and unpriced["usd"] is None
 
 
 def test_custom_job_on_a_cpu_machine_names_no_accelerator(settings, fake_vertex, spec):

@@ -15,6 +15,7 @@ from obs_platform.cli import sample_data_files
 from obs_platform.cloud.vertex import VertexConfigError
 from obs_platform.local_run import tick_sensor
 from obs_platform.storage import storage_from_uri
+from obs_platform.training.backend import ModelArtifact
 from obs_platform.training.registry import ModelRegistry
 
 from .conftest import free_port
@@ -118,10 +119,12 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         tuned_oss = metadata(instance, "tuned_oss_model")
         assert tuned_gemini["model_version"] == "gemini-tuned/v1" and tuned_gemini["job_id"] == gemini["job_id"]
         assert tuned_oss["model_version"] == "oss-classifier/v1" and tuned_oss["backend"] == "vertex-custom-job"
+        assert tuned_oss["machine_hours"] == 1.5 and tuned_oss["cost"]["machine_type"]  # the fake job's 90 minutes
         # Automation follows both models: the custom job's model is calibrated, evaluated (copied to a local work
         # folder, served on a local evaluation endpoint) and promoted; the tuned Gemini is recorded and asked.
         automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-        wanted = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint", "gemini_endpoint"}
+        wanted = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint", "gemini_endpoint",
+                  "gemini_batch_job", "served_model"}  # fmt: skip
         assert {r.key.to_user_string() for r in automation.results if automation.get_num_requested(r.key)} == wanted
         served = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, asset_selection=[dg.AssetKey(k) for k in wanted]
@@ -156,6 +159,61 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         assert "/endpoints/" in registry.get("gemini-tuned", 1).uri  # by reference
         copied = registry.get("oss-classifier", 1)
         assert copied.uri.startswith(vertex_env) and storage_from_uri(copied.uri).exists("manifest.json")
+        assert metadata(instance, "served_model")["served_family"] == "open-source"  # Gemini not evaluated yet
+
+        # The tuned Gemini is evaluated by a batch job (the test split and no external set here), polled by the same
+        # sensor, its answers read back (the fake malforms some and fails others), scored beside the open-source
+        # champion and the baselines, and gated; then the served-model decision compares the two families.
+        batch = metadata(instance, "gemini_batch_job")
+        assert "/batchPredictionJobs/" in batch["job_id"] and batch["cost_estimate"]["input_tokens"] > 0
+        [created] = fake_vertex.created("batchPredictionJobs")
+        assert created["model"] == registry.get("gemini-tuned", 1).manifest["tuned_model"]
+        assert (
+            "Amara"
+            not in storage_from_uri(batch["requests_uri"].rpartition("/")[0]).read_bytes("requests.jsonl").decode()
+        )
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=automation.cursor)
+        for _ in range(5):
+            cursor = tick_sensor(defs, instance, "tuning_job_sensor", cursor).cursor
+            if instance.get_latest_materialization_event(dg.AssetKey("gemini_predictions")):
+                break
+        predictions = metadata(instance, "gemini_predictions")
+        assert predictions["job_id"] == batch["job_id"] and "/prediction-model-" in predictions["output_uri"]
+        automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        requested = {r.key.to_user_string() for r in automation.results if automation.get_num_requested(r.key)}
+        assert requested == {"gemini_evaluation_report", "served_model"}
+        evaluated = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(k) for k in requested]
+        )
+        assert evaluated.success
+        report = metadata(instance, "gemini_evaluation_report")
+        assert report["invalid_rate"] > 0 and report["repaired_rate"] > 0  # malformed and failed answers counted
+        systems = {row.data["system"] for row in report["comparison"].records}
+        assert {"gemini-tuned/v1", "oss-classifier/v1 (open-source champion)", "tfidf_logistic"} <= systems
+        assert report["promotion"] == "promote"  # the first Gemini, and the floor is off here
+        [check] = evaluated.get_asset_check_evaluations()
+        assert check.check_name == "gemini_promotion_gate" and check.passed
+        assert registry.champion("gemini-tuned").label == "gemini-tuned/v1"
+        served_model = metadata(instance, "served_model")
+        families = {row.data["family"]: row.data for row in served_model["families"].records}
+        assert set(families) == {"open-source", "gemini"}
+        best = max(families.values(), key=lambda row: row["attribute_macro_f1"])
+        assert served_model["served_family"] == best["family"] and "tags better" in served_model["reason"]
+        assert storage_from_uri(vertex_env).exists("serving/served_model.json")
+
+        # A new champion deployed: the model it replaces is undeployed once the new one serves.
+        second = registry.register("oss-classifier", ModelArtifact(copied.uri, copied.manifest),
+                                   dataset_version="d2", job_id="manual", spec={})  # fmt: skip
+        registry.set_alias("oss-classifier", "champion", second.version)
+        assert (
+            defs.resolve_implicit_global_asset_job_def()
+            .execute_in_process(instance=instance, asset_selection=[dg.AssetKey("oss_endpoint")])
+            .success
+        )
+        [undeployed] = fake_vertex.requests(":undeployModel")
+        [endpoint_state] = [e for e in fake_vertex.endpoints.values() if e["displayName"] == "obs-platform-oss"]
+        assert [m["id"] for m in endpoint_state["deployedModels"]] != [undeployed["deployedModelId"]]
+        assert len(endpoint_state["deployedModels"]) == 1
 
 
 def test_the_serving_entrypoint_runs_as_vertex_starts_a_container(gcs_emulator, trained, tmp_path):

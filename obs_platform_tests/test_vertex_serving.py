@@ -9,13 +9,15 @@ import math
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from pydantic.alias_generators import to_camel
 
 from obs_platform.cloud import endpoints
-from obs_platform.cloud.endpoints import VertexModelDeployer
+from obs_platform.cloud.costs import Prices, machine_hours, priced
+from obs_platform.cloud.endpoints import VertexModelDeployer, VertexModelHost
 from obs_platform.cloud.transports import GeminiTransport, VertexEndpointTransport
 from obs_platform.cloud.vertex import ENV_VARIABLES, VertexConfigError, VertexSettings
 from obs_platform.data.formats import TrainingLineRenderer, system_instruction
@@ -27,15 +29,18 @@ from obs_platform.serving.client import (
     RequestRejected,
 )
 from obs_platform.serving.results import Suggestion
-from obs_platform.training.backend import BackendUnavailable, JobError
+from obs_platform.storage import storage_from_uri
+from obs_platform.training.backend import BackendUnavailable, JobError, ModelArtifact
+from obs_platform.training.registry import ModelRegistry
 
 from .conftest import free_port
-from .fake_vertex import ANSWER_MEAN_LOGPROB, ANSWER_TOKENS, FakeVertex
+from .fake_vertex import ANSWER_MEAN_LOGPROB, ANSWER_TOKENS, FakeVertex, Refused
 
 # The SDKs come with the `cloud` extra.
 storage = pytest.importorskip("google.cloud.storage")
 pytest.importorskip("google.genai")
 aiplatform = pytest.importorskip("google.cloud.aiplatform_v1")
+api_exceptions = pytest.importorskip("google.api_core.exceptions")
 Model = aiplatform.Model
 
 SERVING_IMAGE = "europe-west2-docker.pkg.dev/obs-proj/obs/obs-serving:test"
@@ -75,7 +80,8 @@ def deployer(settings: VertexSettings) -> VertexModelDeployer:
 @pytest.fixture
 def endpoint(deployer: VertexModelDeployer, model_files: str) -> str:
     """An endpoint serving the version `obs-v3`."""
-    return deployer.deploy(deployer.upload("obs-v3", model_files, {"dataset_version": "d1"}), "obs-classifier")
+    model = deployer.upload("obs-v3", model_files, {"dataset_version": "d1"})
+    return deployer.deploy(model, "obs-classifier").endpoint
 
 
 def classifier(transport) -> ObservationClassifier:
@@ -153,7 +159,7 @@ def test_upload_refusals(settings, fake, deployer, model_files, gcs_emulator):
 
 def test_deploy_creates_the_endpoint_once_and_moves_traffic_to_the_newest_model(fake, deployer, model_files):
     first = deployer.upload("obs-v3", model_files, {})
-    endpoint = deployer.deploy(first, "obs-classifier")
+    endpoint = deployer.deploy(first, "obs-classifier").endpoint
 
     assert endpoint.startswith(f"{LOCATION}/endpoints/")
     assert fake.created("endpoints") == [{"displayName": "obs-classifier"}]
@@ -167,11 +173,12 @@ def test_deploy_creates_the_endpoint_once_and_moves_traffic_to_the_newest_model(
     }]  # fmt: skip
     assert len(polled_operations(fake)) == 3  # upload, create, deploy: each waited for
 
-    assert deployer.deploy(first, "obs-classifier") == endpoint  # already deployed there: nothing to do
+    assert deployer.deploy(first, "obs-classifier").endpoint == endpoint  # already deployed there: nothing to do
     assert len(fake.requests(":deployModel")) == 1
 
     second = deployer.upload("obs-v4", model_files, {})
-    assert deployer.deploy(second, "obs-classifier", machine_type="n1-standard-4", max_replicas=2) == endpoint
+    deployment = deployer.deploy(second, "obs-classifier", machine_type="n1-standard-4", max_replicas=2)
+    assert deployment.endpoint == endpoint
     assert len(fake.created("endpoints")) == 1  # found by its display name
     resources = fake.requests(":deployModel")[-1]["deployedModel"]["dedicatedResources"]
     assert resources["machineSpec"] == {"machineType": "n1-standard-4"} and resources["maxReplicaCount"] == 2
@@ -194,6 +201,113 @@ def test_deploy_refusals(fake, deployer, endpoint):
     fake.unavailable = 1
     with pytest.raises(BackendUnavailable, match="503"):
         deployer.deploy(f"{LOCATION}/models/404", "obs-classifier")
+
+
+# ----- undeploying what a new model replaces -------------------------------------------------------------------------
+
+
+def deployed_ids(fake: FakeVertex, endpoint: str) -> dict[str, str]:
+    """The endpoint's deployed models at the fake: Model name → deployed model id."""
+    return {model["model"]: model["id"] for model in fake.endpoints[endpoint]["deployedModels"]}
+
+
+def test_a_new_model_undeploys_the_one_it_replaces_once_it_serves(settings, fake, deployer, model_files, endpoint):
+    [(first, first_id)] = deployed_ids(fake, endpoint).items()
+    second = deployer.upload("obs-v4", model_files, {})
+    deployment = deployer.deploy(second, "obs-classifier")
+
+    second_id = deployed_ids(fake, endpoint)[second]
+    # Undeployed after the deploy, with the traffic left on the new model; the operation waited for.
+    verbs = [path.rpartition(":")[2] for _, path, _ in fake.received if path.endswith("ployModel")]
+    assert verbs == ["deployModel", "deployModel", "undeployModel"]
+    assert fake.requests(":undeployModel") == [{"deployedModelId": first_id, "trafficSplit": {second_id: 100}}]
+    assert polled_operations(fake)[-1].startswith(f"/ui/{endpoint}/operations/")
+    assert deployed_ids(fake, endpoint) == {second: second_id}
+    assert fake.endpoints[endpoint]["trafficSplit"] == {second_id: 100}
+
+    assert deployment.endpoint == endpoint
+    [undeployed], [serving] = deployment.undeployed, deployment.deployed
+    assert (undeployed.id, undeployed.model, serving.id, serving.model) == (first_id, first, second_id, second)
+    assert (serving.replicas, serving.machine_type) == (1, "n1-standard-2")
+    assert undeployed.deployed_at < serving.deployed_at
+    result = classifier(VertexEndpointTransport(settings, endpoint)).classify("Sang a song.")
+    assert result.model_version == "obs-v4"
+
+
+def test_keep_deployed_keeps_the_newest_replaced_models_for_rollback(settings, fake, model_files):
+    deployer = VertexModelDeployer(replace(settings, keep_deployed=1))
+    v3, v4, v5 = (deployer.upload(label, model_files, {}) for label in ("obs-v3", "obs-v4", "obs-v5"))
+    endpoint = deployer.deploy(v3, "obs-classifier").endpoint
+
+    kept = deployer.deploy(v4, "obs-classifier")
+    assert kept.undeployed == () and [model.model for model in kept.deployed] == [v4, v3]  # newest first
+    assert fake.requests(":undeployModel") == []
+    assert fake.endpoints[endpoint]["trafficSplit"] == {deployed_ids(fake, endpoint)[v4]: 100}  # v3 at 0 %
+
+    oldest_id = deployed_ids(fake, endpoint)[v3]
+    third = deployer.deploy(v5, "obs-classifier")
+    assert [model.model for model in third.undeployed] == [v3]
+    assert [model.model for model in third.deployed] == [v5, v4]
+    assert [body["deployedModelId"] for body in fake.requests(":undeployModel")] == [oldest_id]
+    assert set(deployed_ids(fake, endpoint)) == {v4, v5}
+
+
+def test_redeploying_a_deployed_model_undeploys_nothing(fake, deployer, model_files, endpoint):
+    [first] = deployed_ids(fake, endpoint)
+    sent = len(fake.received)
+    again = deployer.deploy(first, "obs-classifier")
+
+    assert again.undeployed == () and [model.model for model in again.deployed] == [first]
+    assert [method for method, _, _ in fake.received[sent:]] == ["GET"]  # the endpoint looked up, nothing else
+
+
+def test_undeploy_refusals(settings, fake, deployer, model_files, endpoint, monkeypatch):
+    client = settings.endpoint_service_client()
+    [(first, first_id)] = deployed_ids(fake, endpoint).items()
+    with pytest.raises(api_exceptions.NotFound, match="not found"):
+        client.undeploy_model(endpoint=endpoint, deployed_model_id="404")
+    with pytest.raises(api_exceptions.BadRequest, match="100% of the traffic"):  # over REST: by HTTP status
+        client.undeploy_model(endpoint=endpoint, deployed_model_id=first_id)  # it serves: the endpoint's only model
+    with pytest.raises(api_exceptions.BadRequest, match="100 percent"):
+        client.undeploy_model(endpoint=endpoint, deployed_model_id=first_id, traffic_split={"404": 100})
+    assert deployed_ids(fake, endpoint) == {first: first_id}
+
+    def refused(endpoint: dict, body: dict) -> dict:
+        raise Refused(400, "FAILED_PRECONDITION", "The endpoint is being updated.")
+
+    monkeypatch.setattr(fake, "_undeploy", refused)
+    second = deployer.upload("obs-v4", model_files, {})
+    with pytest.raises(JobError, match=rf"cannot undeploy model .* \(deployed model {first_id}\) .*being updated"):
+        deployer.deploy(second, "obs-classifier")
+    assert fake.endpoints[endpoint]["trafficSplit"] == {deployed_ids(fake, endpoint)[second]: 100}  # it serves
+
+
+def test_the_host_reports_the_machine_hours_the_endpoint_bills(settings, fake, model_files, gcs_emulator, tmp_path):
+    registry = ModelRegistry(storage_from_uri(f"gs://{gcs_emulator}/{tmp_path.name}/home"))
+    first, second = (
+        registry.register("oss-classifier", ModelArtifact(model_files, {}), dataset_version="d1", job_id=job)
+        for job in ("job-1", "job-2")
+    )
+    deployer, price = VertexModelDeployer(settings), 0.5
+    host = VertexModelHost(deployer, registry, "obs-classifier", Prices(serving_usd_per_machine_hour=price))
+    host.serve(first)
+    before = datetime.now(UTC)
+    served = host.serve(second)
+    after = datetime.now(UTC)
+
+    [replaced], [serving] = served.details["undeployed_models"], served.details["deployed_models"]
+    assert deployed_ids(fake, served.address) == {serving["vertex_model"]: serving["deployed_model_id"]}
+    assert replaced["vertex_model"] != serving["vertex_model"]
+    for billed in (replaced, serving):
+        assert (billed["machine_type"], billed["replicas"]) == ("n1-standard-2", 1)
+        deployed_at = datetime.fromisoformat(billed["deployed_at"])  # the fake dates deploys from 2026-01-01
+        assert machine_hours(deployed_at, before) <= billed["machine_hours"] <= machine_hours(deployed_at, after)
+        assert billed["machine_hours"] > 0 and billed["estimated_usd"] == priced(billed["machine_hours"], price)
+
+    unpriced = VertexModelHost(deployer, registry, "obs-classifier", Prices()).serve(second)
+    [still_serving] = unpriced.details["deployed_models"]
+    assert unpriced.details["undeployed_models"] == [] and "estimated_usd" not in still_serving
+    assert still_serving["machine_hours"] >= serving["machine_hours"]
 
 
 # ----- the deployed endpoint through the client --------------------------------------------------------------------
@@ -282,11 +396,14 @@ def test_gemini_answers_that_name_no_label_are_invalid_predictions(gemini, fake,
         '{"domain": "mathematics", "attribute": "Juggling", "level": "Reception", "secondary": []}',
         '{"domain": "mathematics", "attribute": "Number", "level": "Reception", "secondary": '
         '[{"domain": "communication_and_language", "attribute": "Speaking", "level": "Reception"}]}',
+        '{"domain": "mathematics", "attribute": "Numbr", "level": "Reception", "secondary": []}',
     ]
-    results = gemini.classify_batch([{"notes": f"Observation {n}"} for n in range(3)])
+    results = gemini.classify_batch([{"notes": f"Observation {n}"} for n in range(4)])
 
-    assert [r.status for r in results] == ["invalid", "invalid", "ok"]
-    assert "no JSON object" in results[0].problem and "'Juggling' is not in domain" in results[1].problem
+    # Read as the local generative model's answers are: valid, repaired to the nearest label, or invalid.
+    assert [r.status for r in results] == ["invalid", "invalid", "ok", "repaired"]
+    assert "no label in answer" in results[0].problem and "'Juggling' is not in the label space" in results[1].problem
+    assert results[3].attribute == "Number" and "'Numbr' → 'Number'" in results[3].problem
     for invalid in results[:2]:
         assert invalid.attribute == "" and invalid.confidence == 0 and invalid.top_k == []
     assert results[2].attribute == "Number" and results[2].level == "Reception"

@@ -2,7 +2,9 @@
 subprocess, on a GPU machine, reading and writing `gs://` URIs.
 
 A job writes under `<staging bucket>/jobs/<display name>-<id>/`; the trainer's output is the `model/` folder
-there (what Vertex also hands the container as AIP_MODEL_DIR), and its `manifest.json` is the result's manifest.
+there (what Vertex also hands the container as AIP_MODEL_DIR), and its `manifest.json` is the result's manifest,
+with the job's cost added: its machine-hours (start to end time × replicas), priced when an hourly price is
+configured.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from obs_platform.cloud.costs import Prices, machine_hours, priced
 from obs_platform.cloud.vertex import (
     VertexSettings,
     job_labels,
@@ -33,9 +36,10 @@ MODEL_FOLDER = "model"
 class VertexCustomJobBackend:
     name = "vertex-custom-job"
 
-    def __init__(self, settings: VertexSettings, client: JobServiceClient | None = None):
+    def __init__(self, settings: VertexSettings, client: JobServiceClient | None = None, prices: Prices | None = None):
         self.settings = settings
         self._client = client
+        self.prices = prices or Prices()  # none configured: a job's cost is its machine-hours, without dollars
 
     @cached_property
     def client(self) -> JobServiceClient:
@@ -64,7 +68,7 @@ class VertexCustomJobBackend:
             if not folder.exists("manifest.json"):
                 raise JobError(f"custom job {job_id} succeeded but its trainer wrote no {output}/manifest.json")
             manifest = json.loads(folder.read_bytes("manifest.json"))
-        return ModelArtifact(uri=output, manifest=manifest)
+        return ModelArtifact(uri=output, manifest={**manifest, "cost": self._cost(job)})
 
     def cancel(self, job_id: str) -> None:
         from google.api_core.exceptions import GoogleAPICallError
@@ -100,6 +104,23 @@ class VertexCustomJobBackend:
         if self.settings.service_account:
             job_spec["service_account"] = self.settings.service_account
         return CustomJob(display_name=run, job_spec=job_spec, labels=job_labels(spec))
+
+    def _cost(self, job: CustomJob) -> dict[str, Any]:
+        """What Vertex bills the job for: its machine's hours from start to end, times the replicas (of the one
+        worker pool `custom_job` gives it), and their price when one is configured."""
+        pool = job.job_spec.worker_pool_specs[0]
+        machine = pool.machine_spec
+        hours = machine_hours(job.start_time, job.end_time, pool.replica_count)
+        price = self.prices.training_usd_per_machine_hour
+        return {
+            "machine_hours": hours,
+            "machine_type": machine.machine_type,
+            "accelerator_type": machine.accelerator_type.name if machine.accelerator_count else None,
+            "accelerator_count": machine.accelerator_count,
+            "replica_count": pool.replica_count,
+            "usd_per_machine_hour": price,
+            "usd": None if hours is None else priced(hours, price),
+        }
 
     def _job(self, job_id: str) -> CustomJob:
         from google.api_core.exceptions import GoogleAPICallError

@@ -2,21 +2,28 @@
 serves, and that Model deployed to an endpoint, which the client's `VertexEndpointTransport` then calls.
 
 Through the generated clients over REST, as custom jobs are (vertex.py says why). Uploading, creating an endpoint
-and deploying are long-running operations: each is polled until done, within a bound (deploying starts machines,
-which takes Vertex many minutes); past it the operation goes on at Vertex and the caller gets a JobError.
+deploying and undeploying are long-running operations: each is polled until done, within a bound (deploying starts
+machines, which takes Vertex many minutes); past it the operation goes on at Vertex and the caller gets a JobError.
+
+A deployed model bills its machines whether or not it has traffic, so once a new model serves, the models it
+replaced are undeployed, but for the `keep_deployed` newest (kept at 0 % traffic for a quick rollback).
 
 Running again is safe and stays simple: an upload always makes a new Model (an undeployed Model costs nothing,
 and a version's files never change, so nothing is gained by versioning Models under a parent); deploying reuses
-the endpoint of that display name, and does nothing when the model is already deployed there.
+the endpoint of that display name, and does nothing (undeploys nothing either) when the model is already deployed
+there.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from obs_platform.cloud.costs import Prices, machine_hours, priced
 from obs_platform.cloud.transports import VertexEndpointTransport
 from obs_platform.cloud.vertex import VertexConfigError, VertexSettings, label_value, translated_errors
 from obs_platform.serving.client import ObservationClassifier
@@ -26,6 +33,7 @@ from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
     from google.api_core.operation import Operation
+    from google.cloud.aiplatform_v1 import DeployedModel as VertexDeployedModel
     from google.cloud.aiplatform_v1 import Endpoint, EndpointServiceClient, ModelServiceClient
 
 # What the serving image answers on (the FastAPI app's routes): Vertex forwards predictions and health checks there.
@@ -36,6 +44,39 @@ SERVING_PORT = 8080
 UPLOAD_WAIT_S = 600.0
 CREATE_ENDPOINT_WAIT_S = 300.0
 DEPLOY_WAIT_S = 1800.0  # starting serving machines takes Vertex 5 to 20 minutes
+UNDEPLOY_WAIT_S = 900.0  # stopping them takes minutes too
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    """A Model deployed on an endpoint, with what its bill counts: its machines (the minimum replicas run even
+    without traffic) from the time it was deployed."""
+
+    id: str  # the deployed model's id on the endpoint, which traffic splits name
+    model: str  # the Model's resource name
+    deployed_at: datetime  # Vertex's create_time of the deployment
+    replicas: int  # min_replica_count: the machines always running
+    machine_type: str
+
+    @classmethod
+    def of(cls, deployed: VertexDeployedModel) -> DeployedModel:
+        resources = deployed.dedicated_resources
+        return cls(
+            id=deployed.id,
+            model=deployed.model,
+            deployed_at=deployed.create_time,
+            replicas=resources.min_replica_count,
+            machine_type=resources.machine_spec.machine_type,
+        )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """An endpoint after a deploy: the models deployed there, newest first, and those the deploy undeployed."""
+
+    endpoint: str  # the endpoint's resource name
+    deployed: tuple[DeployedModel, ...]
+    undeployed: tuple[DeployedModel, ...] = ()
 
 
 class VertexModelDeployer:
@@ -101,17 +142,17 @@ class VertexModelDeployer:
         machine_type: str = "",
         min_replicas: int = 1,
         max_replicas: int = 1,
-    ) -> str:
+    ) -> Deployment:
         """Deploy a Model to the endpoint of that display name (created when there is none), on dedicated machines
-        (the configured serving machine type when none is given), with all of the endpoint's traffic; returns the
-        endpoint's resource name."""
+        (the configured serving machine type when none is given), with all of the endpoint's traffic; once it
+        serves, undeploy the models it replaced but for the `keep_deployed` newest."""
         from google.api_core.exceptions import GoogleAPICallError
 
         if not 1 <= min_replicas <= max_replicas:
             raise JobError(f"replicas must satisfy 1 <= min <= max, not min={min_replicas}, max={max_replicas}")
         endpoint = self._endpoint(endpoint_display_name)
         if any(deployed.model == model_name for deployed in endpoint.deployed_models):
-            return endpoint.name
+            return Deployment(endpoint.name, _newest_first(endpoint))
         deployed_model = {
             "model": model_name,
             "display_name": endpoint_display_name,
@@ -129,8 +170,30 @@ class VertexModelDeployer:
                 traffic_split={"0": 100},  # "0": the model this request deploys
                 timeout=self.settings.request_timeout_s,
             )
-            _finished(operation, action, DEPLOY_WAIT_S)
-        return endpoint.name
+            serving_id = _finished(operation, action, DEPLOY_WAIT_S).deployed_model.id
+        return self._undeploy_replaced(endpoint.name, serving_id)
+
+    def _undeploy_replaced(self, endpoint_name: str, serving_id: str) -> Deployment:
+        """Undeploy the endpoint's models other than the one serving (which has all the traffic), but for the
+        `keep_deployed` newest: each would bill its machines at 0 % traffic."""
+        from google.api_core.exceptions import GoogleAPICallError
+
+        with translated_errors(f"read endpoint {endpoint_name}", GoogleAPICallError):
+            endpoint = self.endpoints.get_endpoint(name=endpoint_name, timeout=self.settings.request_timeout_s)
+        deployed = _newest_first(endpoint)
+        replaced = [model for model in deployed if model.id != serving_id][self.settings.keep_deployed :]
+        for model in replaced:
+            action = f"undeploy model {model.model} (deployed model {model.id}) from endpoint {endpoint_name}"
+            with translated_errors(action, GoogleAPICallError):
+                operation = self.endpoints.undeploy_model(
+                    endpoint=endpoint_name,
+                    deployed_model_id=model.id,
+                    traffic_split={serving_id: 100},  # as it is: the new model keeps all the traffic
+                    timeout=self.settings.request_timeout_s,
+                )
+                _finished(operation, action, UNDEPLOY_WAIT_S)
+        still_deployed = tuple(model for model in deployed if model not in replaced)
+        return Deployment(endpoint_name, still_deployed, tuple(replaced))
 
     def _endpoint(self, display_name: str) -> Endpoint:
         """The endpoint of that display name (the first listed if there are several), or a new one."""
@@ -153,6 +216,11 @@ class VertexModelDeployer:
             return _finished(operation, action, CREATE_ENDPOINT_WAIT_S)
 
 
+def _newest_first(endpoint: Endpoint) -> tuple[DeployedModel, ...]:
+    deployed = (DeployedModel.of(model) for model in endpoint.deployed_models)
+    return tuple(sorted(deployed, key=lambda model: model.deployed_at, reverse=True))
+
+
 def _finished(operation: Operation, action: str, wait_s: float) -> Any:
     """The operation's result once it is done; JobError when it is still running after `wait_s` seconds. An
     operation that failed raises its error as the SDK's API error, for `translated_errors` to classify."""
@@ -166,14 +234,19 @@ def _finished(operation: Operation, action: str, wait_s: float) -> Any:
 
 class VertexModelHost:
     """The champion on a Vertex AI endpoint: each version uploaded once per revision (the upload is recorded in the
-    registry beside the version), then deployed to the endpoint with all of its traffic."""
+    registry beside the version), then deployed to the endpoint with all of its traffic. Its details show what the
+    endpoint bills: each deployed model's machine-hours so far, and those of the models the deploy undeployed,
+    priced where a serving price is configured."""
 
     name = "vertex"
 
-    def __init__(self, deployer: VertexModelDeployer, models: ModelRegistry, endpoint_display_name: str):
+    def __init__(
+        self, deployer: VertexModelDeployer, models: ModelRegistry, endpoint_display_name: str, prices: Prices
+    ):
         self.deployer = deployer
         self.models = models
         self.endpoint_display_name = endpoint_display_name
+        self.prices = prices
 
     def serve(self, version: ModelVersion) -> ServedModel:
         revision = registry_revision(self.models, version)
@@ -185,12 +258,33 @@ class VertexModelHost:
             environment = {"OBS_PLATFORM_HOME": self.models.storage.root_uri}  # the roster's storage root
             model, uploaded = self.deployer.upload(version.label, version.uri, labels, environment=environment), True
             self.models.storage.write_bytes(record, json.dumps({"model": model}).encode())
-        endpoint_name = self.deployer.deploy(model, self.endpoint_display_name)
-        transport = VertexEndpointTransport(self.deployer.settings, endpoint_name)
+        deployment = self.deployer.deploy(model, self.endpoint_display_name)
+        now = datetime.now(UTC)
+        transport = VertexEndpointTransport(self.deployer.settings, deployment.endpoint)
         return ServedModel(
-            address=endpoint_name,
+            address=deployment.endpoint,
             model_version=version.label,
             restarted=uploaded,
             client=ObservationClassifier(transport),
-            details={"vertex_model": model, "revision": revision},
+            details={
+                "vertex_model": model,
+                "revision": revision,
+                "deployed_models": [self._billed(deployed, now) for deployed in deployment.deployed],
+                "undeployed_models": [self._billed(undeployed, now) for undeployed in deployment.undeployed],
+            },
         )
+
+    def _billed(self, deployed: DeployedModel, until: datetime) -> dict[str, Any]:
+        """A deployed model as metadata: what it runs on, since when, its machine-hours up to `until`, and their
+        estimated price when one is configured."""
+        hours = machine_hours(deployed.deployed_at, until, deployed.replicas)
+        usd = priced(hours, self.prices.serving_usd_per_machine_hour)
+        return {
+            "deployed_model_id": deployed.id,
+            "vertex_model": deployed.model,
+            "machine_type": deployed.machine_type,
+            "replicas": deployed.replicas,
+            "deployed_at": deployed.deployed_at.isoformat(),
+            "machine_hours": hours,
+            **({} if usd is None else {"estimated_usd": usd}),
+        }

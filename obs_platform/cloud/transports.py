@@ -22,12 +22,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from trainer.answers import LabelSpace
 
 from obs_platform.cloud.vertex import TRANSIENT_HTTP_STATUSES, VertexSettings, unreachable_errors
-from obs_platform.data.formats import AnswerError, RequestTexts, gemini_user_turn, parse_answer, system_instruction
+from obs_platform.data.formats import RequestTexts, gemini_user_turn, system_instruction
 from obs_platform.data.redaction import Roster
+from obs_platform.serving.answers import read_prediction, taxonomy_label_space
 from obs_platform.serving.client import RequestRejected, RetryableStatus
-from obs_platform.serving.results import Instance, Prediction, Suggestion
+from obs_platform.serving.results import Instance, Prediction
 from obs_platform.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -70,10 +72,10 @@ class VertexEndpointTransport:
 class GeminiTransport:
     """A tuned Gemini model, asked one observation at a time (Gemini answers one conversation per request).
 
-    The answer is read with the project's parser against the taxonomy: one that names no valid label becomes an
-    `invalid` prediction with the parser's reason, never an error. The confidence is the answer's probability (as
-    the local generative predictor reports it), from the mean token log-probability Vertex reports with a
-    candidate; `model_version` is the tuned model's endpoint, which is what the registry records for it.
+    The answer is read as every generative model's is (`obs_platform.serving.answers`): valid, repaired to the
+    nearest label, or an `invalid` prediction with the reason, never an error. The confidence is the answer's
+    probability (as the local generative predictor reports it), from the mean token log-probability Vertex reports
+    with a candidate; `model_version` is the tuned model's endpoint, which is what the registry records for it.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class GeminiTransport:
         self.taxonomy = taxonomy
         self.texts = RequestTexts(roster)
         self.instruction = system_instruction(taxonomy)
+        self.space = taxonomy_label_space(taxonomy)
         self._client = client
 
     @cached_property
@@ -118,20 +121,22 @@ class GeminiTransport:
             reason = response.prompt_feedback.block_reason if response.prompt_feedback else None
             return Prediction.invalid(f"Gemini gave no answer (prompt blocked: {reason})")
         candidate = response.candidates[0]
-        if not response.text:
-            return Prediction.invalid(f"Gemini gave no answer (finish reason: {candidate.finish_reason})")
-        try:
-            label, secondary = parse_answer(response.text, self.taxonomy)
-        except AnswerError as exc:
-            return Prediction.invalid(str(exc))
-        probability = _answer_probability(candidate.avg_logprobs, response.usage_metadata)
-        suggestions = [
-            Suggestion.of(self.taxonomy, tag.attribute_id, probability if rank == 0 else 0.0)
-            for rank, tag in enumerate([label, *secondary])
-        ]
-        return Prediction.ranked(
-            suggestions, label.level_title, probability, tags=[s.attribute_id for s in suggestions]
-        )
+        tokens = response.usage_metadata.candidates_token_count if response.usage_metadata else None
+        return gemini_prediction(
+            response.text, candidate.avg_logprobs, tokens, f"finish reason: {candidate.finish_reason}",
+            self.space, self.taxonomy,
+        )  # fmt: skip
+
+
+def gemini_prediction(
+    text: str | None, mean_logprob: float | None, answer_tokens: int | None, why_no_text: str, space: LabelSpace,
+    taxonomy: Taxonomy,
+) -> Prediction:  # fmt: skip
+    """A Gemini answer (online or from a batch job) as a prediction: read against the label space (valid, repaired
+    or invalid, never an error), its confidence the answer's probability."""
+    if not text:
+        return Prediction.invalid(f"Gemini gave no answer ({why_no_text})")
+    return read_prediction(text, space, taxonomy, _answer_probability(mean_logprob, answer_tokens))
 
 
 @contextmanager
@@ -163,10 +168,9 @@ def _instance(item: dict[str, Any]) -> Instance:
     return instance
 
 
-def _answer_probability(mean_logprob: float | None, usage: types.GenerateContentResponseUsageMetadata | None) -> float:
+def _answer_probability(mean_logprob: float | None, tokens: int | None) -> float:
     """The probability of the whole answer, the product of its tokens' probabilities: the mean log-probability
     times the number of answer tokens, exponentiated."""
-    tokens = usage.candidates_token_count if usage else None
     if mean_logprob is None or not tokens:
         return UNREPORTED_PROBABILITY
     return math.exp(mean_logprob * tokens)

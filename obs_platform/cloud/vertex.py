@@ -44,6 +44,7 @@ ENV_VARIABLES = {
     "api_endpoint": "OBS_PLATFORM_VERTEX_API_ENDPOINT",
     "serving_image_uri": "OBS_PLATFORM_VERTEX_SERVING_IMAGE",
     "serving_machine_type": "OBS_PLATFORM_VERTEX_SERVING_MACHINE_TYPE",
+    "keep_deployed": "OBS_PLATFORM_VERTEX_KEEP_DEPLOYED",
 }
 REQUIRED = ("project", "region", "staging_bucket", "trainer_image_uri")
 GapicClient = TypeVar("GapicClient")
@@ -88,6 +89,7 @@ class VertexSettings:
     api_endpoint: str = ""  # "": Google's regional endpoint; tests point this at a loopback fake
     serving_image_uri: str = ""  # the image Vertex serves an uploaded model in ("": each upload names one)
     serving_machine_type: str = "n1-standard-2"  # an endpoint's machines
+    keep_deployed: int = 0  # models a new champion replaces that stay deployed (at 0 % traffic) for rollback
 
     def __post_init__(self) -> None:
         if not self.staging_bucket.startswith("gs://"):
@@ -97,6 +99,8 @@ class VertexSettings:
             raise VertexConfigError(f"the API endpoint needs its scheme (http:// or https://): {self.api_endpoint!r}")
         if self.accelerator_count < 0:
             raise VertexConfigError(f"the accelerator count cannot be negative: {self.accelerator_count}")
+        if self.keep_deployed < 0:
+            raise VertexConfigError(f"the models kept deployed cannot be negative: {self.keep_deployed}")
 
     @classmethod
     def from_env(cls) -> VertexSettings:
@@ -107,10 +111,11 @@ class VertexSettings:
         if missing:
             raise VertexConfigError(f"Vertex AI tuning needs {', '.join(missing)}")
         given: dict[str, Any] = {name: value for name, value in values.items() if value}
-        if "accelerator_count" in given:
-            if not given["accelerator_count"].isdigit():
-                raise VertexConfigError(f"{ENV_VARIABLES['accelerator_count']} must be a whole number")
-            given["accelerator_count"] = int(given["accelerator_count"])
+        for name in ("accelerator_count", "keep_deployed"):
+            if name in given:
+                if not given[name].isdigit():
+                    raise VertexConfigError(f"{ENV_VARIABLES[name]} must be a whole number, not {given[name]!r}")
+                given[name] = int(given[name])
         return cls(**given)
 
     @property

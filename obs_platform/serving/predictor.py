@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from trainer.answers import ReadAnswer, read_answer
 from trainer.data import LabelMaps
 
 from obs_platform.data.formats import OSS_SYSTEM_PROMPT, RequestTexts
 from obs_platform.data.redaction import Roster
 from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
+from obs_platform.serving.answers import read_prediction
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.serving.runtime import RUNTIMES, OnnxForward, Runtime
 from obs_platform.taxonomy import Taxonomy
@@ -189,24 +189,4 @@ class GenerativePredictor:
         counted = answer_ids != self.tokenizer.pad_token_id
         probabilities = (token_logp.masked_fill(~counted, 0).sum(-1)).exp()
         texts = self.tokenizer.batch_decode(answer_ids, skip_special_tokens=True)
-        return [self._prediction(read_answer(t, self.space), float(p)) for t, p in zip(texts, probabilities)]
-
-    def _prediction(self, read: ReadAnswer, probability: float) -> Prediction:
-        if read.tag is None:
-            return Prediction.invalid(read.problem)
-        tags = [self._attribute_id(t.domain, t.attribute) for t in (read.tag, *read.secondary)]
-        found = [t for t in tags if t is not None]
-        if tags[0] is None:
-            return Prediction.invalid(f"{read.tag.attribute!r} is not an attribute of this taxonomy")
-        suggestions = [Suggestion.of(self.taxonomy, a, probability if n == 0 else 0.0) for n, a in enumerate(found)]
-        return Prediction.ranked(
-            suggestions, read.tag.level, probability, tags=[s.attribute_id for s in suggestions],
-            status="ok" if read.status == "valid" else read.status, problem=read.problem,
-        )  # fmt: skip
-
-    def _attribute_id(self, domain_key: str, attribute_name: str) -> int | None:
-        try:
-            domain = self.taxonomy.domain_by_key(domain_key)
-        except KeyError:
-            return None
-        return next((a.id for a in domain.attributes if a.name == attribute_name), None)
+        return [read_prediction(t, self.space, self.taxonomy, float(p)) for t, p in zip(texts, probabilities)]

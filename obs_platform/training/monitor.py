@@ -19,6 +19,7 @@ from obs_platform.training.backend import (
     BackendUnavailable,
     JobError,
     JobState,
+    ModelArtifact,
     TuningBackend,
 )
 from obs_platform.training.registry import ModelRegistry, ModelVersion
@@ -30,7 +31,7 @@ class WatchedJob:
 
     job_id: str
     backend: str  # the name of the backend that runs it
-    model_name: str  # the registry name its model is registered under
+    model_name: str  # the registry name its model is registered under ("": its result is no model)
     requested_by: str  # what asked for it (the Dagster sensor: the tuning-job asset), reported back with it
     spec: dict
     submitted_at: float
@@ -53,6 +54,7 @@ class JobOutcome:
     message: str = ""
     version: ModelVersion | None = None
     metrics: dict = field(default_factory=dict)
+    artifact: ModelArtifact | None = None  # a success's result (a model, or a batch job's predictions)
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,12 @@ def _ask(
     if status.state is not JobState.SUCCEEDED:
         return JobOutcome(job, status.state, status.message)
     artifact = backend.result(job.job_id)
-    version = registry.register(
-        job.model_name, artifact, dataset_version=job.dataset_version, job_id=job.job_id, spec=job.spec
+    version = (
+        registry.register(
+            job.model_name, artifact, dataset_version=job.dataset_version, job_id=job.job_id, spec=job.spec
+        )
+        if job.model_name
+        else None  # a job whose result is no model (a batch prediction job's output folder)
     )
     metrics = {k: v for k, v in artifact.manifest.get("metrics", {}).items() if isinstance(v, int | float)}
-    return JobOutcome(job, JobState.SUCCEEDED, status.message, version=version, metrics=metrics)
+    return JobOutcome(job, JobState.SUCCEEDED, status.message, version=version, metrics=metrics, artifact=artifact)

@@ -7,6 +7,7 @@ Vertex (Gemini tuning) fails, with the same message.
 
 import dagster as dg
 
+from obs_platform.cloud.costs import Prices
 from obs_platform.cloud.vertex import ENV_VARIABLES, REQUIRED, VertexConfigError, VertexSettings
 from obs_platform.settings import Settings
 
@@ -25,21 +26,33 @@ class VertexResource(dg.ConfigurableResource):
     gemini_base_model: str = "gemini-2.5-flash"
     serving_image_uri: str = ""
     serving_machine_type: str = "n1-standard-2"
+    keep_deployed: int = 0
     api_endpoint: str = ""
-    usd_per_million_training_tokens: float | None = None  # a configured price: the cost estimate shows dollars
+    # The configured prices (`Prices`): cost estimates show dollars where one is set.
+    tuning_usd_per_million_tokens: float | None = None
+    batch_usd_per_million_input_tokens: float | None = None
+    batch_usd_per_million_output_tokens: float | None = None
+    training_usd_per_machine_hour: float | None = None
+    serving_usd_per_machine_hour: float | None = None
+    online_usd_per_million_input_tokens: float | None = None
+    online_usd_per_million_output_tokens: float | None = None
+    serving_predictions_per_hour: float | None = None
 
     def settings(self) -> VertexSettings:
         missing = [ENV_VARIABLES[name] for name in REQUIRED if not getattr(self, name)]
         if missing:
             raise VertexConfigError(f"this runs on Vertex AI: set OBS_PLATFORM_BACKEND=vertex and {', '.join(missing)}")
-        return VertexSettings(**self.model_dump(exclude={"usd_per_million_training_tokens"}))
+        return VertexSettings(**self.model_dump(include=set(VertexSettings.__dataclass_fields__)))
+
+    def prices(self) -> Prices:
+        return Prices(**self.model_dump(include=set(Prices.__dataclass_fields__)))
 
 
 def configured_vertex(settings: Settings) -> VertexResource:
     """The Vertex resource of this deployment: empty locally; validated from the environment with
     `OBS_PLATFORM_BACKEND=vertex` (every missing variable named, and the storage root must be a bucket)."""
     if settings.backend != "vertex":
-        return VertexResource()
+        return VertexResource(**settings.prices.to_dict())
     if not settings.home.startswith("gs://"):
         raise VertexConfigError(
             f"OBS_PLATFORM_BACKEND=vertex needs OBS_PLATFORM_HOME=gs://bucket/prefix (Vertex jobs read the training "
@@ -48,7 +61,7 @@ def configured_vertex(settings: Settings) -> VertexResource:
     vertex = VertexSettings.from_env()
     return VertexResource(
         **{name: getattr(vertex, name) for name in VertexSettings.__dataclass_fields__},
-        usd_per_million_training_tokens=settings.usd_per_million_training_tokens,
+        **settings.prices.to_dict(),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from obs_platform.cloud.costs import usd_per_1000_endpoint_predictions
 from obs_platform.data import prepare
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.resources import EvaluationResource
@@ -16,6 +17,7 @@ from obs_platform.defs.training.assets import latest_metadata, tuned_oss_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.evaluation import gate, plots
 from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
+from obs_platform.evaluation.families import FamilySummary, summary_path
 from obs_platform.evaluation.metrics import domain_f1_table, macro_f1_difference_interval
 from obs_platform.evaluation.report import REPORT_FILE, build_report, comparison_table, markdown_summary
 from obs_platform.evaluation.runs import EvaluationSet, SystemResult, fit_calibration, score_baselines, score_model
@@ -27,6 +29,7 @@ from obs_platform.storage import LocalStorage
 from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 GROUP = "evaluation"
+ENDPOINT_REPLICAS = 1  # what `VertexModelDeployer.deploy` starts by default
 
 
 def _evaluation_set(
@@ -97,6 +100,43 @@ def _external_section(data: EvaluationSet, results: dict[str, SystemResult]) -> 
     if not data.external:
         return {"skipped": data.external_skipped}
     return {"examples": len(data.external), "results": {n: r.external_metrics for n, r in results.items()}}
+
+
+def stored_baselines(store: EvaluationStore, evaluation: EvaluationResource, data_key: str) -> dict[str, SystemResult]:
+    """Every configured baseline's results on the data, as `baselines` stored them."""
+    found = {name: store.load(f"evaluation/baselines/{data_key}/{name}") for name in evaluation.baselines}
+    missing = [name for name, result in found.items() if result is None]
+    if missing:
+        raise dg.Failure(f"baselines {missing} have no results for data {data_key}: materialise `baselines` first")
+    return {name: result for name, result in found.items() if result is not None}
+
+
+def apply_decision(models: ModelRegistry, version: ModelVersion, outcome: gate.Outcome) -> None:
+    """The gate's verdict on the registry: a promoted version becomes its family's champion, a kept one a
+    challenger; a rejected one gets no alias."""
+    if outcome is gate.Outcome.PROMOTE:
+        models.set_alias(version.name, "champion", version.version)
+    elif outcome is gate.Outcome.KEEP:
+        models.set_alias(version.name, "challenger", version.version)
+
+
+def family_summary(
+    family: str, version: ModelVersion, data_key: str, result: SystemResult, invalid_rate: float,
+    usd_per_1000_predictions: float | None, cost_basis: str,
+) -> FamilySummary:  # fmt: skip
+    metrics = result.test_metrics
+    return FamilySummary(
+        family=family, model_version=version.label, data_key=data_key, test_examples=len(result.test_predictions),
+        attribute_macro_f1=metrics["attribute"]["macro_f1"], attribute_accuracy=metrics["attribute"]["accuracy"],
+        domain_macro_f1=metrics["domain"]["macro_f1"], invalid_rate=invalid_rate,
+        usd_per_1000_predictions=usd_per_1000_predictions, cost_basis=cost_basis,
+    )  # fmt: skip
+
+
+# Reports follow a newly reported model; new data or new baselines alone re-evaluate nothing.
+REPORT_AUTOMATION = dg.AutomationCondition.eager().ignore(
+    dg.AssetSelection.groups("data") | dg.AssetSelection.assets("baselines")
+)
 
 
 def _candidate(context: dg.AssetExecutionContext, registry: ModelRegistry) -> ModelVersion:
@@ -185,9 +225,7 @@ def _model_result(
     group_name=GROUP,
     deps=[model_calibration, baselines],
     kinds={"scikitlearn", "matplotlib"},
-    automation_condition=dg.AutomationCondition.eager().ignore(
-        dg.AssetSelection.groups("data") | dg.AssetSelection.assets(baselines)
-    ),
+    automation_condition=REPORT_AUTOMATION,
 )
 def evaluation_report(
     context: dg.AssetExecutionContext,
@@ -196,6 +234,7 @@ def evaluation_report(
     taxonomy: TaxonomyResource,
     registry: ModelRegistryResource,
     evaluation: EvaluationResource,
+    tuning: TuningBackendResource,
 ) -> dg.MaterializeResult:
     """The newest model version on the test split, through its endpoint, beside every baseline (and the champion
     when it is another version): metrics at each taxonomy level, confusion matrices, per-domain F1, calibration,
@@ -206,11 +245,7 @@ def evaluation_report(
     version = _candidate(context, models)
     result, folder = _model_result(workspace, models, store, version, data, data_key, taxonomy)
     system_results = {version.label: result}
-    for name in evaluation.baselines:
-        found = store.load(f"evaluation/baselines/{data_key}/{name}")
-        if found is None:
-            raise dg.Failure(f"baseline {name} has no results for data {data_key}: materialise `baselines` first")
-        system_results[name] = found
+    system_results |= stored_baselines(store, evaluation, data_key)
     champion = models.champion(version.name)
     champion_f1 = None
     if champion is not None and champion.version != version.version:
@@ -234,6 +269,14 @@ def evaluation_report(
     )  # fmt: skip
     report["promotion"] = _decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
     report_uri = store.write_json(f"{folder}/{REPORT_FILE}", report)
+    summary = family_summary(
+        "open-source", version, data_key, result,
+        invalid_rate=float((result.test_predictions["pred_attribute"] == 0).mean()),  # an invalid answer's id
+        usd_per_1000_predictions=usd_per_1000_endpoint_predictions(ENDPOINT_REPLICAS, tuning.vertex.prices()),
+        cost_basis=f"a dedicated endpoint's machine-hours ({ENDPOINT_REPLICAS} replica) spread over the expected "
+        "predictions per hour; locally, no bill",
+    )  # fmt: skip
+    storage.client().write_bytes(summary_path(version.folder, data_key), summary.model_dump_json(indent=2).encode())
     images = {}
     for level in ("domain", "attribute", "level"):
         matrix = result.test_metrics[level]["confusion_matrix"]
@@ -289,12 +332,9 @@ def champion_model(
     report = latest_metadata(context, evaluation_report.key)
     version = models.by_label(str(report["model_version"]))
     outcome = gate.Outcome(str(report["promotion"]))
-    if outcome is gate.Outcome.PROMOTE:
-        models.set_alias(version.name, "champion", version.version)
-    elif outcome is gate.Outcome.KEEP:
-        models.set_alias(version.name, "challenger", version.version)
-    else:  # the gate blocks a rejected model before this runs; refuse rather than serve it if it did not
+    if outcome is gate.Outcome.REJECT:  # the gate blocks a rejected model before this runs; refuse if it did not
         raise dg.Failure(f"{version.label} was rejected: {report['promotion_reason']}")
+    apply_decision(models, version, outcome)
     champion = models.champion(tuning.model_name)
     return dg.MaterializeResult(
         metadata={

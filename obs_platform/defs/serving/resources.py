@@ -23,7 +23,8 @@ class ServingResource(dg.ConfigurableResource):
         if self.kind == "vertex":
             from obs_platform.cloud.endpoints import VertexModelDeployer, VertexModelHost
 
-            return VertexModelHost(VertexModelDeployer(self.vertex.settings()), models, self.endpoint_display_name)
+            deployer = VertexModelDeployer(self.vertex.settings())
+            return VertexModelHost(deployer, models, self.endpoint_display_name, self.vertex.prices())
         client = storage.client()
         if not isinstance(client, LocalStorage):
             raise ValueError(f"the local endpoint needs a local OBS_PLATFORM_HOME, not {client.root_uri}")

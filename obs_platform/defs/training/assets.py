@@ -74,7 +74,7 @@ def gemini_tuning_job(
     spec = tuning.gemini_spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
     estimate = estimate_tuning_cost(
         storage_from_uri(folder).read_bytes("train.jsonl"), spec.hyperparameters["epochs"],
-        tuning.vertex.usd_per_million_training_tokens,
+        tuning.vertex.tuning_usd_per_million_tokens,
     )  # fmt: skip
     cost = {"estimated_training_tokens": estimate.training_tokens, "estimated_usd": estimate.usd,
             "cost_estimate": dg.MetadataValue.json(estimate.to_dict())}  # fmt: skip

@@ -1,5 +1,7 @@
 """Resources of the training layer: the tuning backend and the model registry."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from trainer import source_fingerprint
 from trainer.config import MODE_DEFAULTS
@@ -11,6 +13,9 @@ from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import TrainingSpec, TuningBackend
 from obs_platform.training.local import LocalSubprocessBackend
 from obs_platform.training.registry import ModelRegistry, oss_model_name
+
+if TYPE_CHECKING:
+    from obs_platform.cloud.gemini_batch import GeminiBatchBackend
 
 
 class TuningBackendResource(dg.ConfigurableResource):
@@ -43,7 +48,7 @@ class TuningBackendResource(dg.ConfigurableResource):
         if self.kind == "vertex":
             from obs_platform.cloud.custom_job import VertexCustomJobBackend
 
-            return VertexCustomJobBackend(self.vertex.settings())
+            return VertexCustomJobBackend(self.vertex.settings(), prices=self.vertex.prices())
         client = storage.client()
         if not isinstance(client, LocalStorage):
             raise ValueError("the local tuning backend needs a local OBS_PLATFORM_HOME, not " + client.root_uri)
@@ -55,11 +60,17 @@ class TuningBackendResource(dg.ConfigurableResource):
 
         return GeminiTuningBackend(self.vertex.settings())
 
+    def batch_backend(self) -> "GeminiBatchBackend":
+        """Batch prediction jobs of a tuned Gemini (its evaluation): on Vertex AI only."""
+        from obs_platform.cloud.gemini_batch import GeminiBatchBackend
+
+        return GeminiBatchBackend(self.vertex.settings())
+
     def backends(self, storage: StorageResource) -> dict[str, TuningBackend]:
         """Every backend this deployment's jobs may run on, by name: what the job-status sensor polls."""
         found = [self.backend(storage)]
         if self.kind == "vertex":
-            found.append(self.gemini_backend())
+            found += [self.gemini_backend(), self.batch_backend()]
         return {backend.name: backend for backend in found}
 
     @property

@@ -17,6 +17,7 @@ import time
 import dagster as dg
 
 from obs_platform.defs.data.resources import StorageResource
+from obs_platform.defs.evaluation.gemini import gemini_batch_job, gemini_predictions
 from obs_platform.defs.training.assets import (
     gemini_tuning_job,
     oss_tuning_job,
@@ -32,7 +33,11 @@ from obs_platform.training.registry import ModelRegistry
 
 SENSOR_NAME = "tuning_job_sensor"
 # Each tuning-job asset and the model asset its jobs produce.
-TRACKS = {oss_tuning_job.key: tuned_oss_model.key, gemini_tuning_job.key: tuned_gemini_model.key}
+TRACKS = {
+    oss_tuning_job.key: tuned_oss_model.key,
+    gemini_tuning_job.key: tuned_gemini_model.key,
+    gemini_batch_job.key: gemini_predictions.key,  # a batch job's result is answers, not a model
+}
 READ_PER_TICK = 100  # new tuning-job events read per tick; more wait for the next one
 OUTCOMES_REMEMBERED = 500  # how far back a tick looks for outcomes it already reported
 
@@ -49,10 +54,11 @@ def tuning_job_sensor(
     tuning: TuningBackendResource,
     registry: ModelRegistryResource,
 ) -> dg.SensorResult:
-    """Polls the open tuning jobs of every backend; reports a success as a materialisation of the tuned model
-    (`tuned_oss_model`, `tuned_gemini_model`) with the job's metrics, and every ending (succeeded, failed with the
-    trainer's last log lines, cancelled, expired) as an observation of the tuning-job asset. An unreachable
-    backend is asked again later, waiting twice as long each time."""
+    """Polls the open tuning jobs of every backend, and the Gemini batch prediction jobs; reports a success as a
+    materialisation of what the job produced (`tuned_oss_model`, `tuned_gemini_model`, `gemini_predictions`) with
+    the job's metrics, and every ending (succeeded, failed with the trainer's last log lines, cancelled, expired)
+    as an observation of the job's asset. An unreachable backend is asked again later, waiting twice as long each
+    time."""
     watch = JobWatch.from_cursor(context.cursor)
     models = registry.registry()
     events: list[dg.AssetMaterialization | dg.AssetObservation] = []
@@ -151,6 +157,13 @@ def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMateriali
     facts = {"job_id": job.job_id, "state": outcome.state.value, "backend": job.backend,
              "dataset_version": job.dataset_version, "seconds_since_submission": seconds}  # fmt: skip
     job_key = dg.AssetKey.from_user_string(job.requested_by)
+    if outcome.state is JobState.SUCCEEDED and outcome.version is None and outcome.artifact is not None:
+        answers = {"output_uri": dg.MetadataValue.path(outcome.artifact.uri), **_spec_facts(job.spec),
+                   "job_metrics": dg.MetadataValue.json(outcome.metrics)}  # fmt: skip
+        return [
+            dg.AssetObservation(job_key, metadata=facts),
+            dg.AssetMaterialization(TRACKS[job_key], metadata={**facts, "job_seconds": seconds, **answers}),
+        ]
     if outcome.version is None:
         message = dg.MetadataValue.md(f"```\n{outcome.message or '(no message)'}\n```")
         return [dg.AssetObservation(job_key, metadata={**facts, "message": message})]
@@ -164,6 +177,21 @@ def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMateriali
                 "backend": job.backend,
                 "job_seconds": seconds,
                 "job_metrics": dg.MetadataValue.json(outcome.metrics),
+                **_cost_metadata(outcome.version.manifest.get("cost", {})),
             },  # fmt: skip
         ),
     ]
+
+
+def _spec_facts(spec: dict) -> dict:
+    """What a batch job answered for (the model version and evaluation data it was submitted with)."""
+    return {key: str(spec[key]) for key in ("model_version", "data_key") if key in spec}
+
+
+def _cost_metadata(cost: dict) -> dict:
+    """What the job cost, where its backend reckoned it (a custom job: machine-hours, priced when a price is
+    configured): `obs-platform jobs` and the UI show it beside the model it paid for."""
+    if not cost:
+        return {}
+    hours = {"machine_hours": cost["machine_hours"]} if "machine_hours" in cost else {}
+    return {"estimated_usd": cost.get("usd"), **hours, "cost": dg.MetadataValue.json(cost)}

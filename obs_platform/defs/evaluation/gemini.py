@@ -1,0 +1,320 @@
+"""The tuned Gemini evaluated like the open-source model, and the decision which family the client uses.
+
+`gemini_batch_job` submits one Vertex batch prediction job over the test split and the external set and returns;
+the job-status sensor polls it (as it polls tuning jobs) and reports `gemini_predictions` when it succeeds;
+`gemini_evaluation_report` reads the answers back, scores them beside the baselines and the open-source champion,
+and applies the same promotion gate to the Gemini family; `served_model` picks the family the inference client
+uses by default, from each family's champion.
+"""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from obs_platform.cloud.costs import Prices, priced, usd_per_1000_gemini_predictions
+from obs_platform.cloud.gemini_batch import PREDICTIONS_FILE, REQUESTS_FILE, batch_requests, read_batch_answers
+from obs_platform.cloud.vertex import VertexConfigError, label_value
+from obs_platform.data.redaction import Roster
+from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
+from obs_platform.defs.evaluation.assets import (
+    REPORT_AUTOMATION,
+    _decision,
+    _evaluation_set,
+    _external_section,
+    _model_result,
+    _workspace,
+    apply_decision,
+    baselines,
+    champion_model,
+    family_summary,
+    stored_baselines,
+)
+from obs_platform.defs.evaluation.resources import EvaluationResource
+from obs_platform.defs.metadata import table
+from obs_platform.defs.training.assets import tuned_gemini_model
+from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
+from obs_platform.evaluation import gate
+from obs_platform.evaluation.families import (
+    SERVED_MODEL_PATH,
+    FamilySummary,
+    decide_served_model,
+    summary_path,
+)
+from obs_platform.evaluation.frames import LabelledObservation, prediction_frame
+from obs_platform.evaluation.metrics import evaluate_domains, evaluate_predictions
+from obs_platform.evaluation.report import REPORT_FILE, build_report, comparison_table, markdown_summary
+from obs_platform.evaluation.runs import EvaluationSet, SystemResult
+from obs_platform.evaluation.store import EvaluationStore
+from obs_platform.serving.results import Prediction
+from obs_platform.settings import ROSTER_PATH
+from obs_platform.storage import Storage
+from obs_platform.taxonomy import Taxonomy
+from obs_platform.training.registry import GEMINI_MODEL, ModelRegistry, ModelVersion
+
+GROUP = "evaluation"
+BATCH_BACKEND = "vertex-gemini-batch"
+GEMINI_CHECK = "gemini_promotion_gate"
+
+
+def _newest_gemini(models: ModelRegistry) -> ModelVersion:
+    versions = models.versions(GEMINI_MODEL)
+    if not versions:
+        raise dg.Failure("there is no tuned Gemini yet: `gemini_tuning_job` tunes one")
+    return versions[-1]
+
+
+def _batch_folder(version: ModelVersion, data_key: str) -> str:
+    """Where one version's batch job on one evaluation's data keeps its requests and answers."""
+    return f"{version.folder}/evaluation/{data_key}/batch"
+
+
+def _observations(data: EvaluationSet) -> list[LabelledObservation]:
+    return [*data.test, *(data.external or [])]
+
+
+def _roster(home: Storage) -> Roster | None:
+    return Roster.from_json(home.read_bytes(ROSTER_PATH)) if home.exists(ROSTER_PATH) else None
+
+
+# Every new tuned Gemini is evaluated; new data alone does not start a (billed) batch job.
+@dg.asset(
+    group_name=GROUP,
+    deps=[tuned_gemini_model],
+    kinds={"gemini", "googlecloud"},
+    automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data")),
+)
+def gemini_batch_job(
+    context: dg.AssetExecutionContext,
+    training_splits: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    registry: ModelRegistryResource,
+    evaluation: EvaluationResource,
+    tuning: TuningBackendResource,
+) -> dg.MaterializeResult:
+    """A Vertex AI batch prediction job of the newest tuned Gemini over the test split and the external comment
+    bank: the requests (redacted, as the tuning lines were, with the same system instruction and user turn) are
+    written to the bucket, the job is submitted and this returns at once, with the estimated tokens and cost.
+    `tuning_job_sensor` polls it and reports `gemini_predictions`."""
+    home, models = storage.client(), registry.registry()
+    version = _newest_gemini(models)
+    data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    requests = batch_requests([o.instance() for o in _observations(data)], taxonomy.load(), _roster(home))
+    folder = _batch_folder(version, data_key)
+    home.write_bytes(f"{folder}/{REQUESTS_FILE}", requests.jsonl)
+    try:
+        backend = tuning.batch_backend()
+    except VertexConfigError as exc:
+        raise dg.Failure(str(exc)) from exc
+    job_id = backend.submit(
+        model=str(version.manifest["tuned_model"]),
+        requests_uri=home.uri(f"{folder}/{REQUESTS_FILE}"),
+        output_uri=home.uri(f"{folder}/output"),
+        display_name=f"obs-platform-eval-{version.version}-{data_key}",
+        labels={"model_version": label_value(version.label), "data_key": label_value(data_key)},
+    )
+    context.log.info(f"submitted batch job {job_id}: {len(requests.keys)} requests to {version.label}")
+    prices = tuning.vertex.prices()
+    estimate = {
+        "requests": len(requests.keys),
+        "input_tokens": requests.estimated_input_tokens,
+        "output_tokens": requests.estimated_output_tokens,
+        "usd": _batch_usd(requests.estimated_input_tokens, requests.estimated_output_tokens, prices),
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "outcome": "submitted",
+            "job_id": job_id,
+            "backend": BATCH_BACKEND,
+            "submitted_at": time.time(),
+            "model_name": "",  # the sensor registers no model for this job: its result is answers
+            "model_version": version.label,
+            "dataset_version": version.dataset_version,
+            "data_key": data_key,
+            "spec": dg.MetadataValue.json(
+                {"dataset_version": version.dataset_version, "data_key": data_key, "model_version": version.label}
+            ),  # fmt: skip
+            "requests_uri": dg.MetadataValue.path(home.uri(f"{folder}/{REQUESTS_FILE}")),
+            "estimated_usd": estimate["usd"],
+            "cost_estimate": dg.MetadataValue.json(estimate),
+        }
+    )
+
+
+def _batch_usd(input_tokens: int, output_tokens: int, prices: Prices) -> float | None:
+    input_usd = priced(input_tokens / 1e6, prices.batch_usd_per_million_input_tokens)
+    output_usd = priced(output_tokens / 1e6, prices.batch_usd_per_million_output_tokens)
+    return None if input_usd is None or output_usd is None else round(input_usd + output_usd, 4)
+
+
+gemini_predictions = dg.AssetSpec(
+    "gemini_predictions",
+    deps=[gemini_batch_job],
+    group_name=GROUP,
+    kinds={"gemini", "googlecloud"},
+    description="The answers of a Gemini batch prediction job, in the bucket in Vertex's output layout. Never "
+    "executed by Dagster: `tuning_job_sensor` records it when the batch job succeeds.",
+)
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[gemini_predictions, baselines],
+    kinds={"gemini", "scikitlearn"},
+    check_specs=[dg.AssetCheckSpec(GEMINI_CHECK, asset="gemini_evaluation_report")],
+    automation_condition=REPORT_AUTOMATION,
+)
+def gemini_evaluation_report(
+    context: dg.AssetExecutionContext,
+    training_splits: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    registry: ModelRegistryResource,
+    evaluation: EvaluationResource,
+    tuning: TuningBackendResource,
+) -> dg.MaterializeResult:
+    """The tuned Gemini's batch answers read back against the taxonomy (valid / repaired / invalid; an invalid
+    answer counts as wrong) and scored as the open-source model is: every metric at every level on the test split,
+    the external set at the domain level, beside the baselines and the open-source champion of the same data. The
+    same gate decides for the Gemini family (strict rule, baseline floor): promoted, the version becomes the
+    family's champion. The check reports the verdict without blocking: a rejected Gemini leaves the served-model
+    decision to the other family."""
+    home, models = storage.client(), registry.registry()
+    store, workspace = EvaluationStore(home), _workspace(storage, evaluation)
+    version = _newest_gemini(models)
+    data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    folder = _batch_folder(version, data_key)
+    outputs = [p for p in home.list_files(f"{folder}/output") if p.endswith(f"/{PREDICTIONS_FILE}")]
+    if not outputs:
+        raise dg.Failure(f"no batch answers under {home.uri(folder)}/output: the batch job has not succeeded")
+    requests = batch_requests([o.instance() for o in _observations(data)], taxonomy.load(), _roster(home))
+    lines = [line for path in outputs for line in home.read_bytes(path).splitlines()]
+    answers = read_batch_answers(lines, requests.keys, taxonomy.load())
+    result = _scored(data, list(answers.predictions), taxonomy.load())
+    store.save(f"{version.folder}/evaluation/{data_key}", result)
+
+    results = {version.label: result}
+    results |= stored_baselines(store, evaluation, data_key)
+    oss_champion = models.champion(tuning.model_name)
+    if oss_champion is not None:
+        oss_result, _ = _model_result(workspace, models, store, oss_champion, data, data_key, taxonomy)
+        results[f"{oss_champion.label} (open-source champion)"] = oss_result
+    champion = models.champion(GEMINI_MODEL)
+    champion_result = (
+        store.load(f"{champion.folder}/evaluation/{data_key}") if champion and champion != version else None
+    )
+    if champion_result is not None:
+        results[f"{champion.label} (champion)"] = champion_result
+    champion_f1 = (champion_result or result).test_metrics["attribute"]["macro_f1"] if champion else None
+
+    counted = max(len(answers.predictions), 1)
+    answer_stats = {**answers.rates(), "failed_requests": answers.failed, "unanswered_requests": answers.unanswered,
+                    "input_tokens": answers.input_tokens, "output_tokens": answers.output_tokens}  # fmt: skip
+    prices = tuning.vertex.prices()
+    per_1000 = usd_per_1000_gemini_predictions(answers.input_tokens / counted, answers.output_tokens / counted, prices)
+    report = build_report(
+        model={"label": version.label, "dataset_version": version.dataset_version, "data_key": data_key,
+               "test_examples": len(data.test), "champion": champion.label if champion else None},
+        test={name: r.test_metrics for name, r in results.items()},
+        external=_external_section(data, results),
+        calibration=None,
+    )  # fmt: skip
+    decision = _decision(report, results, version.label, champion_f1, evaluation)
+    report |= {"answers": answer_stats, "promotion": decision.to_dict(), "usd_per_1000_predictions": per_1000,
+               "batch_usd": _batch_usd(answers.input_tokens, answers.output_tokens, prices)}  # fmt: skip
+    report_uri = store.write_json(f"{version.folder}/evaluation/{data_key}/{REPORT_FILE}", report)
+    apply_decision(models, version, decision.outcome)
+    metrics = result.test_metrics
+    summary = family_summary(
+        "gemini",
+        version,
+        data_key,
+        result,
+        answers.rates()["invalid_rate"],
+        per_1000,
+        "tokens per request measured in the batch job × the online price per token",
+    )
+    home.write_bytes(summary_path(version.folder, data_key), summary.model_dump_json(indent=2).encode())
+    context.log.info(f"{version.label}: {decision.outcome.value} ({decision.reason})")
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version.label,
+            "summary": dg.MetadataValue.md(markdown_summary(report)),
+            "comparison": table(comparison_table(report)),
+            "answers": dg.MetadataValue.json(answer_stats),
+            "invalid_rate": answer_stats["invalid_rate"],
+            "repaired_rate": answer_stats["repaired_rate"],
+            "test_attribute_macro_f1": metrics["attribute"]["macro_f1"],
+            "promotion": decision.outcome.value,
+            "promotion_reason": decision.reason,
+            "usd_per_1000_predictions": per_1000,
+            "batch_usd": report["batch_usd"],
+            "report": dg.MetadataValue.path(report_uri),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=GEMINI_CHECK,
+                passed=decision.outcome is gate.Outcome.PROMOTE,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{decision.outcome.value}: {decision.reason}",
+                metadata={"outcome": decision.outcome.value, "test_attribute_macro_f1": decision.challenger_f1},
+            )
+        ],
+    )
+
+
+def _scored(data: EvaluationSet, predictions: list[Prediction], taxonomy: Taxonomy) -> SystemResult:
+    """The batch's predictions (test split first, then the external set) scored as `evaluation.runs.score` does."""
+    test = prediction_frame(data.test, predictions[: len(data.test)], taxonomy)
+    if not data.external:
+        return SystemResult(evaluate_predictions(test, taxonomy), test)
+    external = prediction_frame(data.external, predictions[len(data.test) :], taxonomy)
+    return SystemResult(evaluate_predictions(test, taxonomy), test, evaluate_domains(external, taxonomy), external)
+
+
+# Runs when either family's verdict may have changed (new data alone changes none); locally the Gemini family never
+# reports, which must not hold the decision back (plain `eager` waits for every dependency to exist).
+@dg.asset(
+    group_name="serving",
+    deps=[champion_model, gemini_evaluation_report],
+    automation_condition=(
+        dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups("data")).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ),
+)
+def served_model(
+    context: dg.AssetExecutionContext,
+    training_splits: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    registry: ModelRegistryResource,
+    evaluation: EvaluationResource,
+    tuning: TuningBackendResource,
+) -> dg.MaterializeResult:
+    """Which family the inference client uses by default: each family's champion compared on the same evaluation
+    data (test ELG macro-F1 first, the cost per 1,000 predictions when they are within the promotion tolerance), the
+    decision and its reason written to `serving/served_model.json`."""
+    home, models = storage.client(), registry.registry()
+    _, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    champions = []
+    for name in (tuning.model_name, GEMINI_MODEL):
+        champion = models.champion(name)
+        path = summary_path(champion.folder, data_key) if champion else ""
+        if champion is not None and home.exists(path):
+            champions.append(FamilySummary.model_validate_json(home.read_bytes(path)))
+    if not champions:
+        raise dg.Failure(f"no family has a champion evaluated on data {data_key}: evaluate a model first")
+    decision = decide_served_model(champions, evaluation.tolerance)
+    EvaluationStore(home).write_json(SERVED_MODEL_PATH, decision.to_dict())
+    context.log.info(f"serving {decision.family} by default: {decision.reason}")
+    return dg.MaterializeResult(
+        metadata={
+            "served_family": decision.family,
+            "model_version": decision.model_version,
+            "reason": decision.reason,
+            "families": table(pd.DataFrame(decision.compared)),
+            "decision": dg.MetadataValue.path(home.uri(SERVED_MODEL_PATH)),
+        }
+    )
