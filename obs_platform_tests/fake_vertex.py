@@ -13,12 +13,13 @@ on success writes an answer line per request in Vertex's output layout, some mal
 Enums are names, or numbers for a client asking for `enum-encoding=int` (aiplatform does), as the service answers.
 
 It also serves what serving on Vertex uses: models:upload (its files must be in the bucket) and GET of a model,
-endpoints create, list (by display name), get, deployModel (of an uploaded model, on dedicated machines, each deploy
-created after the last) and undeployModel (of a model without traffic). Upload, create, deploy and undeploy are
-long-running operations, done at their first poll (the generated clients poll under `/ui/`)
-unless a test asks for ones that never finish (`unfinished`). Predict on a deployed endpoint answers each instance
-with a prediction in the serving app's shape (`prediction_for`); generateContent on a tuned Gemini model's
-endpoint answers with the next of the `answers` a test scripted, else a valid label (`default_answer`).
+endpoints create, list (by display name), get, patch (of the traffic split only, among the models deployed there),
+deployModel (of an uploaded model, on dedicated machines, each deploy created after the last) and undeployModel (of
+a model without traffic). Upload, create, deploy and undeploy are long-running operations, done at their first
+poll (the generated clients poll under `/ui/`) unless a test asks for ones that never finish (`unfinished`).
+Predict on a deployed endpoint answers each instance with a prediction in the serving app's shape
+(`prediction_for`); generateContent on a tuned Gemini model's endpoint answers with the next of the `answers` a
+test scripted, else a valid label (`default_answer`).
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ class FakeVertex:
             endpoint = self.endpoints[name]
             if method == "GET" and not verb:
                 return endpoint
+            if method == "PATCH" and not verb:
+                return self._update_endpoint(endpoint, body, query.get("updateMask", ""))
             serve = {"deployModel": self._deploy, "undeployModel": self._undeploy, "predict": self._predict,
                      "generateContent": self._generate}  # fmt: skip
             if method == "POST" and verb in serve:
@@ -304,6 +307,19 @@ class FakeVertex:
         endpoint["trafficSplit"] = {(shown["id"] if key == "0" else key): int(share) for key, share in split.items()}
         return self._operation(endpoint["name"], response={"@type": f"{RESPONSE_TYPE}DeployModelResponse",
                                                            "deployedModel": shown})  # fmt: skip
+
+    def _update_endpoint(self, endpoint: dict[str, Any], body: dict[str, Any], update_mask: str) -> dict[str, Any]:
+        """Update the fields the mask names (comma-separated, in JSON or proto spelling): here only the traffic
+        split, which must give 100 percent to models deployed on the endpoint; answers the endpoint as GET does."""
+        paths = {path.strip() for path in update_mask.split(",") if path.strip()}
+        _require(paths, "updateMask is required")
+        _require(paths <= {"trafficSplit", "traffic_split"}, f"the fake updates trafficSplit only, not {update_mask!r}")
+        split = {key: int(share) for key, share in (body.get("trafficSplit") or {}).items()}
+        deployed = {model["id"] for model in endpoint.get("deployedModels", [])}
+        _require(set(split) <= deployed and sum(split.values()) == 100,
+                 "trafficSplit must give 100 percent to models deployed on the endpoint")  # fmt: skip
+        endpoint["trafficSplit"] = split
+        return endpoint
 
     def _undeploy(self, endpoint: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """Undeploy a model, which Vertex does only for one without traffic: the request's trafficSplit, when it has
@@ -595,6 +611,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def do_POST(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
         self._serve()
 
     def _serve(self) -> None:

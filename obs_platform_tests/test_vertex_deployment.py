@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from obs_platform.cli import sample_data_files
-from obs_platform.cloud.vertex import VertexConfigError
+from obs_platform.cloud.vertex import VertexConfigError, VertexSettings
 from obs_platform.local_run import tick_sensor
+from obs_platform.serving.served import served_classifier, served_model
 from obs_platform.storage import storage_from_uri
 from obs_platform.training.backend import ModelArtifact
 from obs_platform.training.registry import ModelRegistry
@@ -88,7 +89,7 @@ def test_gemini_tuning_locally_fails_and_names_what_to_set(monkeypatch, landed_s
         assert "OBS_PLATFORM_BACKEND=vertex" in message and "OBS_PLATFORM_VERTEX_PROJECT" in message
 
 
-def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_env, fake_vertex):
+def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_env, fake_vertex, eyfs):
     defs = load_defs(monkeypatch, vertex_env)
     with dg.DagsterInstance.ephemeral() as instance:
         assert defs.resolve_job_def("train").execute_in_process(instance=instance).success
@@ -194,12 +195,18 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         [check] = evaluated.get_asset_check_evaluations()
         assert check.check_name == "gemini_promotion_gate" and check.passed
         assert registry.champion("gemini-tuned").label == "gemini-tuned/v1"
-        served_model = metadata(instance, "served_model")
-        families = {row.data["family"]: row.data for row in served_model["families"].records}
+        decided = metadata(instance, "served_model")
+        families = {row.data["family"]: row.data for row in decided["families"].records}
         assert set(families) == {"open-source", "gemini"}
         best = max(families.values(), key=lambda row: row["attribute_macro_f1"])
-        assert served_model["served_family"] == best["family"] and "tags better" in served_model["reason"]
-        assert storage_from_uri(vertex_env).exists("serving/served_model.json")
+        assert decided["served_family"] == best["family"] and "tags better" in decided["reason"]
+        # An app's client follows the recorded decision alone, whichever family it names.
+        decision = served_model(storage_from_uri(vertex_env))
+        assert (decision.family, decision.address) == (decided["served_family"], decided["address"])
+        expected = tuned_gemini["model_uri"] if decision.family == "gemini" else endpoint["url"]
+        assert decision.address == expected
+        client = served_classifier(storage_from_uri(vertex_env), eyfs, vertex=VertexSettings.from_env())
+        assert client.classify("Counted the ducks on the pond", child_age_months=40).attribute
 
         # A new champion deployed: the model it replaces is undeployed once the new one serves.
         second = registry.register("oss-classifier", ModelArtifact(copied.uri, copied.manifest),

@@ -252,6 +252,78 @@ def test_keep_deployed_keeps_the_newest_replaced_models_for_rollback(settings, f
     assert set(deployed_ids(fake, endpoint)) == {v4, v5}
 
 
+def traffic_updates(fake: FakeVertex) -> list[tuple[str, dict]]:
+    """The endpoint updates the fake received (PATCH of an endpoint): path, body."""
+    return [(path, body) for method, path, body in fake.received if method == "PATCH"]
+
+
+def test_deploying_a_kept_model_again_rolls_the_traffic_back_to_it(settings, fake, model_files):
+    deployer = VertexModelDeployer(replace(settings, keep_deployed=1))
+    v3, v4 = (deployer.upload(label, model_files, {}) for label in ("obs-v3", "obs-v4"))
+    endpoint = deployer.deploy(v3, "obs-classifier").endpoint
+    deployer.deploy(v4, "obs-classifier")  # v3 kept at 0 %
+    ids = deployed_ids(fake, endpoint)
+    transport = VertexEndpointTransport(settings, endpoint)
+    assert classifier(transport).classify("Sang a song.").model_version == "obs-v4"
+    uploads, deploys = len(fake.requests("models:upload")), len(fake.requests(":deployModel"))
+
+    rolled_back = deployer.deploy(v3, "obs-classifier")
+
+    # Only the traffic moves, in one update of the split (the update mask checked by the fake): no upload, no
+    # deploy, and the newer model stays deployed at 0 %, now the kept one.
+    assert traffic_updates(fake) == [(f"/v1/{endpoint}", {"trafficSplit": {ids[v3]: 100}})]
+    assert (len(fake.requests("models:upload")), len(fake.requests(":deployModel"))) == (uploads, deploys)
+    assert fake.requests(":undeployModel") == []
+    assert deployed_ids(fake, endpoint) == ids and fake.endpoints[endpoint]["trafficSplit"] == {ids[v3]: 100}
+    assert rolled_back.endpoint == endpoint and rolled_back.undeployed == ()
+    assert [model.model for model in rolled_back.deployed] == [v4, v3]  # newest first, as ever
+    assert classifier(transport).classify("Sang a song.").model_version == "obs-v3"
+
+    # Forward again: v4 is deployed, so it only takes the traffic back.
+    deployer.deploy(v4, "obs-classifier")
+    assert traffic_updates(fake)[-1] == (f"/v1/{endpoint}", {"trafficSplit": {ids[v4]: 100}})
+    assert deployed_ids(fake, endpoint) == ids and len(fake.requests(":deployModel")) == deploys
+
+
+def test_deploying_the_model_with_all_the_traffic_updates_nothing(settings, fake, model_files):
+    deployer = VertexModelDeployer(replace(settings, keep_deployed=1))
+    v3, v4 = (deployer.upload(label, model_files, {}) for label in ("obs-v3", "obs-v4"))
+    endpoint = deployer.deploy(v3, "obs-classifier").endpoint
+    deployer.deploy(v4, "obs-classifier")
+    sent = len(fake.received)
+
+    again = deployer.deploy(v4, "obs-classifier")
+    assert [method for method, _, _ in fake.received[sent:]] == ["GET"]  # the endpoint looked up, nothing else
+    assert traffic_updates(fake) == [] and [model.model for model in again.deployed] == [v4, v3]
+    assert fake.endpoints[endpoint]["trafficSplit"] == {deployed_ids(fake, endpoint)[v4]: 100}
+
+
+def test_a_refused_traffic_update_is_a_job_error(settings, fake, model_files, monkeypatch):
+    client = settings.endpoint_service_client()
+    deployer = VertexModelDeployer(replace(settings, keep_deployed=1))
+    v3, v4 = (deployer.upload(label, model_files, {}) for label in ("obs-v3", "obs-v4"))
+    endpoint = deployer.deploy(v3, "obs-classifier").endpoint
+    deployer.deploy(v4, "obs-classifier")
+    ids = deployed_ids(fake, endpoint)
+    # What the fake refuses, as the service does: a split that is not 100 %, or that names no deployed model.
+    for split in ({ids[v3]: 50}, {"404": 100}, {ids[v3]: 60, ids[v4]: 60}):
+        with pytest.raises(api_exceptions.BadRequest, match="100 percent"):
+            client.update_endpoint(endpoint={"name": endpoint, "traffic_split": split},
+                                   update_mask={"paths": ["traffic_split"]})  # fmt: skip
+    with pytest.raises(api_exceptions.BadRequest, match="updateMask"):
+        client.update_endpoint(endpoint={"name": endpoint, "traffic_split": {ids[v3]: 100}})
+    assert fake.endpoints[endpoint]["trafficSplit"] == {ids[v4]: 100}
+
+    def refused(endpoint: dict, body: dict, update_mask: str) -> dict:
+        raise Refused(400, "FAILED_PRECONDITION", "The endpoint is being updated.")
+
+    monkeypatch.setattr(fake, "_update_endpoint", refused)
+    with pytest.raises(JobError, match=rf"cannot move all traffic of .* to deployed model {ids[v3]}: .*being updated"):
+        deployer.deploy(v3, "obs-classifier")
+    assert fake.endpoints[endpoint]["trafficSplit"] == {ids[v4]: 100}  # v4 still serves
+    assert deployed_ids(fake, endpoint) == ids and fake.requests(":undeployModel") == []
+
+
 def test_redeploying_a_deployed_model_undeploys_nothing(fake, deployer, model_files, endpoint):
     [first] = deployed_ids(fake, endpoint)
     sent = len(fake.received)
@@ -308,6 +380,31 @@ def test_the_host_reports_the_machine_hours_the_endpoint_bills(settings, fake, m
     [still_serving] = unpriced.details["deployed_models"]
     assert unpriced.details["undeployed_models"] == [] and "estimated_usd" not in still_serving
     assert still_serving["machine_hours"] >= serving["machine_hours"]
+
+
+def test_the_host_rolls_back_to_a_kept_version(settings, fake, model_files, gcs_emulator, tmp_path):
+    registry = ModelRegistry(storage_from_uri(f"gs://{gcs_emulator}/{tmp_path.name}/home"))
+    first, second = (
+        registry.register("oss-classifier", ModelArtifact(model_files, {}), dataset_version="d1", job_id=job)
+        for job in ("job-1", "job-2")
+    )
+    deployer = VertexModelDeployer(replace(settings, keep_deployed=1))
+    host = VertexModelHost(deployer, registry, "obs-classifier", Prices())
+    served_first, served_second = host.serve(first), host.serve(second)
+    uploads = len(fake.requests("models:upload"))
+
+    rolled_back = host.serve(first)  # the champion alias moved back to the kept version
+
+    assert len(fake.requests("models:upload")) == uploads  # the upload recorded beside the version is reused
+    assert rolled_back.model_version == first.label and rolled_back.address == served_first.address
+    assert rolled_back.details["vertex_model"] == served_first.details["vertex_model"]
+    # Both stay deployed and billed, newest first, the newer one now the kept one at 0 %: nothing undeployed.
+    deployed = [model["vertex_model"] for model in rolled_back.details["deployed_models"]]
+    assert deployed == [served_second.details["vertex_model"], served_first.details["vertex_model"]]
+    assert rolled_back.details["undeployed_models"] == []
+    ids = deployed_ids(fake, rolled_back.address)
+    assert fake.endpoints[rolled_back.address]["trafficSplit"] == {ids[served_first.details["vertex_model"]]: 100}
+    assert rolled_back.client.classify("Sang a song.").model_version == first.label
 
 
 # ----- the deployed endpoint through the client --------------------------------------------------------------------

@@ -10,8 +10,8 @@ replaced are undeployed, but for the `keep_deployed` newest (kept at 0 % traffic
 
 Running again is safe and stays simple: an upload always makes a new Model (an undeployed Model costs nothing,
 and a version's files never change, so nothing is gained by versioning Models under a parent); deploying reuses
-the endpoint of that display name, and does nothing (undeploys nothing either) when the model is already deployed
-there.
+the endpoint of that display name, and when the model is already deployed there it deploys and undeploys nothing:
+it only moves all of the traffic back to the model when it lacks any (a rollback to a kept model).
 """
 
 from __future__ import annotations
@@ -145,13 +145,20 @@ class VertexModelDeployer:
     ) -> Deployment:
         """Deploy a Model to the endpoint of that display name (created when there is none), on dedicated machines
         (the configured serving machine type when none is given), with all of the endpoint's traffic; once it
-        serves, undeploy the models it replaced but for the `keep_deployed` newest."""
+        serves, undeploy the models it replaced but for the `keep_deployed` newest.
+
+        A Model already deployed there (one kept for a rollback) is not deployed again: it is given all of the
+        traffic if it lacks any, and nothing is undeployed, not even the newer models it takes the traffic from
+        (they are now the kept ones: `keep_deployed` applies when a new model is deployed)."""
         from google.api_core.exceptions import GoogleAPICallError
 
         if not 1 <= min_replicas <= max_replicas:
             raise JobError(f"replicas must satisfy 1 <= min <= max, not min={min_replicas}, max={max_replicas}")
         endpoint = self._endpoint(endpoint_display_name)
-        if any(deployed.model == model_name for deployed in endpoint.deployed_models):
+        already = next((deployed for deployed in endpoint.deployed_models if deployed.model == model_name), None)
+        if already is not None:
+            if endpoint.traffic_split.get(already.id, 0) != 100:
+                endpoint = self._move_traffic(endpoint.name, already.id)
             return Deployment(endpoint.name, _newest_first(endpoint))
         deployed_model = {
             "model": model_name,
@@ -172,6 +179,19 @@ class VertexModelDeployer:
             )
             serving_id = _finished(operation, action, DEPLOY_WAIT_S).deployed_model.id
         return self._undeploy_replaced(endpoint.name, serving_id)
+
+    def _move_traffic(self, endpoint_name: str, deployed_id: str) -> Endpoint:
+        """Give a model deployed on the endpoint all of its traffic (the others keep their machines, at 0 %);
+        returns the endpoint as updated."""
+        from google.api_core.exceptions import GoogleAPICallError
+
+        with translated_errors(f"move all traffic of endpoint {endpoint_name} to deployed model {deployed_id}",
+                               GoogleAPICallError):  # fmt: skip
+            return self.endpoints.update_endpoint(
+                endpoint={"name": endpoint_name, "traffic_split": {deployed_id: 100}},
+                update_mask={"paths": ["traffic_split"]},  # only the split: the rest of the endpoint stays as it is
+                timeout=self.settings.request_timeout_s,
+            )
 
     def _undeploy_replaced(self, endpoint_name: str, serving_id: str) -> Deployment:
         """Undeploy the endpoint's models other than the one serving (which has all the traffic), but for the

@@ -41,9 +41,14 @@ class ServedModelDecision:
     model_version: str
     reason: str
     compared: tuple[dict[str, Any], ...]
+    address: str = ""  # where the chosen model answers: a URL, or a Vertex endpoint's resource name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ServedModelDecision:
+        return cls(**{**value, "compared": tuple(value["compared"])})
 
 
 def decide_served_model(champions: list[FamilySummary], tolerance: float) -> ServedModelDecision:

@@ -32,7 +32,7 @@ GROUP = "evaluation"
 ENDPOINT_REPLICAS = 1  # what `VertexModelDeployer.deploy` starts by default
 
 
-def _evaluation_set(
+def evaluation_set(
     splits: pd.DataFrame, evaluation: EvaluationResource, taxonomy: TaxonomyResource
 ) -> tuple[EvaluationSet, str]:
     """The splits and the external set, and a key naming exactly that data (results are stored under it)."""
@@ -44,7 +44,7 @@ def _evaluation_set(
     return data, digest.hexdigest()[:16]
 
 
-def _workspace(storage: StorageResource, evaluation: EvaluationResource) -> Path:
+def evaluation_workspace(storage: StorageResource, evaluation: EvaluationResource) -> Path:
     """The local folder where models are loaded and the evaluation endpoint keeps its state: the storage root when
     it is a folder; for a bucket, a folder of the work dir named after it (evaluation runs where Dagster runs)."""
     client = storage.client()
@@ -67,7 +67,7 @@ def baselines(
     """Majority class, TF-IDF + logistic regression and frozen MiniLM embeddings + logistic regression, fitted on
     the training split (regularisation chosen on validation) and scored on the test split and the external
     set: what a tuned model must beat. Stored per data version and reused."""
-    data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
     store = EvaluationStore(storage.client())
     results: dict[str, SystemResult] = {}
     todo = []
@@ -83,7 +83,7 @@ def baselines(
             store.save(f"evaluation/baselines/{data_key}/{name}", result)
             results[name] = result
     shown = comparison_table({"test": {n: r.test_metrics for n, r in results.items()},
-                              "external": _external_section(data, results)})  # fmt: skip
+                              "external": external_section(data, results)})  # fmt: skip
     return dg.MaterializeResult(
         metadata={
             "data_key": data_key,
@@ -96,7 +96,7 @@ def baselines(
     )
 
 
-def _external_section(data: EvaluationSet, results: dict[str, SystemResult]) -> dict:
+def external_section(data: EvaluationSet, results: dict[str, SystemResult]) -> dict:
     if not data.external:
         return {"skipped": data.external_skipped}
     return {"examples": len(data.external), "results": {n: r.external_metrics for n, r in results.items()}}
@@ -162,7 +162,7 @@ def model_calibration(
     validation split only and stored with the version (`calibration.json`), where the endpoint reads them."""
     models = registry.registry()
     version = _candidate(context, models)
-    model_dir = _model_dir(models, version, _workspace(storage, evaluation))
+    model_dir = _model_dir(models, version, evaluation_workspace(storage, evaluation))
     path = f"{version.folder}/files/{CALIBRATION_FILE}"
     if model_mode(model_dir) != "classifier":
         return dg.MaterializeResult(metadata={"model_version": version.label, "calibrated": False,
@@ -208,7 +208,7 @@ def _score_through_endpoint(
         endpoint.stop(workspace, name=endpoint.EVALUATION)
 
 
-def _model_result(
+def model_result(
     workspace: Path, models: ModelRegistry, store: EvaluationStore, version: ModelVersion, data: EvaluationSet,
     data_key: str, taxonomy: TaxonomyResource,
 ) -> tuple[SystemResult, str]:  # fmt: skip
@@ -239,17 +239,17 @@ def evaluation_report(
     """The newest model version on the test split, through its endpoint, beside every baseline (and the champion
     when it is another version): metrics at each taxonomy level, confusion matrices, per-domain F1, calibration,
     the external comment bank at the domain level, and the promotion decision the gate enforces."""
-    workspace, models = _workspace(storage, evaluation), registry.registry()
+    workspace, models = evaluation_workspace(storage, evaluation), registry.registry()
     store = EvaluationStore(storage.client())
-    data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
     version = _candidate(context, models)
-    result, folder = _model_result(workspace, models, store, version, data, data_key, taxonomy)
+    result, folder = model_result(workspace, models, store, version, data, data_key, taxonomy)
     system_results = {version.label: result}
     system_results |= stored_baselines(store, evaluation, data_key)
     champion = models.champion(version.name)
     champion_f1 = None
     if champion is not None and champion.version != version.version:
-        champion_result, _ = _model_result(workspace, models, store, champion, data, data_key, taxonomy)
+        champion_result, _ = model_result(workspace, models, store, champion, data, data_key, taxonomy)
         champion_f1 = champion_result.test_metrics["attribute"]["macro_f1"]
         system_results[f"{champion.label} (champion)"] = champion_result
     elif champion is not None:
@@ -264,10 +264,10 @@ def evaluation_report(
         model={"label": version.label, "dataset_version": version.dataset_version, "data_key": data_key,
                "test_examples": len(data.test), "champion": champion.label if champion else None},
         test={name: r.test_metrics for name, r in system_results.items()},
-        external=_external_section(data, system_results),
+        external=external_section(data, system_results),
         calibration=calibration,
     )  # fmt: skip
-    report["promotion"] = _decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
+    report["promotion"] = promotion_decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
     report_uri = store.write_json(f"{folder}/{REPORT_FILE}", report)
     summary = family_summary(
         "open-source", version, data_key, result,
@@ -305,7 +305,7 @@ def evaluation_report(
     )
 
 
-def _decision(
+def promotion_decision(
     report: dict, results: dict[str, SystemResult], label: str, champion_f1: float | None,
     evaluation: EvaluationResource,
 ) -> gate.PromotionDecision:  # fmt: skip

@@ -1,10 +1,9 @@
-"""The tuned Gemini evaluated like the open-source model, and the decision which family the client uses.
+"""The tuned Gemini evaluated like the open-source model.
 
 `gemini_batch_job` submits one Vertex batch prediction job over the test split and the external set and returns;
 the job-status sensor polls it (as it polls tuning jobs) and reports `gemini_predictions` when it succeeds;
 `gemini_evaluation_report` reads the answers back, scores them beside the baselines and the open-source champion,
-and applies the same promotion gate to the Gemini family; `served_model` picks the family the inference client
-uses by default, from each family's champion.
+and applies the same promotion gate to the Gemini family.
 """
 
 import time
@@ -19,15 +18,14 @@ from obs_platform.data.redaction import Roster
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import (
     REPORT_AUTOMATION,
-    _decision,
-    _evaluation_set,
-    _external_section,
-    _model_result,
-    _workspace,
     apply_decision,
     baselines,
-    champion_model,
+    evaluation_set,
+    evaluation_workspace,
+    external_section,
     family_summary,
+    model_result,
+    promotion_decision,
     stored_baselines,
 )
 from obs_platform.defs.evaluation.resources import EvaluationResource
@@ -36,9 +34,6 @@ from obs_platform.defs.training.assets import tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.evaluation import gate
 from obs_platform.evaluation.families import (
-    SERVED_MODEL_PATH,
-    FamilySummary,
-    decide_served_model,
     summary_path,
 )
 from obs_platform.evaluation.frames import LabelledObservation, prediction_frame
@@ -99,7 +94,7 @@ def gemini_batch_job(
     `tuning_job_sensor` polls it and reports `gemini_predictions`."""
     home, models = storage.client(), registry.registry()
     version = _newest_gemini(models)
-    data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
     requests = batch_requests([o.instance() for o in _observations(data)], taxonomy.load(), _roster(home))
     folder = _batch_folder(version, data_key)
     home.write_bytes(f"{folder}/{REQUESTS_FILE}", requests.jsonl)
@@ -181,9 +176,9 @@ def gemini_evaluation_report(
     family's champion. The check reports the verdict without blocking: a rejected Gemini leaves the served-model
     decision to the other family."""
     home, models = storage.client(), registry.registry()
-    store, workspace = EvaluationStore(home), _workspace(storage, evaluation)
+    store, workspace = EvaluationStore(home), evaluation_workspace(storage, evaluation)
     version = _newest_gemini(models)
-    data, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
+    data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
     folder = _batch_folder(version, data_key)
     outputs = [p for p in home.list_files(f"{folder}/output") if p.endswith(f"/{PREDICTIONS_FILE}")]
     if not outputs:
@@ -198,7 +193,7 @@ def gemini_evaluation_report(
     results |= stored_baselines(store, evaluation, data_key)
     oss_champion = models.champion(tuning.model_name)
     if oss_champion is not None:
-        oss_result, _ = _model_result(workspace, models, store, oss_champion, data, data_key, taxonomy)
+        oss_result, _ = model_result(workspace, models, store, oss_champion, data, data_key, taxonomy)
         results[f"{oss_champion.label} (open-source champion)"] = oss_result
     champion = models.champion(GEMINI_MODEL)
     champion_result = (
@@ -217,10 +212,10 @@ def gemini_evaluation_report(
         model={"label": version.label, "dataset_version": version.dataset_version, "data_key": data_key,
                "test_examples": len(data.test), "champion": champion.label if champion else None},
         test={name: r.test_metrics for name, r in results.items()},
-        external=_external_section(data, results),
+        external=external_section(data, results),
         calibration=None,
     )  # fmt: skip
-    decision = _decision(report, results, version.label, champion_f1, evaluation)
+    decision = promotion_decision(report, results, version.label, champion_f1, evaluation)
     report |= {"answers": answer_stats, "promotion": decision.to_dict(), "usd_per_1000_predictions": per_1000,
                "batch_usd": _batch_usd(answers.input_tokens, answers.output_tokens, prices)}  # fmt: skip
     report_uri = store.write_json(f"{version.folder}/evaluation/{data_key}/{REPORT_FILE}", report)
@@ -271,50 +266,3 @@ def _scored(data: EvaluationSet, predictions: list[Prediction], taxonomy: Taxono
         return SystemResult(evaluate_predictions(test, taxonomy), test)
     external = prediction_frame(data.external, predictions[len(data.test) :], taxonomy)
     return SystemResult(evaluate_predictions(test, taxonomy), test, evaluate_domains(external, taxonomy), external)
-
-
-# Runs when either family's verdict may have changed (new data alone changes none); locally the Gemini family never
-# reports, which must not hold the decision back (plain `eager` waits for every dependency to exist).
-@dg.asset(
-    group_name="serving",
-    deps=[champion_model, gemini_evaluation_report],
-    automation_condition=(
-        dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups("data")).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ),
-)
-def served_model(
-    context: dg.AssetExecutionContext,
-    training_splits: pd.DataFrame,
-    storage: StorageResource,
-    taxonomy: TaxonomyResource,
-    registry: ModelRegistryResource,
-    evaluation: EvaluationResource,
-    tuning: TuningBackendResource,
-) -> dg.MaterializeResult:
-    """Which family the inference client uses by default: each family's champion compared on the same evaluation
-    data (test ELG macro-F1 first, the cost per 1,000 predictions when they are within the promotion tolerance), the
-    decision and its reason written to `serving/served_model.json`."""
-    home, models = storage.client(), registry.registry()
-    _, data_key = _evaluation_set(training_splits, evaluation, taxonomy)
-    champions = []
-    for name in (tuning.model_name, GEMINI_MODEL):
-        champion = models.champion(name)
-        path = summary_path(champion.folder, data_key) if champion else ""
-        if champion is not None and home.exists(path):
-            champions.append(FamilySummary.model_validate_json(home.read_bytes(path)))
-    if not champions:
-        raise dg.Failure(f"no family has a champion evaluated on data {data_key}: evaluate a model first")
-    decision = decide_served_model(champions, evaluation.tolerance)
-    EvaluationStore(home).write_json(SERVED_MODEL_PATH, decision.to_dict())
-    context.log.info(f"serving {decision.family} by default: {decision.reason}")
-    return dg.MaterializeResult(
-        metadata={
-            "served_family": decision.family,
-            "model_version": decision.model_version,
-            "reason": decision.reason,
-            "families": table(pd.DataFrame(decision.compared)),
-            "decision": dg.MetadataValue.path(home.uri(SERVED_MODEL_PATH)),
-        }
-    )

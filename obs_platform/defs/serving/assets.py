@@ -1,18 +1,27 @@
-"""The endpoint assets: the champion served (on loopback, or on a Vertex endpoint), and the tuned Gemini served on
-Vertex AI."""
+"""The endpoint assets: the champion served (on loopback, or on a Vertex endpoint), the tuned Gemini served on
+Vertex AI, and which of the two families the inference client uses by default."""
+
+from dataclasses import replace
 
 import dagster as dg
+import pandas as pd
 
 from obs_platform.cloud.transports import GeminiTransport
 from obs_platform.data.redaction import Roster
 from obs_platform.defs.cloud.resources import VertexResource
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
-from obs_platform.defs.evaluation.assets import champion_model
+from obs_platform.defs.evaluation.assets import champion_model, evaluation_set
+from obs_platform.defs.evaluation.gemini import gemini_evaluation_report
+from obs_platform.defs.evaluation.resources import EvaluationResource
+from obs_platform.defs.metadata import table
 from obs_platform.defs.serving.resources import ServingResource
 from obs_platform.defs.training.assets import latest_metadata, tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
+from obs_platform.evaluation.families import SERVED_MODEL_PATH, FamilySummary, decide_served_model, summary_path
+from obs_platform.evaluation.store import EvaluationStore
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.settings import ROSTER_PATH
+from obs_platform.training.registry import GEMINI_MODEL
 
 EXAMPLE = "Amara poured water from the jug into three cups and said 'this one has the most'"
 
@@ -83,5 +92,61 @@ def gemini_endpoint(
             "base_model": version.manifest.get("base_model"),
             "tuned_model": version.manifest.get("tuned_model"),
             "example": f"{EXAMPLE!r} → {answer}",
+        }
+    )
+
+
+# Runs when either family's verdict may have changed (new data alone changes none); locally the Gemini family never
+# reports, which must not hold the decision back (plain `eager` waits for every dependency to exist).
+@dg.asset(
+    group_name="serving",
+    deps=[oss_endpoint, gemini_evaluation_report],
+    automation_condition=(
+        dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups("data")).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ),
+)
+def served_model(
+    context: dg.AssetExecutionContext,
+    training_splits: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    registry: ModelRegistryResource,
+    evaluation: EvaluationResource,
+    tuning: TuningBackendResource,
+    serving: ServingResource,
+) -> dg.MaterializeResult:
+    """Which family the inference client uses by default: each family's champion compared on the same evaluation
+    data (test ELG macro-F1 first, the cost per 1,000 predictions when they are within the promotion tolerance), the
+    decision, its reason and where the chosen model answers written to `serving/served_model.json`, which
+    `obs_platform.serving.served.served_classifier` reads."""
+    home, models = storage.client(), registry.registry()
+    _, data_key = evaluation_set(training_splits, evaluation, taxonomy)
+    champions = []
+    for name in (tuning.model_name, GEMINI_MODEL):
+        champion = models.champion(name)
+        path = summary_path(champion.folder, data_key) if champion else ""
+        if champion is not None and home.exists(path):
+            champions.append(FamilySummary.model_validate_json(home.read_bytes(path)))
+    if not champions:
+        raise dg.Failure(f"no family has a champion evaluated on data {data_key}: evaluate a model first")
+    decision = decide_served_model(champions, evaluation.tolerance)
+    chosen = models.by_label(decision.model_version)
+    # A tuned Gemini answers on the endpoint its tuning job made; the open-source champion where `oss_endpoint`
+    # serves it (asked again, which changes nothing when it already serves that version).
+    host = serving.host(storage, taxonomy, models)
+    address = chosen.uri if chosen.name == GEMINI_MODEL else host.serve(chosen).address
+    decision = replace(decision, address=address)
+    EvaluationStore(home).write_json(SERVED_MODEL_PATH, decision.to_dict())
+    context.log.info(f"serving {decision.family} by default: {decision.reason}")
+    return dg.MaterializeResult(
+        metadata={
+            "served_family": decision.family,
+            "model_version": decision.model_version,
+            "address": decision.address,
+            "reason": decision.reason,
+            "families": table(pd.DataFrame(decision.compared)),
+            "decision": dg.MetadataValue.path(home.uri(SERVED_MODEL_PATH)),
         }
     )
