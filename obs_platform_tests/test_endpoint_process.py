@@ -14,6 +14,7 @@ from obs_platform.cli import app
 from obs_platform.processes import lock_held, process_alive, spawn_holding_lock
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import EndpointUnavailable, ObservationClassifier, RequestRejected
+from obs_platform.serving.prediction_log import PREDICTION_LOG_FOLDER
 from obs_platform.serving.runtime import EXPORT_MANIFEST
 from obs_platform.taxonomy import default_taxonomy_path
 
@@ -40,6 +41,9 @@ def test_start_classify_restart_stop(running):
     assert result.model_version == "oss-classifier/v1" and len(result.top_k) == 3
     batch = client.classify_batch([{"notes": "Sang a song"}, {"notes": "Drew a circle", "child_age_months": 30}])
     assert len(batch) == 2
+    [log] = (root / PREDICTION_LOG_FOLDER).iterdir()  # every prediction logged, by its id
+    logged = [json.loads(line)["prediction_id"] for line in log.read_text().splitlines()]
+    assert logged == [result.prediction_id, *(p.prediction_id for p in batch)]
     with pytest.raises(RequestRejected) as rejected:
         client.classify("   ")
     assert rejected.value.status == 422

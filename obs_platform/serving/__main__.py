@@ -22,6 +22,7 @@ import uvicorn
 from obs_platform.data.redaction import Roster
 from obs_platform.serving.app import content_free_traceback, create_app
 from obs_platform.serving.batching import BatchingSettings
+from obs_platform.serving.prediction_log import PREDICTION_LOG_FOLDER, PredictionLog
 from obs_platform.serving.predictor import load_predictor
 from obs_platform.serving.runtime import RUNTIMES
 from obs_platform.settings import ROSTER_PATH, Settings
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--runtime", choices=RUNTIMES, default=Settings.from_env().endpoint_runtime)
+    parser.add_argument(
+        "--log-predictions",
+        action="store_true",
+        help=f"log every prediction under <storage root>/{PREDICTION_LOG_FOLDER}",
+    )
     args = parser.parse_args(argv)
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
     storage = storage_from_uri(args.storage_root)  # a folder or gs://
@@ -109,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     info["batching"] = asdict(batching)
     local_root = storage.root if isinstance(storage, LocalStorage) else None  # local image paths must lie inside it
     token = None if on_vertex else os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"]
-    app = create_app(predictor, info, token, local_root, batching)
+    # Predictions are logged beside the data when the storage root is a folder (a bucket cannot be appended to).
+    log = PredictionLog(local_root / PREDICTION_LOG_FOLDER) if args.log_predictions and local_root else None
+    info["prediction_log"] = str(log.folder) if log else None
+    app = create_app(predictor, info, token, local_root, batching, log)
     uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(), log_level="warning", access_log=False)
 
 

@@ -1,7 +1,8 @@
 """The HTTP endpoint: Vertex AI's predict shape over a `Predictor` (a classifier or a tuned causal LM).
 
 `POST /v1/predict` `{"instances": [{"notes", "child_age_months", "child_name", "image_uri"}]}` →
-`{"predictions": [...], "model_version": ...}`; `GET /health`; `GET /v1/model`. Bad input is a 4xx with a
+`{"predictions": [...], "model_version": ...}`, each prediction with its own `prediction_id` (and, given a
+`PredictionLog`, logged before the answer leaves); `GET /health`; `GET /v1/model`. Bad input is a 4xx with a
 message, never a 500, and no answer or log line ever repeats what a request contained (notes and names are
 personal data): errors give the field and the problem, not the value. The bearer token is checked before the
 body is read; the body is read as a stream and refused (413) past `MAX_BODY_BYTES`, chunked or not, and read as
@@ -14,12 +15,14 @@ its line is longer than its deadline.
 import asyncio
 import logging
 import secrets
+import time
 import traceback
 import unicodedata
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
 from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
+from obs_platform.serving.prediction_log import LoggedPrediction, PredictionLog, note_digest
 from obs_platform.serving.predictor import Predictor
 from obs_platform.serving.results import Instance, Prediction
 
@@ -236,6 +240,7 @@ def create_app(
     token: str | None,
     storage_root: Path | None = None,
     batching: BatchingSettings | None = None,
+    prediction_log: PredictionLog | None = None,
 ) -> FastAPI:
     """The endpoint's app. `token=None` only behind Vertex AI, which authenticates callers before a request
     reaches the container; everywhere else every route but /health needs the bearer token."""
@@ -246,6 +251,8 @@ def create_app(
         queue.start()  # its worker starts with the first request
         yield
         queue.stop()
+        if prediction_log is not None:
+            prediction_log.close()
 
     app = FastAPI(title="obs-platform endpoint", version=str(model_info.get("model_version", "")), lifespan=lifespan)
     app.state.inference_queue = queue
@@ -286,6 +293,7 @@ def create_app(
 
     @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(request: Request) -> Response:
+        started = time.perf_counter()
         try:
             body = await read_body(request)
         except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing to log
@@ -309,7 +317,14 @@ def create_app(
             raise HTTPException(status_code=503, detail=str(stopped)) from None
         if predictions is None:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        body = {"predictions": [asdict(p) for p in predictions], "model_version": model_info.get("model_version")}
-        return JSONResponse(body)
+        version = str(model_info.get("model_version"))
+        identified = [replace(p, prediction_id=uuid.uuid4().hex) for p in predictions]
+        if prediction_log is not None:
+            logged = [
+                LoggedPrediction(p.prediction_id, version, note_digest(text), p)
+                for p, text in zip(identified, predictor.texts(instances), strict=True)
+            ]
+            await asyncio.to_thread(prediction_log.write, logged, (time.perf_counter() - started) * 1000)
+        return JSONResponse({"predictions": [asdict(p) for p in identified], "model_version": version})
 
     return app

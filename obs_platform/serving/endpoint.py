@@ -212,6 +212,7 @@ def start(
     command = [
         sys.executable, "-m", "obs_platform.serving", "--model-dir", model_dir, "--model-version", model_version,
         "--taxonomy", taxonomy_path, "--host", host, "--port", str(port), "--storage-root", storage_root or str(root),
+        *(["--log-predictions"] if name == SERVING else []),  # evaluation's requests are no educator's traffic
     ]  # fmt: skip
     environment = {**os.environ, "OBS_PLATFORM_ENDPOINT_TOKEN": token, ONNX_DIR_VARIABLE: str(onnx_dir(model_dir))}
     try:

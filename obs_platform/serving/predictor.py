@@ -29,6 +29,7 @@ DEFAULT_MAX_TOKENS = 512  # a model without an encoder reads the whole note; the
 
 class Predictor(Protocol):
     runtime: str
+    texts: RequestTexts  # what the model reads of each instance: redacted notes and the age
 
     def predict(self, instances: list[Instance]) -> list[Prediction]: ...
 

@@ -58,6 +58,7 @@ class Prediction:
     tags: list[int] = field(default_factory=list)
     status: str = "ok"
     problem: str = ""
+    prediction_id: str = ""  # the endpoint's name for this answer (feedback on it names it)
 
     @classmethod
     def ranked(cls, suggestions: list[Suggestion], level: str, level_confidence: float, **extra: object) -> Prediction:
