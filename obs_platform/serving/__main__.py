@@ -22,6 +22,7 @@ import uvicorn
 from obs_platform.data.redaction import Roster
 from obs_platform.serving.app import content_free_traceback, create_app
 from obs_platform.serving.batching import BatchingSettings
+from obs_platform.serving.feedback import FeedbackStore
 from obs_platform.serving.prediction_log import PREDICTION_LOG_FOLDER, PredictionLog
 from obs_platform.serving.predictor import load_predictor
 from obs_platform.serving.runtime import RUNTIMES
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     manifest = json.loads(Path(args.model_dir, "manifest.json").read_text())
     storage = storage_from_uri(args.storage_root)  # a folder or gs://
     roster = Roster.from_json(storage.read_bytes(ROSTER_PATH)) if storage.exists(ROSTER_PATH) else None
-    predictor = load_predictor(args.model_dir, load_taxonomy(args.taxonomy), roster=roster, runtime=args.runtime)
+    taxonomy = load_taxonomy(args.taxonomy)
+    predictor = load_predictor(args.model_dir, taxonomy, roster=roster, runtime=args.runtime)
     labels = manifest.get("labels") or manifest.get("label_space") or {}
     info = {
         "model_version": args.model_version,
@@ -115,10 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     info["batching"] = asdict(batching)
     local_root = storage.root if isinstance(storage, LocalStorage) else None  # local image paths must lie inside it
     token = None if on_vertex else os.environ["OBS_PLATFORM_ENDPOINT_TOKEN"]
-    # Predictions are logged beside the data when the storage root is a folder (a bucket cannot be appended to).
-    log = PredictionLog(local_root / PREDICTION_LOG_FOLDER) if args.log_predictions and local_root else None
+    # Predictions are logged, and feedback recorded, beside the data when the storage root is a folder.
+    logging_here = args.log_predictions and local_root is not None
+    log = PredictionLog(local_root / PREDICTION_LOG_FOLDER) if logging_here else None
+    feedback = FeedbackStore(local_root, taxonomy) if logging_here else None
     info["prediction_log"] = str(log.folder) if log else None
-    app = create_app(predictor, info, token, local_root, batching, log)
+    app = create_app(predictor, info, token, local_root, batching, log, feedback)
     uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(), log_level="warning", access_log=False)
 
 

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -37,7 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
 from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
-from obs_platform.serving.prediction_log import LoggedPrediction, PredictionLog, note_digest
+from obs_platform.serving.feedback import Choice, Feedback, FeedbackStore
+from obs_platform.serving.prediction_log import IssuedPrediction, LoggedPrediction, PredictionLog, note_digest
 from obs_platform.serving.predictor import Predictor
 from obs_platform.serving.results import Instance, Prediction
 
@@ -45,8 +46,9 @@ MAX_BATCH = 64
 MAX_BODY_BYTES = 1_000_000
 TICKET_HEADER = "Obs-Queue-Ticket"  # a 429 hands one out; the request sent again brings it back
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away: nobody reads it
-KNOWN_PATHS = ("/health", "/v1/model", "/v1/predict")
-FIELDS = {"instances", "notes", "child_age_months", "child_name", "image_uri"}
+KNOWN_PATHS = ("/health", "/v1/model", "/v1/predict", "/v1/feedback")
+FIELDS = {"instances", "notes", "child_age_months", "child_name", "image_uri", "prediction_id", "model_version",
+          "choice", "attribute_id", "level"}  # fmt: skip
 ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 
 logger = logging.getLogger(__name__)
@@ -74,13 +76,14 @@ def _checked_text(text: str | None, controls: set[str]) -> str | None:
     return text
 
 
-class InstanceIn(BaseModel):
+class NoteIn(BaseModel):
+    """A note as a request carries it (to be classified, or with feedback on its classification)."""
+
     model_config = ConfigDict(extra="forbid")
 
     notes: str = Field(min_length=1, max_length=MAX_NOTES_CHARS)
     child_age_months: float | None = Field(default=None, ge=0, le=MAX_AGE_MONTHS, allow_inf_nan=False)
     child_name: str | None = Field(default=None, max_length=200)
-    image_uri: str | None = Field(default=None, max_length=2000)
 
     @field_validator("notes")
     @classmethod
@@ -95,6 +98,10 @@ class InstanceIn(BaseModel):
     def _readable_name(cls, name: str | None) -> str | None:
         return _checked_text(name, ALLOWED_CONTROLS)
 
+
+class InstanceIn(NoteIn):
+    image_uri: str | None = Field(default=None, max_length=2000)
+
     @field_validator("image_uri")
     @classmethod
     def _readable_uri(cls, uri: str | None) -> str | None:
@@ -106,6 +113,20 @@ class PredictRequest(BaseModel):
 
     instances: list[InstanceIn] = Field(min_length=1, max_length=MAX_BATCH)
 
+
+class FeedbackRequest(NoteIn):
+    """An educator's verdict on a prediction: the note as it was sent, the prediction's id and model version, and
+    the choice: the suggestion accepted (`attribute_id` one of the suggestions, the first when left out), another
+    attribute chosen (`corrected`, `attribute_id` required), or `none_of_these`; `level` defaults to the predicted."""
+
+    prediction_id: str = Field(min_length=1, max_length=64)
+    model_version: str = Field(min_length=1, max_length=200)
+    choice: Choice
+    attribute_id: int | None = None
+    level: str | None = Field(default=None, max_length=100)
+
+
+Body = TypeVar("Body", PredictRequest, FeedbackRequest)
 
 PREDICT_BODY = {  # the request body in the OpenAPI schema: the route reads it itself (after the token, bounded)
     "required": True,
@@ -195,9 +216,10 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def parse_request(body: bytes) -> PredictRequest:
-    """The body as a `PredictRequest`, or 422 naming the problem. orjson refuses what the standard library lets
-    through into a 500 later: NaN, Infinity, numbers out of range, unpaired surrogates, nesting past 1024."""
+def parse_request(body: bytes, model: type[Body]) -> Body:
+    """The body as a `model` (`PredictRequest`, `FeedbackRequest`), or 422 naming the problem. orjson refuses what
+    the standard library lets through into a 500 later: NaN, Infinity, numbers out of range, unpaired surrogates,
+    nesting past 1024."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:  # its messages are fixed phrases and a position, never the input
@@ -205,7 +227,7 @@ def parse_request(body: bytes) -> PredictRequest:
         detail = f"the body is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
         raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": detail, "type": "json_invalid"}]) from None
     try:
-        return PredictRequest.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as error:
         raise HTTPException(status_code=422, detail=error_details(error.errors(include_input=False))) from None
 
@@ -241,6 +263,7 @@ def create_app(
     storage_root: Path | None = None,
     batching: BatchingSettings | None = None,
     prediction_log: PredictionLog | None = None,
+    feedback_store: FeedbackStore | None = None,
 ) -> FastAPI:
     """The endpoint's app. `token=None` only behind Vertex AI, which authenticates callers before a request
     reaches the container; everywhere else every route but /health needs the bearer token."""
@@ -253,6 +276,8 @@ def create_app(
         queue.stop()
         if prediction_log is not None:
             prediction_log.close()
+        if feedback_store is not None:
+            feedback_store.close()  # publishes what is waiting
 
     app = FastAPI(title="obs-platform endpoint", version=str(model_info.get("model_version", "")), lifespan=lifespan)
     app.state.inference_queue = queue
@@ -298,7 +323,7 @@ def create_app(
             body = await read_body(request)
         except ClientDisconnect:  # gone before its body arrived: nothing to answer, nothing to log
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        parsed = parse_request(body)
+        parsed = parse_request(body, PredictRequest)
         instances = [
             Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri, n))
             for n, i in enumerate(parsed.instances)
@@ -327,4 +352,57 @@ def create_app(
             await asyncio.to_thread(prediction_log.write, logged, (time.perf_counter() - started) * 1000)
         return JSONResponse({"predictions": [asdict(p) for p in identified], "model_version": version})
 
+    @app.post("/v1/feedback", dependencies=[Depends(authorised)], status_code=201)
+    async def feedback(request: Request) -> dict[str, Any]:
+        if feedback_store is None or prediction_log is None:
+            raise HTTPException(status_code=501, detail="this endpoint records no feedback (no local storage root)")
+        try:
+            body = await read_body(request)
+        except ClientDisconnect:
+            return {}
+        parsed = parse_request(body, FeedbackRequest)
+        issued = prediction_log.issued(parsed.prediction_id)
+        if issued is None:
+            raise HTTPException(status_code=404, detail="unknown prediction_id: feedback names a prediction's id")
+        if parsed.model_version != issued.model_version:
+            detail = f"prediction_id was answered by model {issued.model_version}, not {parsed.model_version}"
+            raise HTTPException(status_code=409, detail=detail)
+        if feedback_store.has_feedback(parsed.prediction_id):
+            raise HTTPException(status_code=409, detail="this prediction already has feedback")
+        attribute_id, level = _chosen_label(parsed, issued, feedback_store)
+        record = Feedback(
+            parsed.prediction_id, parsed.model_version, parsed.notes, parsed.child_age_months, parsed.child_name,
+            parsed.choice, attribute_id, level, time.time(),
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(feedback_store.record, record)
+        except ValueError:  # the same feedback sent twice at once: the second loses the race
+            raise HTTPException(status_code=409, detail="this prediction already has feedback") from None
+        return {"prediction_id": record.prediction_id, "choice": record.choice, "attribute_id": attribute_id,
+                "level": level}  # fmt: skip
+
     return app
+
+
+def _chosen_label(
+    parsed: FeedbackRequest, issued: IssuedPrediction, store: FeedbackStore
+) -> tuple[int | None, str | None]:
+    """The label the feedback gives the note, checked against the prediction and the taxonomy (422 otherwise)."""
+    if parsed.choice == "none_of_these":
+        return None, None
+    if parsed.choice == "accepted":
+        attribute_id = issued.suggested[0] if parsed.attribute_id is None else parsed.attribute_id
+        if attribute_id not in issued.suggested or attribute_id == 0:
+            raise HTTPException(status_code=422, detail="accepted: attribute_id is not one of the suggestions")
+    elif parsed.attribute_id is None:
+        raise HTTPException(status_code=422, detail="corrected: attribute_id (the ELG chosen instead) is required")
+    else:
+        attribute_id = parsed.attribute_id
+    level = parsed.level or issued.level
+    try:
+        domain_id = store.taxonomy.attribute(attribute_id).domain_id
+    except KeyError:
+        raise HTTPException(status_code=422, detail=f"attribute_id {attribute_id} is not in the taxonomy") from None
+    if problems := store.taxonomy.label_problems(domain_id, attribute_id, level):
+        raise HTTPException(status_code=422, detail="; ".join(problems))
+    return attribute_id, level

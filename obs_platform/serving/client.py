@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -102,16 +102,25 @@ class HttpTransport:
             "/v1/predict", json={"instances": instances}, timeout=self.timeout_for(len(instances)),
             headers={TICKET_HEADER: ticket} if ticket else None,
         )  # fmt: skip
-        if response.status_code in RETRYABLE_STATUS:
-            raise RetryableStatus(response.status_code, retry_after_seconds(response.headers.get("retry-after")),
-                                  response.headers.get(TICKET_HEADER))  # fmt: skip
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise RequestRejected(response.status_code, detail)
-        return response.json()
+        return _answer(response)
+
+    def feedback(self, body: dict[str, Any]) -> dict[str, Any]:
+        return _answer(self._client.post("/v1/feedback", json=body, timeout=self.timeout_for(1)))
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The endpoint's JSON answer; a status worth asking again for as `RetryableStatus`, any other 4xx/5xx as
+    `RequestRejected` with the endpoint's message."""
+    if response.status_code in RETRYABLE_STATUS:
+        raise RetryableStatus(response.status_code, retry_after_seconds(response.headers.get("retry-after")),
+                              response.headers.get(TICKET_HEADER))  # fmt: skip
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise RequestRejected(response.status_code, detail)
+    return response.json()
 
 
 class ObservationClassifier:
@@ -151,6 +160,27 @@ class ObservationClassifier:
             ClassificationResult(**{**p, "top_k": [Suggestion(**s) for s in p.get("top_k", [])]}, model_version=version)
             for p in body["predictions"]
         ]
+
+    def feedback(
+        self,
+        result: ClassificationResult,
+        notes: str,
+        choice: Literal["accepted", "corrected", "none_of_these"],
+        attribute_id: int | None = None,
+        level: str | None = None,
+        child_age_months: float | None = None,
+        child_name: str | None = None,
+    ) -> dict[str, Any]:
+        """An educator's verdict on `result` (what `classify` returned for `notes`): the suggestion accepted (the
+        first, or `attribute_id` among the top-k), another attribute chosen (`corrected`), or `none_of_these`.
+        The local endpoint records it and publishes it as training data; RequestRejected for an unknown or
+        already answered prediction, or a label outside the taxonomy."""
+        if not isinstance(self.transport, HttpTransport):
+            raise ClassifierError("feedback is recorded by the local endpoint: this client's transport has no route")
+        body = {"prediction_id": result.prediction_id, "model_version": result.model_version, "notes": notes,
+                "child_age_months": child_age_months, "child_name": child_name, "choice": choice,
+                "attribute_id": attribute_id, "level": level}  # fmt: skip
+        return self.transport.feedback({key: value for key, value in body.items() if value is not None})
 
     def _with_retries(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
         failures, waited, attempts, ticket = 0, 0.0, 0, None

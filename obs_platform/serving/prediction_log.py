@@ -25,6 +25,7 @@ from obs_platform.serving.results import Prediction
 
 TOP_K_LOGGED = 3
 PREDICTION_LOG_FOLDER = "serving/predictions"  # under the storage root
+REMEMBERED_DAYS = 30  # feedback on an older prediction is refused as unknown
 
 
 def note_digest(text: str) -> str:
@@ -56,22 +57,51 @@ class LoggedPrediction:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class IssuedPrediction:
+    """What feedback on a prediction is checked against."""
+
+    model_version: str
+    suggested: tuple[int, ...]  # the top-3 attribute ids, best first
+    level: str
+
+
 class PredictionLog:
-    """Appends logged predictions to today's file of this process in `folder`."""
+    """Appends logged predictions to today's file of this process in `folder`, and remembers the predictions of
+    the last `REMEMBERED_DAYS` days (feedback names one of them)."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self._lock = threading.Lock()
         self._day = ""
         self._file: IO[bytes] | None = None
+        self._issued: dict[str, IssuedPrediction] = {}
+        oldest = time.strftime("%Y-%m-%d", time.gmtime(time.time() - REMEMBERED_DAYS * 86400))
+        for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
+            if path.name[:10] >= oldest:
+                for line in path.read_bytes().splitlines():
+                    try:
+                        self._remember(orjson.loads(line))
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue  # a line torn by a kill: its prediction was never answered
+
+    def issued(self, prediction_id: str) -> IssuedPrediction | None:
+        return self._issued.get(prediction_id)
 
     def write(self, predictions: Sequence[LoggedPrediction], latency_ms: float) -> None:
         now = time.time()
-        payload = b"".join(orjson.dumps(p.line(now, latency_ms)) + b"\n" for p in predictions)
+        lines = [p.line(now, latency_ms) for p in predictions]
+        payload = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         with self._lock:
             handle = self._handle(time.strftime("%Y-%m-%d", time.gmtime(now)))
             handle.write(payload)
             handle.flush()
+            for line in lines:
+                self._remember(line)
+
+    def _remember(self, line: dict) -> None:
+        suggested = tuple(s["attribute_id"] for s in line["top_k"]) or (line["attribute_id"],)
+        self._issued[line["prediction_id"]] = IssuedPrediction(line["model_version"], suggested, line["level"])
 
     def _handle(self, day: str) -> IO[bytes]:
         if self._file is None or day != self._day:
