@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import dagster as dg
 import pandas as pd
 import pytest
 
@@ -24,6 +25,8 @@ from obs_platform.serving.prediction_log import PredictionLog
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 
 from .endpoint_harness import served
+from .test_automation import landing_tick
+from .test_data_assets import load_defs, run_data_group
 
 TOKEN = "t0ken"
 NOTES = ["Counted five ducks on the pond.", "Sang the whole of Twinkle Twinkle.", "Hopped on one foot to the gate."]
@@ -159,3 +162,31 @@ def test_nothing_answered_is_lost_when_the_writer_is_killed(tmp_path, eyfs):
     published = set(result.canonical["observation_id"])
     assert published == {f"fb-{p}" for p in [*kept, "after"]}  # every record, once, across the exports
     assert not list((tmp_path / EXPORT_FOLDER).glob(".*"))  # no temporary file left in the landing area
+
+
+@pytest.mark.slow  # the data assets twice on the sample corpus (about 10 s): `make test` runs it
+def test_the_landing_sensor_takes_feedback_into_the_next_training_data(monkeypatch, landed_storage, eyfs):
+    """The loop's data half: corrected feedback lands as an export, the landing sensor asks for a run, and the
+    training splits hold the note, redacted, with the educator's label; "none of these" is nowhere."""
+    root = landed_storage.root
+    defs = load_defs(monkeypatch, root)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_data_group(defs, instance).success
+        before = landing_tick(landed_storage, None)
+        store = FeedbackStore(root, eyfs, records_per_file=1)
+        corrected_to = eyfs.attributes[5]
+        note = "Zephyrine built a tower of nine bricks and counted them as she went, pointing at each one."
+        store.record(Feedback("a" * 32, "oss-classifier/v1", note, 44.0, "Zephyrine Quill", "corrected",
+                              corrected_to.id, corrected_to.label_levels[-1].title, time.time()))  # fmt: skip
+        store.record(Feedback("b" * 32, "oss-classifier/v1", "Played outside.", 30.0, None, "none_of_these",
+                              None, None, time.time()))  # fmt: skip
+        store.close()
+        after = landing_tick(landed_storage, before.cursor)
+        [request] = after.run_requests
+        assert "1 added" in request.tags["obs-platform/changes"]
+        assert run_data_group(defs, instance).success
+        splits = pd.read_parquet(root / "assets" / "training_splits.parquet")
+    [row] = splits[splits["observation_id"] == f"fb-{'a' * 32}"].to_dict("records")
+    assert row["attribute_id"] == corrected_to.id and row["progression_title"] == corrected_to.label_levels[-1].title
+    assert "Zephyrine" not in row["text"] and "Quill" not in row["text"]  # redacted like every export
+    assert not splits["observation_id"].eq(f"fb-{'b' * 32}").any()

@@ -89,6 +89,7 @@ def test_gemini_tuning_locally_fails_and_names_what_to_set(monkeypatch, landed_s
         assert "OBS_PLATFORM_BACKEND=vertex" in message and "OBS_PLATFORM_VERTEX_PROJECT" in message
 
 
+@pytest.mark.slow  # the whole Vertex graph (about 45 s): `make test` runs it, `make test-fast` does not
 def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_env, fake_vertex, eyfs):
     defs = load_defs(monkeypatch, vertex_env)
     with dg.DagsterInstance.ephemeral() as instance:
