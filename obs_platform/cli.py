@@ -277,6 +277,20 @@ def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+@app.command("feedback-stats")
+def feedback_stats() -> None:
+    """Educators' feedback so far, per model version and domain: accepted at top-1 and within the top 3,
+    corrected, none of these."""
+    from obs_platform.serving.feedback import feedback_table
+    from obs_platform.taxonomy import load_taxonomy
+
+    table = feedback_table(_local_root(), load_taxonomy(Settings.from_env().taxonomy_path))
+    if table.empty:
+        typer.echo("no feedback yet: educators send it through the endpoint (`POST /v1/feedback`)")
+        return
+    typer.echo(table.to_markdown(index=False))
+
+
 def main() -> None:
     try:
         app()

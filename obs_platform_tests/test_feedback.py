@@ -14,13 +14,15 @@ import time
 import dagster as dg
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from obs_platform.cli import app
 from obs_platform.data.canonical import canonicalise
 from obs_platform.data.formats import RequestTexts
 from obs_platform.data.raw import parse_export
 from obs_platform.serving.app import create_app
 from obs_platform.serving.client import ClassifierError, ObservationClassifier, RequestRejected
-from obs_platform.serving.feedback import EXPORT_FOLDER, FEEDBACK_FOLDER, Feedback, FeedbackStore
+from obs_platform.serving.feedback import EXPORT_FOLDER, FEEDBACK_FOLDER, Feedback, FeedbackStore, feedback_table
 from obs_platform.serving.prediction_log import PredictionLog
 from obs_platform.serving.results import Instance, Prediction, Suggestion
 
@@ -62,7 +64,7 @@ def exported_rows(root, eyfs):
     return files, canonicalise(pd.concat(raw, ignore_index=True), eyfs)
 
 
-def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint, tmp_path, eyfs):
+def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint, tmp_path, eyfs, monkeypatch):
     client, store = endpoint
     results = client.classify_batch([{"notes": n, "child_age_months": 40, "child_name": "Amara"} for n in NOTES])
     corrected_to = eyfs.attributes[5]
@@ -81,6 +83,14 @@ def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint,
     assert sorted((tmp_path / EXPORT_FOLDER).glob("*.jsonl")) == [export]  # "none of these" is kept out
     assert json.loads(export.read_text().splitlines()[1])["childAgeMonths"] == 40  # the note as it was sent
     assert store.counts() == {"accepted": 1, "corrected": 1, "none_of_these": 1}
+    [row] = feedback_table(tmp_path, eyfs).to_dict("records")  # every prediction suggested the same domain first
+    assert (row["model_version"], row["domain"]) == ("m/v1", eyfs.domain(eyfs.attributes[0].domain_id).key)
+    assert (row["feedback"], row["accepted_top1"], row["corrected"], row["none_of_these"]) == (3, 1, 1, 1)
+    monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path))
+    printed = CliRunner().invoke(app, ["feedback-stats"]).output
+    assert "top1_acceptance" in printed and "0.333" in printed
+    monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path / "elsewhere"))
+    assert "no feedback yet" in CliRunner().invoke(app, ["feedback-stats"]).output
 
 
 def test_feedback_refusals_are_4xx_with_a_message(endpoint, eyfs):

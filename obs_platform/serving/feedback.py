@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+import pandas as pd
+
+from obs_platform.serving.prediction_log import PREDICTION_LOG_FOLDER, PredictionLog
 from obs_platform.settings import LANDING_PREFIX
 from obs_platform.taxonomy import Taxonomy
 
@@ -163,3 +166,31 @@ def _write_atomically(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def feedback_table(root: Path, taxonomy: Taxonomy) -> pd.DataFrame:
+    """Educators' verdicts per model version and per domain of the suggestion they answered: accepted at top-1,
+    accepted within the top 3, corrected, none of these, and the share accepted at top-1 (what to set beside the
+    evaluation's test accuracy). Feedback on a prediction the log no longer holds counts under domain `?`."""
+    issued = PredictionLog(root / PREDICTION_LOG_FOLDER)
+    rows = []
+    for record in _read(root / FEEDBACK_FOLDER / "log.jsonl"):
+        prediction = issued.issued(record.prediction_id)
+        suggested = prediction.suggested if prediction else ()
+        top = suggested[0] if suggested and suggested[0] else None
+        rows.append({
+            "model_version": record.model_version,
+            "domain": taxonomy.domain(taxonomy.attribute(top).domain_id).key if top else "?",
+            "accepted_top1": record.choice == "accepted" and record.attribute_id == top,
+            "accepted_top3": record.choice == "accepted",
+            "corrected": record.choice == "corrected",
+            "none_of_these": record.choice == "none_of_these",
+        })  # fmt: skip
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).groupby(["model_version", "domain"]).agg(
+        feedback=("accepted_top3", "size"), accepted_top1=("accepted_top1", "sum"),
+        accepted_top3=("accepted_top3", "sum"), corrected=("corrected", "sum"), none_of_these=("none_of_these", "sum"),
+    )  # fmt: skip
+    table["top1_acceptance"] = (table["accepted_top1"] / table["feedback"]).round(3)
+    return table.reset_index()
