@@ -13,6 +13,7 @@ from obs_platform.cloud.gemini_batch import (
     GeminiBatchBackend,
     batch_requests,
     read_batch_answers,
+    submitted_keys,
 )
 from obs_platform.cloud.vertex import VertexSettings
 from obs_platform.data.formats import system_instruction
@@ -56,6 +57,7 @@ def test_requests_are_what_the_tuned_model_was_taught(eyfs):
                                                                        "age: 40 months"}]}]  # fmt: skip
     assert request["generationConfig"] == {"temperature": 0, "responseMimeType": "application/json"}
     assert requests.estimated_input_tokens > 0 and requests.estimated_output_tokens > 0
+    assert submitted_keys(requests.jsonl) == requests.keys  # what evaluation reads back from the bucket
 
 
 def test_a_batch_job_runs_to_answers_read_against_the_taxonomy(backend, fake_vertex, gcs_emulator, tmp_path, eyfs):

@@ -27,7 +27,7 @@ from obs_platform.cloud.costs import token_count
 from obs_platform.cloud.transports import gemini_prediction
 from obs_platform.cloud.vertex import (
     VertexSettings,
-    job_status,
+    genai_job_status,
     require_job_name,
     require_succeeded,
     translated_errors,
@@ -96,6 +96,12 @@ def batch_requests(instances: Sequence[Instance], taxonomy: Taxonomy, roster: Ro
         lines.append(json.dumps({"request": request}, ensure_ascii=False))
         keys.append(request_key(request))
     return BatchRequests(("\n".join(lines) + "\n").encode(), tuple(keys))
+
+
+def submitted_keys(requests_jsonl: bytes) -> tuple[str, ...]:
+    """The keys of a request file as it was submitted: read back rather than built again, which a roster grown
+    since (other redaction, other texts) would change."""
+    return tuple(request_key(json.loads(line)["request"]) for line in requests_jsonl.splitlines() if line.strip())
 
 
 def request_key(request: Mapping[str, Any]) -> str:
@@ -175,11 +181,11 @@ class GeminiBatchBackend:
         return job.name
 
     def status(self, job_id: str) -> JobStatus:
-        return _status(self._job(job_id))
+        return genai_job_status(self._job(job_id))
 
     def result(self, job_id: str) -> ModelArtifact:
         job = self._job(job_id)
-        require_succeeded(job_id, _status(job))
+        require_succeeded(job_id, genai_job_status(job))
         folder = (job.output_info.gcs_output_directory if job.output_info else None) or (
             job.dest.gcs_uri if job.dest else None
         )
@@ -202,7 +208,3 @@ class GeminiBatchBackend:
         require_job_name(job_id, COLLECTION)
         with translated_errors(f"read batch job {job_id}", errors.APIError):
             return self.client.batches.get(name=job_id)
-
-
-def _status(job: types.BatchJob) -> JobStatus:
-    return job_status(job.state.value if job.state else "", (job.error.message or "") if job.error else "")

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from obs_platform.cloud.vertex import (
     VertexSettings,
+    genai_job_status,
     job_labels,
-    job_status,
     require_job_name,
     require_succeeded,
     translated_errors,
@@ -61,11 +61,11 @@ class GeminiTuningBackend:
         return job.name
 
     def status(self, job_id: str) -> JobStatus:
-        return _status(self._job(job_id))
+        return genai_job_status(self._job(job_id))
 
     def result(self, job_id: str) -> ModelArtifact:
         job = self._job(job_id)
-        require_succeeded(job_id, _status(job))
+        require_succeeded(job_id, genai_job_status(job))
         tuned = job.tuned_model
         if tuned is None or not tuned.endpoint:
             raise JobError(f"tuning job {job_id} succeeded but names no endpoint of its tuned model")
@@ -118,10 +118,6 @@ class GeminiTuningBackend:
         require_job_name(job_id, COLLECTION)
         with translated_errors(f"read tuning job {job_id}", errors.APIError):
             return self.client.tunings.get(name=job_id)
-
-
-def _status(job: types.TuningJob) -> JobStatus:
-    return job_status(job.state.value if job.state else "", (job.error.message or "") if job.error else "")
 
 
 def _data_stats(job: types.TuningJob) -> dict[str, Any]:

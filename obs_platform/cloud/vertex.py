@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ModelServiceClient,
         PredictionServiceClient,
     )
+    from google.genai import types as genai_types
 
 ENV_VARIABLES = {
     "project": "OBS_PLATFORM_VERTEX_PROJECT",
@@ -191,6 +192,11 @@ def job_status(state_name: str, message: str) -> JobStatus:
     """The protocol's status of a Vertex job, from its state's name and its error message."""
     state = STATES.get(state_name, JobState.RUNNING)
     return JobStatus(state, 1.0 if state is JobState.SUCCEEDED else 0.0, message)
+
+
+def genai_job_status(job: genai_types.TuningJob | genai_types.BatchJob) -> JobStatus:
+    """The protocol's status of a job google-genai returns (a tuning or a batch prediction job)."""
+    return job_status(job.state.value if job.state else "", (job.error.message or "") if job.error else "")
 
 
 def require_succeeded(job_id: str, status: JobStatus) -> None:

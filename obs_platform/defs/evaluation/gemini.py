@@ -12,7 +12,13 @@ import dagster as dg
 import pandas as pd
 
 from obs_platform.cloud.costs import Prices, priced, usd_per_1000_gemini_predictions
-from obs_platform.cloud.gemini_batch import PREDICTIONS_FILE, REQUESTS_FILE, batch_requests, read_batch_answers
+from obs_platform.cloud.gemini_batch import (
+    PREDICTIONS_FILE,
+    REQUESTS_FILE,
+    batch_requests,
+    read_batch_answers,
+    submitted_keys,
+)
 from obs_platform.cloud.vertex import VertexConfigError, label_value
 from obs_platform.data.redaction import Roster
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
@@ -183,9 +189,9 @@ def gemini_evaluation_report(
     outputs = [p for p in home.list_files(f"{folder}/output") if p.endswith(f"/{PREDICTIONS_FILE}")]
     if not outputs:
         raise dg.Failure(f"no batch answers under {home.uri(folder)}/output: the batch job has not succeeded")
-    requests = batch_requests([o.instance() for o in _observations(data)], taxonomy.load(), _roster(home))
+    keys = submitted_keys(home.read_bytes(f"{folder}/{REQUESTS_FILE}"))
     lines = [line for path in outputs for line in home.read_bytes(path).splitlines()]
-    answers = read_batch_answers(lines, requests.keys, taxonomy.load())
+    answers = read_batch_answers(lines, keys, taxonomy.load())
     result = _scored(data, list(answers.predictions), taxonomy.load())
     store.save(f"{version.folder}/evaluation/{data_key}", result)
 
