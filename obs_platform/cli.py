@@ -281,10 +281,10 @@ def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 def feedback_stats() -> None:
     """Educators' feedback so far, per model version and domain: accepted at top-1 and within the top 3,
     corrected, none of these."""
-    from obs_platform.serving.feedback import feedback_table
+    from obs_platform.serving.monitor import feedback_table
     from obs_platform.taxonomy import load_taxonomy
 
-    table = feedback_table(_local_root(), load_taxonomy(Settings.from_env().taxonomy_path))
+    table = feedback_table(LocalStorage(_local_root()), load_taxonomy(Settings.from_env().taxonomy_path))
     if table.empty:
         typer.echo("no feedback yet: educators send it through the endpoint (`POST /v1/feedback`)")
         return

@@ -61,6 +61,7 @@ def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions, echo: Call
     if served and "url" in served:
         echo("")
         echo(f'endpoint: {served["url"]}  (model {served["model_version"]}; `obs-platform classify "..."`)')
+        echo(f"review page: {served['url']}/  (the bearer token is in {served.get('token', 'endpoint/token')})")
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict | None:

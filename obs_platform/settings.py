@@ -49,6 +49,10 @@ class Settings:
     tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
     prices: Prices = field(default_factory=Prices)  # what cost estimates multiply by (cloud/costs.py)
     sensor_interval_seconds: int = 30  # how often the job-status and automation sensors tick
+    monitor_cron: str = "0 6 * * *"
+    monitor_drift_threshold: float = 0.2
+    monitor_acceptance_margin: float = 0.10
+    monitor_window_days: int = 7
     work_dir: str = str(DEFAULT_WORK_DIR)  # local copies of models and endpoint state when the home is a bucket
     train_options: dict[str, int] = field(default_factory=dict)
 
@@ -68,7 +72,9 @@ class Settings:
         `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED),
         the prices of `obs_platform.cloud.costs.PRICE_VARIABLES` (unset: estimates without dollars),
         `OBS_PLATFORM_WORK_DIR` (where a bucket-backed deployment keeps local model copies and endpoint state),
-        `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS` (how often the job-status and automation sensors tick). The
+        `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS` (how often the job-status and automation sensors tick);
+        the serving monitor's `OBS_PLATFORM_MONITOR_CRON`, `OBS_PLATFORM_MONITOR_DRIFT_THRESHOLD` (PSI),
+        `OBS_PLATFORM_MONITOR_ACCEPTANCE_MARGIN` and `OBS_PLATFORM_MONITOR_WINDOW_DAYS`. The
         Vertex deployment's own variables are read by `obs_platform.cloud.vertex.VertexSettings`."""
         load_dotenv(override=False)
         home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
@@ -106,6 +112,14 @@ class Settings:
             prices=Prices.from_env(),
             work_dir=os.environ.get("OBS_PLATFORM_WORK_DIR") or cls.work_dir,
             sensor_interval_seconds=int(os.environ.get("OBS_PLATFORM_SENSOR_INTERVAL_SECONDS") or 30),
+            monitor_cron=os.environ.get("OBS_PLATFORM_MONITOR_CRON") or cls.monitor_cron,
+            monitor_drift_threshold=float(
+                os.environ.get("OBS_PLATFORM_MONITOR_DRIFT_THRESHOLD") or cls.monitor_drift_threshold
+            ),
+            monitor_acceptance_margin=float(
+                os.environ.get("OBS_PLATFORM_MONITOR_ACCEPTANCE_MARGIN") or cls.monitor_acceptance_margin
+            ),
+            monitor_window_days=int(os.environ.get("OBS_PLATFORM_MONITOR_WINDOW_DAYS") or cls.monitor_window_days),
             tuning_timeout_seconds=float(
                 os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
             ),

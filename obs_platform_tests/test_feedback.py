@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 
-import dagster as dg
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -22,13 +21,13 @@ from obs_platform.data.formats import RequestTexts
 from obs_platform.data.raw import parse_export
 from obs_platform.serving.app import create_app
 from obs_platform.serving.client import ClassifierError, ObservationClassifier, RequestRejected
-from obs_platform.serving.feedback import EXPORT_FOLDER, FEEDBACK_FOLDER, Feedback, FeedbackStore, feedback_table
+from obs_platform.serving.feedback import EXPORT_FOLDER, FEEDBACK_FOLDER, Feedback, FeedbackStore
+from obs_platform.serving.monitor import feedback_table
 from obs_platform.serving.prediction_log import PredictionLog
 from obs_platform.serving.results import Instance, Prediction, Suggestion
+from obs_platform.storage import LocalStorage
 
 from .endpoint_harness import served
-from .test_automation import landing_tick
-from .test_data_assets import load_defs, run_data_group
 
 TOKEN = "t0ken"
 NOTES = ["Counted five ducks on the pond.", "Sang the whole of Twinkle Twinkle.", "Hopped on one foot to the gate."]
@@ -83,7 +82,8 @@ def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint,
     assert sorted((tmp_path / EXPORT_FOLDER).glob("*.jsonl")) == [export]  # "none of these" is kept out
     assert json.loads(export.read_text().splitlines()[1])["childAgeMonths"] == 40  # the note as it was sent
     assert store.counts() == {"accepted": 1, "corrected": 1, "none_of_these": 1}
-    [row] = feedback_table(tmp_path, eyfs).to_dict("records")  # every prediction suggested the same domain first
+    # Every prediction suggested the same domain first: one row.
+    [row] = feedback_table(LocalStorage(tmp_path), eyfs).to_dict("records")
     assert (row["model_version"], row["domain"]) == ("m/v1", eyfs.domain(eyfs.attributes[0].domain_id).key)
     assert (row["feedback"], row["accepted_top1"], row["corrected"], row["none_of_these"]) == (3, 1, 1, 1)
     monkeypatch.setenv("OBS_PLATFORM_HOME", str(tmp_path))
@@ -172,31 +172,3 @@ def test_nothing_answered_is_lost_when_the_writer_is_killed(tmp_path, eyfs):
     published = set(result.canonical["observation_id"])
     assert published == {f"fb-{p}" for p in [*kept, "after"]}  # every record, once, across the exports
     assert not list((tmp_path / EXPORT_FOLDER).glob(".*"))  # no temporary file left in the landing area
-
-
-@pytest.mark.slow  # the data assets twice on the sample corpus (about 10 s): `make test` runs it
-def test_the_landing_sensor_takes_feedback_into_the_next_training_data(monkeypatch, landed_storage, eyfs):
-    """The loop's data half: corrected feedback lands as an export, the landing sensor asks for a run, and the
-    training splits hold the note, redacted, with the educator's label; "none of these" is nowhere."""
-    root = landed_storage.root
-    defs = load_defs(monkeypatch, root)
-    with dg.DagsterInstance.ephemeral() as instance:
-        assert run_data_group(defs, instance).success
-        before = landing_tick(landed_storage, None)
-        store = FeedbackStore(root, eyfs, records_per_file=1)
-        corrected_to = eyfs.attributes[5]
-        note = "Zephyrine built a tower of nine bricks and counted them as she went, pointing at each one."
-        store.record(Feedback("a" * 32, "oss-classifier/v1", note, 44.0, "Zephyrine Quill", "corrected",
-                              corrected_to.id, corrected_to.label_levels[-1].title, time.time()))  # fmt: skip
-        store.record(Feedback("b" * 32, "oss-classifier/v1", "Played outside.", 30.0, None, "none_of_these",
-                              None, None, time.time()))  # fmt: skip
-        store.close()
-        after = landing_tick(landed_storage, before.cursor)
-        [request] = after.run_requests
-        assert "1 added" in request.tags["obs-platform/changes"]
-        assert run_data_group(defs, instance).success
-        splits = pd.read_parquet(root / "assets" / "training_splits.parquet")
-    [row] = splits[splits["observation_id"] == f"fb-{'a' * 32}"].to_dict("records")
-    assert row["attribute_id"] == corrected_to.id and row["progression_title"] == corrected_to.label_levels[-1].title
-    assert "Zephyrine" not in row["text"] and "Quill" not in row["text"]  # redacted like every export
-    assert not splits["observation_id"].eq(f"fb-{'b' * 32}").any()

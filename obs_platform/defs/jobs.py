@@ -10,6 +10,8 @@ DEPLOY_JOB = "deploy"
 DATA_JOB = "data"
 REFRESH_JOB = "refresh"
 EVALUATE_JOB = "evaluate"
+MONITOR_JOB = "monitor"
+SERVING_MONITOR = dg.AssetKey("serving_monitor")
 
 TUNED_MODEL = dg.AssetKey("tuned_oss_model")
 TUNED_GEMINI_MODEL = dg.AssetKey("tuned_gemini_model")
@@ -31,7 +33,8 @@ def jobs() -> dg.Definitions:
             ),
             dg.define_asset_job(
                 DEPLOY_JOB,
-                selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False),
+                selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False)
+                - dg.AssetSelection.assets(SERVING_MONITOR),
                 description="Everything after the tuned model: calibration, evaluation report, promotion gate, "
                 "champion and endpoint. Automation runs it when a model lands; run it by hand to re-deploy.",
             ),
@@ -46,6 +49,12 @@ def jobs() -> dg.Definitions:
                 selection=dg.AssetSelection.groups("data", "evaluation"),
                 description="The data assets and the evaluation of the newest model (no training): keeps reports "
                 "current.",
+            ),
+            dg.define_asset_job(
+                MONITOR_JOB,
+                selection=dg.AssetSelection.assets(SERVING_MONITOR),
+                description="The served model watched: volume, latency, drift against the training split and "
+                "educators' acceptance, from the endpoint's prediction and feedback logs.",
             ),
             dg.define_asset_job(
                 DATA_JOB,

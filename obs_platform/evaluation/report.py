@@ -14,15 +14,21 @@ REPORT_VERSION = 1
 
 
 def comparison_table(report: dict[str, Any]) -> pd.DataFrame:
-    """One row per system (the model, then the baselines): test-split headline numbers and external macro-F1."""
+    """One row per system (the model, then the baselines): test-split headline numbers, external macro-F1, and the
+    field: the share of educators' feedback on the version's served predictions that accepted its first suggestion
+    (with how much feedback that is; empty for a system never served)."""
     rows = []
     for name, metrics in report["test"].items():
         external = report.get("external", {}).get("results", {}).get(name)
+        field = report.get("field", {}).get(name, {})
+        accuracy = field.get("accuracy")
         rows.append(
             {
                 "system": name,
                 **{k: round(v, 3) for k, v in summary_row(metrics).items()},
                 "external_domain_macro_f1": round(external["macro_f1"], 3) if external else None,
+                "field_accuracy": round(accuracy, 3) if accuracy is not None else None,
+                "field_feedback": field.get("feedback", 0),
             }
         )
     return pd.DataFrame(rows)
@@ -33,14 +39,23 @@ def build_report(
     test: dict[str, dict[str, Any]],
     external: dict[str, Any] | None,
     calibration: dict[str, Any] | None,
+    field: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`test` maps a system name (the model version's label first, then baselines) to its metrics."""
-    report = {"report_version": REPORT_VERSION, "model": model, "test": test, "calibration": calibration}
+    """`test` maps a system name (the model version's label first, then baselines) to its metrics; `field` a served
+    system's name to its accuracy on educators' feedback (`accuracy`, `feedback`)."""
+    report = {"report_version": REPORT_VERSION, "model": model, "test": test, "calibration": calibration,
+              "field": field or {}}  # fmt: skip
     if external is not None:
         report["external"] = external
     table = comparison_table(report)
     report["comparison"] = table.astype(object).where(table.notna(), None).to_dict(orient="records")
     return report
+
+
+def _shown_comparison(report: dict[str, Any]) -> pd.DataFrame:
+    """The comparison table, without the field columns while no version has feedback."""
+    table = comparison_table(report)
+    return table if report.get("field") else table.drop(columns=["field_accuracy", "field_feedback"])
 
 
 def markdown_summary(report: dict[str, Any]) -> str:
@@ -49,7 +64,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"### {model['label']} on the test split ({model['test_examples']} observations, dataset "
         f"{model['dataset_version']})",
         "",
-        comparison_table(report).to_markdown(index=False),
+        _shown_comparison(report).to_markdown(index=False),
         "",
     ]
     external = report.get("external")

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     log = PredictionLog(local_root / PREDICTION_LOG_FOLDER) if logging_here else None
     feedback = FeedbackStore(local_root, taxonomy) if logging_here else None
     info["prediction_log"] = str(log.folder) if log else None
-    app = create_app(predictor, info, token, local_root, batching, log, feedback)
+    app = create_app(predictor, info, token, local_root, batching, log, feedback, taxonomy=taxonomy)
     uvicorn.run(app, host=args.host, port=args.port, log_config=log_config(), log_level="warning", access_log=False)
 
 

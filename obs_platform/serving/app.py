@@ -8,7 +8,9 @@ personal data): errors give the field and the problem, not the value. The bearer
 body is read; the body is read as a stream and refused (413) past `MAX_BODY_BYTES`, chunked or not, and read as
 JSON whatever its `Content-Type` says. Every prediction goes through one `InferenceQueue`, which batches across
 requests and answers 429 with `Retry-After` (and a ticket keeping the request's place, `Obs-Queue-Ticket`) when
-its line is longer than its deadline.
+its line is longer than its deadline. `GET /` serves the review page educators use (`review_page.html`: classify a
+note, accept a suggestion or pick another ELG, send the feedback), which asks no token as it holds no data; the
+page reads the label space from `GET /v1/taxonomy`, which does.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at run time.
@@ -23,13 +25,14 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect
@@ -41,15 +44,23 @@ from obs_platform.serving.feedback import Choice, Feedback, FeedbackStore
 from obs_platform.serving.prediction_log import IssuedPrediction, LoggedPrediction, PredictionLog, note_digest
 from obs_platform.serving.predictor import Predictor
 from obs_platform.serving.results import Instance, Prediction
+from obs_platform.taxonomy import Taxonomy
 
 MAX_BATCH = 64
 MAX_BODY_BYTES = 1_000_000
 TICKET_HEADER = "Obs-Queue-Ticket"  # a 429 hands one out; the request sent again brings it back
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away: nobody reads it
-KNOWN_PATHS = ("/health", "/v1/model", "/v1/predict", "/v1/feedback")
+KNOWN_PATHS = ("/", "/health", "/v1/model", "/v1/predict", "/v1/feedback", "/v1/taxonomy")
 FIELDS = {"instances", "notes", "child_age_months", "child_name", "image_uri", "prediction_id", "model_version",
           "choice", "attribute_id", "level"}  # fmt: skip
 ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+PAGE_HEADERS = {  # the page is one file with its style and script inline; it loads nothing from elsewhere
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -264,10 +275,14 @@ def create_app(
     batching: BatchingSettings | None = None,
     prediction_log: PredictionLog | None = None,
     feedback_store: FeedbackStore | None = None,
+    *,
+    taxonomy: Taxonomy | None = None,
 ) -> FastAPI:
     """The endpoint's app. `token=None` only behind Vertex AI, which authenticates callers before a request
-    reaches the container; everywhere else every route but /health needs the bearer token."""
+    reaches the container; everywhere else every route but /health and the review page needs the bearer token.
+    `taxonomy`: the label space the review page's picker lists (`GET /v1/taxonomy`; 501 without one)."""
     queue = InferenceQueue(predictor, batching)
+    page = resources.files("obs_platform.serving").joinpath("review_page.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -308,6 +323,10 @@ def create_app(
         loc = ["body", "instances", index, "image_uri"]
         raise HTTPException(status_code=422, detail=[{"loc": loc, "msg": problem, "type": "value_error"}])
 
+    @app.get("/", include_in_schema=False)
+    def review_page() -> HTMLResponse:
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model_version": model_info.get("model_version")}
@@ -315,6 +334,18 @@ def create_app(
     @app.get("/v1/model", dependencies=[Depends(authorised)])
     def model() -> dict[str, Any]:
         return model_info
+
+    @app.get("/v1/taxonomy", dependencies=[Depends(authorised)])
+    def label_space() -> dict[str, Any]:
+        if taxonomy is None:
+            raise HTTPException(status_code=501, detail="this endpoint was started without its taxonomy")
+        domains = [
+            {"id": domain.id, "key": domain.key, "name": domain.name,
+             "attributes": [{"id": a.id, "name": a.name, "levels": [level.title for level in a.label_levels]}
+                            for a in domain.attributes]}
+            for domain in taxonomy.domains
+        ]  # fmt: skip
+        return {"name": taxonomy.name, "domains": domains}
 
     @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra={"requestBody": PREDICT_BODY})
     async def predict(request: Request) -> Response:

@@ -18,19 +18,16 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-import pandas as pd
-
-from obs_platform.serving.prediction_log import PREDICTION_LOG_FOLDER, PredictionLog
 from obs_platform.settings import LANDING_PREFIX
 from obs_platform.taxonomy import Taxonomy
 
 Choice = Literal["accepted", "corrected", "none_of_these"]
 FEEDBACK_FOLDER = "serving/feedback"
+FEEDBACK_LOG = f"{FEEDBACK_FOLDER}/log.jsonl"  # under the storage root
 EXPORT_FOLDER = f"{LANDING_PREFIX}/feedback"
 RECORDS_PER_FILE = 100
 EDUCATOR_ID = "feedback"  # the raw export's educator: these notes came back through the endpoint
@@ -81,10 +78,10 @@ class FeedbackStore:
         self.root, self.taxonomy, self.records_per_file = root, taxonomy, records_per_file
         self.folder = root / FEEDBACK_FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.folder / "log.jsonl"
+        self.log_path = root / FEEDBACK_LOG
         self._lock = threading.Lock()
         _cut_torn_line(self.log_path)
-        self._records = list(_read(self.log_path))
+        self._records = read_feedback(self.log_path.read_bytes() if self.log_path.exists() else b"")
         self._answered = {record.prediction_id for record in self._records}
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 (kept open: one append per feedback)
         self.publish(force=False)
@@ -140,10 +137,11 @@ class FeedbackStore:
         return int(json.loads(mark.read_text())["lines"]) if mark.exists() else 0
 
 
-def _read(path: Path) -> Iterator[Feedback]:
-    if path.exists():
-        for line in path.read_bytes().splitlines():
-            yield Feedback(**json.loads(line))
+def read_feedback(log: bytes) -> list[Feedback]:
+    """The records of a feedback log's bytes; a last line without its newline (a write a kill interrupted, never
+    answered) is left out."""
+    complete = log[: log.rfind(b"\n") + 1]
+    return [Feedback(**json.loads(line)) for line in complete.splitlines() if line.strip()]
 
 
 def _cut_torn_line(path: Path) -> None:
@@ -166,31 +164,3 @@ def _write_atomically(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-
-
-def feedback_table(root: Path, taxonomy: Taxonomy) -> pd.DataFrame:
-    """Educators' verdicts per model version and per domain of the suggestion they answered: accepted at top-1,
-    accepted within the top 3, corrected, none of these, and the share accepted at top-1 (what to set beside the
-    evaluation's test accuracy). Feedback on a prediction the log no longer holds counts under domain `?`."""
-    issued = PredictionLog(root / PREDICTION_LOG_FOLDER)
-    rows = []
-    for record in _read(root / FEEDBACK_FOLDER / "log.jsonl"):
-        prediction = issued.issued(record.prediction_id)
-        suggested = prediction.suggested if prediction else ()
-        top = suggested[0] if suggested and suggested[0] else None
-        rows.append({
-            "model_version": record.model_version,
-            "domain": taxonomy.domain(taxonomy.attribute(top).domain_id).key if top else "?",
-            "accepted_top1": record.choice == "accepted" and record.attribute_id == top,
-            "accepted_top3": record.choice == "accepted",
-            "corrected": record.choice == "corrected",
-            "none_of_these": record.choice == "none_of_these",
-        })  # fmt: skip
-    if not rows:
-        return pd.DataFrame()
-    table = pd.DataFrame(rows).groupby(["model_version", "domain"]).agg(
-        feedback=("accepted_top3", "size"), accepted_top1=("accepted_top1", "sum"),
-        accepted_top3=("accepted_top3", "sum"), corrected=("corrected", "sum"), none_of_these=("none_of_these", "sum"),
-    )  # fmt: skip
-    table["top1_acceptance"] = (table["accepted_top1"] / table["feedback"]).round(3)
-    return table.reset_index()

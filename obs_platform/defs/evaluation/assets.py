@@ -24,8 +24,10 @@ from obs_platform.evaluation.runs import EvaluationSet, SystemResult, fit_calibr
 from obs_platform.evaluation.store import EvaluationStore
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
+from obs_platform.serving.monitor import field_accuracy
 from obs_platform.serving.predictor import ClassifierPredictor, model_mode
-from obs_platform.storage import LocalStorage
+from obs_platform.storage import LocalStorage, Storage
+from obs_platform.taxonomy import Taxonomy
 from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 GROUP = "evaluation"
@@ -260,12 +262,14 @@ def evaluation_report(
         if models.storage.exists(calibration_path)
         else None
     )
+    served = {version.label: version.label} | ({f"{champion.label} (champion)": champion.label} if champion else {})
     report = build_report(
         model={"label": version.label, "dataset_version": version.dataset_version, "data_key": data_key,
                "test_examples": len(data.test), "champion": champion.label if champion else None},
         test={name: r.test_metrics for name, r in system_results.items()},
         external=external_section(data, system_results),
         calibration=calibration,
+        field=field_results(storage.client(), taxonomy.load(), served),
     )  # fmt: skip
     report["promotion"] = promotion_decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
     report_uri = store.write_json(f"{folder}/{REPORT_FILE}", report)
@@ -303,6 +307,17 @@ def evaluation_report(
             ),
         }
     )
+
+
+def field_results(home: Storage, taxonomy: Taxonomy, served: dict[str, str]) -> dict[str, dict]:
+    """Each served system's accuracy on educators' feedback (`served`: system name → model version): a version
+    answers the endpoint's traffic only once promoted, so its feedback is all from after its promotion."""
+    results = {}
+    for system, label in served.items():
+        accuracy, feedback = field_accuracy(home, taxonomy, label)
+        if feedback:
+            results[system] = {"accuracy": accuracy, "feedback": feedback}
+    return results
 
 
 def promotion_decision(

@@ -6,6 +6,7 @@ import dagster as dg
 from obs_platform.defs.cloud.resources import VertexResource, configured_vertex
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.serving.hosts import LocalModelHost, ModelHost
+from obs_platform.serving.monitor import MonitorSettings
 from obs_platform.settings import Settings
 from obs_platform.storage import LocalStorage
 from obs_platform.training.registry import ModelRegistry
@@ -31,9 +32,28 @@ class ServingResource(dg.ConfigurableResource):
         return LocalModelHost(client.root, taxonomy.path)
 
 
+class MonitorResource(dg.ConfigurableResource):
+    """When the serving monitor warns: the predicted ELGs' PSI against the training split above `drift_threshold`,
+    or top-1 acceptance more than `acceptance_margin` below the test accuracy, over the last `window_days` days."""
+
+    drift_threshold: float = 0.2
+    acceptance_margin: float = 0.10
+    window_days: int = 7
+
+    def settings(self) -> MonitorSettings:
+        return MonitorSettings(self.drift_threshold, self.acceptance_margin, self.window_days)
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions(
-        resources={"serving": ServingResource(vertex=configured_vertex(settings), kind=settings.backend)}
+        resources={
+            "serving": ServingResource(vertex=configured_vertex(settings), kind=settings.backend),
+            "monitor": MonitorResource(
+                drift_threshold=settings.monitor_drift_threshold,
+                acceptance_margin=settings.monitor_acceptance_margin,
+                window_days=settings.monitor_window_days,
+            ),
+        }
     )
