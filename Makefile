@@ -3,7 +3,7 @@ VENV ?= $(HOME)/.local/share/obs-platform/venv
 export OBS_PLATFORM_VENV := $(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast
+.PHONY: install run lint test test-fast
 
 install:
 	@bash scripts/install.sh
@@ -12,8 +12,12 @@ run: install
 	$(VENV)/bin/obs-platform init --with-sample-data
 	$(VENV)/bin/obs-platform run
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/ruff format --check --quiet .
+
+test: lint
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: lint
 	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -83,11 +83,19 @@ def measure(client: httpx.Client, notes: list[dict], requests: int, batch_size: 
         batch_latencies.append((time.perf_counter() - start) * 1000)
     elapsed = time.perf_counter() - begin
     return [
-        {"requests": f"1 observation x {requests}", "p50_ms": percentile(latencies, 0.5),
-         "p99_ms": percentile(latencies, 0.99), "observations_per_s": 1000 / statistics.mean(latencies)},
-        {"requests": f"{batch_size} observations x {len(batches)}", "p50_ms": percentile(batch_latencies, 0.5),
-         "p99_ms": percentile(batch_latencies, 0.99), "observations_per_s": sum(map(len, batches)) / elapsed},
-    ]  # fmt: skip
+        {
+            "requests": f"1 observation x {requests}",
+            "p50_ms": percentile(latencies, 0.5),
+            "p99_ms": percentile(latencies, 0.99),
+            "observations_per_s": 1000 / statistics.mean(latencies),
+        },
+        {
+            "requests": f"{batch_size} observations x {len(batches)}",
+            "p50_ms": percentile(batch_latencies, 0.5),
+            "p99_ms": percentile(batch_latencies, 0.99),
+            "observations_per_s": sum(map(len, batches)) / elapsed,
+        },
+    ]
 
 
 def answers(client: httpx.Client, records: list[dict]) -> list[int]:
@@ -169,14 +177,18 @@ def sweep_setting(url: str, token: str, notes: list[dict], clients: int, batch_s
     elapsed = time.perf_counter() - begin
     statuses = run.statuses
     return {
-        "clients": clients, "batch": batch_size, "calls": requests, "seconds": elapsed,
+        "clients": clients,
+        "batch": batch_size,
+        "calls": requests,
+        "seconds": elapsed,
         "observations_per_s": run.observations / elapsed,
         "call_p50_s": percentile(run.latencies, 0.5) if run.latencies else None,
         "call_p99_s": percentile(run.latencies, 0.99) if run.latencies else None,
-        "429s": statuses.get(429, 0), "timeouts": run.timeouts,
+        "429s": statuses.get(429, 0),
+        "timeouts": run.timeouts,
         "5xx": sum(count for status, count in statuses.items() if status >= 500),
         "failed_calls": len(run.failures),
-    }  # fmt: skip
+    }
 
 
 def sweep(url: str, token: str, notes: list[dict], clients: list[int], sizes: list[int], observations: int) -> bool:
@@ -195,12 +207,18 @@ def sweep(url: str, token: str, notes: list[dict], clients: list[int], sizes: li
         return True
     verdicts = []
     for row in table[table.clients == BAR_CLIENTS].to_dict("records"):
-        met = (row["timeouts"] == 0 and row["5xx"] == 0 and row["failed_calls"] == 0
-               and row["vs_fewest_callers"] >= BAR_THROUGHPUT_RATIO)  # fmt: skip
+        met = (
+            row["timeouts"] == 0
+            and row["5xx"] == 0
+            and row["failed_calls"] == 0
+            and row["vs_fewest_callers"] >= BAR_THROUGHPUT_RATIO
+        )
         verdicts.append(met)
-        print(f"bar, {BAR_CLIENTS} callers x batch {row['batch']}: {'met' if met else 'NOT met'} (throughput "
-              f"{row['vs_fewest_callers']:.2f} of one caller's, {row['timeouts']} timeouts, {row['5xx']} 5xx, "
-              f"{row['failed_calls']} failed calls, {row['429s']} 429s honoured)")  # fmt: skip
+        print(
+            f"bar, {BAR_CLIENTS} callers x batch {row['batch']}: {'met' if met else 'NOT met'} (throughput "
+            f"{row['vs_fewest_callers']:.2f} of one caller's, {row['timeouts']} timeouts, {row['5xx']} 5xx, "
+            f"{row['failed_calls']} failed calls, {row['429s']} 429s honoured)"
+        )
     return all(verdicts)
 
 
@@ -243,8 +261,10 @@ def main() -> None:
                     "attribute_accuracy": sum(f == r["attribute_id"] for f, r in zip(found, labelled)) / len(labelled),
                     "agreement": sum(a == b for a, b in zip(found, first_answers)) / len(found),
                 }
-                rows += [{"runtime": runtime, **row, **quality} for row in measure(client, notes, args.requests,
-                                                                                     args.batch_size)]  # fmt: skip
+                rows += [
+                    {"runtime": runtime, **row, **quality}
+                    for row in measure(client, notes, args.requests, args.batch_size)
+                ]
         if position == 0 and not args.no_sweep:
             print(f"concurrency sweep on {runtime} ({os.cpu_count()} cores)")
             bar_met = sweep(state.url, token, notes, args.clients, args.sweep_batch_sizes, args.sweep_observations)
@@ -253,8 +273,9 @@ def main() -> None:
     if was_running is not None:  # leave the endpoint as it was found
         endpoint.start(root, was_running.model_dir, was_running.model_version, settings.taxonomy_path)
     if rows:
-        print(f"endpoint {label} (fp32, CPU, {os.cpu_count()} cores); accuracy on {len(labelled)} "
-              "validation + test notes")  # fmt: skip
+        print(
+            f"endpoint {label} (fp32, CPU, {os.cpu_count()} cores); accuracy on {len(labelled)} validation + test notes"
+        )
         print(pd.DataFrame(rows).round(3).to_markdown(index=False))
     raise SystemExit(0 if bar_met else 1)
 

@@ -63,7 +63,13 @@ class Recipe:
 
 DEFAULT = HybridRecipe()
 FROZEN = replace(DEFAULT, encoder_tuning_steps=0)  # the ablations below: seconds per fold, not minutes
-LEXICAL_ONLY = dict(encoder_weight=0.0, age_weight=0.0, taxonomy_weight=0.0, char_ngrams=False, balanced=False)
+LEXICAL_ONLY = {
+    "encoder_weight": 0.0,
+    "age_weight": 0.0,
+    "taxonomy_weight": 0.0,
+    "char_ngrams": False,
+    "balanced": False,
+}
 RECIPES = {
     r.name: r
     for r in [
@@ -135,8 +141,12 @@ class Encoders:
             if window not in self._frozen:
                 self._frozen[window] = SentenceEncoder(self.path, *window, cache=True)
             return self._frozen[window]
-        key = (hash(tuple(e.observation_id for e in rows)), window, recipe.encoder_tuning_steps,
-               recipe.encoder_learning_rate)  # fmt: skip
+        key = (
+            hash(tuple(e.observation_id for e in rows)),
+            window,
+            recipe.encoder_tuning_steps,
+            recipe.encoder_learning_rate,
+        )
         if key not in self._tuned:
             if self._tuned and next(iter(self._tuned))[0] != key[0]:
                 self._tuned.clear()  # a new fold: the previous fold's encoders are done with
@@ -145,9 +155,13 @@ class Encoders:
 
 
 def fit_recipe(
-    recipe: Recipe, train: list[Example], texts: list[Example], labels: LabelMaps, encoders: Encoders,
+    recipe: Recipe,
+    train: list[Example],
+    texts: list[Example],
+    labels: LabelMaps,
+    encoders: Encoders,
     records: dict[str, dict],
-) -> tuple[Logits, Callable[[], Logits]]:  # fmt: skip
+) -> tuple[Logits, Callable[[], Logits]]:
     """The fitted model's logits, and a maker of an uncached copy (for latency)."""
     if not recipe.lora:
         model = fit_hybrid(train, texts, labels, recipe.hybrid, encoders.get(recipe.hybrid, [*train, *texts]))
@@ -164,9 +178,13 @@ def fit_recipe(
     def averaged(logits: Logits) -> Logits:
         def combined(inputs: list[str]) -> dict:
             first, second = lora(inputs), logits(inputs)
-            return {head: np.log(recipe.lora_share * softmax(np.asarray(first[head], dtype=float))
-                                 + (1 - recipe.lora_share) * softmax(np.asarray(second[head], dtype=float)))
-                    for head in ("attribute", "level")}  # fmt: skip
+            return {
+                head: np.log(
+                    recipe.lora_share * softmax(np.asarray(first[head], dtype=float))
+                    + (1 - recipe.lora_share) * softmax(np.asarray(second[head], dtype=float))
+                )
+                for head in ("attribute", "level")
+            }
 
         return combined
 
@@ -185,8 +203,14 @@ def _fit_lora(train: list[Example], labels: LabelMaps, records: dict[str, dict])
     folder = Path(tempfile.mkdtemp(prefix="recipe-lora-"))
     for name, rows in (("train", [e for i, e in enumerate(train) if i % 10]), ("valid", train[::10])):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(records[e.observation_id]) + "\n" for e in rows))
-    train_classifier(TrainerConfig(recipe="lora", train=str(folder / "train.jsonl"),
-                                   valid=str(folder / "valid.jsonl"), output=str(folder / "run")))  # fmt: skip
+    train_classifier(
+        TrainerConfig(
+            recipe="lora",
+            train=str(folder / "train.jsonl"),
+            valid=str(folder / "valid.jsonl"),
+            output=str(folder / "run"),
+        )
+    )
     model, tokenizer, trained_labels = load_trained_classifier(folder / "run")
     order = [trained_labels.attributes.index(a) for a in labels.attributes if a in trained_labels.attributes]
 
@@ -264,9 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         groups = group_keys(pd.Series([records[e.observation_id]["text"] for e in examples])).to_numpy()
     strata = np.array([e.attribute for e in examples])
-    print(f"{folder}: {len(examples)} train+valid observations, {len(set(groups))} groups, "
-          f"{len(texts)} taxonomy texts; {args.folds} folds x {args.repeats} repeats, "
-          f"grouped by {args.group_by}\n")  # fmt: skip
+    print(
+        f"{folder}: {len(examples)} train+valid observations, {len(set(groups))} groups, "
+        f"{len(texts)} taxonomy texts; {args.folds} folds x {args.repeats} repeats, "
+        f"grouped by {args.group_by}\n"
+    )
 
     encoders = Encoders()
     results: dict[str, list[dict[str, float]]] = {name: [] for name in args.recipes}
@@ -288,8 +314,11 @@ def main(argv: list[str] | None = None) -> None:
                 results[name].append({**scores(logits([e.input for e in held]), held, labels), "train s": seconds})
                 if name not in latency:
                     latency[name] = latency_ms(uncached, [e.input for e in held[: args.latency_notes]])
-            print(f"repeat {repeat + 1} fold {fold + 1}: " + ", ".join(
-                f"{n} {results[n][-1]['attribute F1']:.3f}" for n in args.recipes), flush=True)  # fmt: skip
+            print(
+                f"repeat {repeat + 1} fold {fold + 1}: "
+                + ", ".join(f"{n} {results[n][-1]['attribute F1']:.3f}" for n in args.recipes),
+                flush=True,
+            )
     print()
     print(table(results, latency, args.recipes[0]))
 
@@ -303,8 +332,11 @@ def table(results: dict[str, list[dict[str, float]]], latency: dict[str, float],
         for metric in metrics:
             values = [r[metric] for r in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}" if metric == "train s"
-                         else f"{statistics.mean(values):.3f} ± {spread:.3f}")  # fmt: skip
+            cells.append(
+                f"{statistics.mean(values):.1f} ± {spread:.1f}"
+                if metric == "train s"
+                else f"{statistics.mean(values):.3f} ± {spread:.3f}"
+            )
         paired = [r["attribute F1"] - b["attribute F1"] for r, b in zip(runs, results[reference])]
         spread = statistics.stdev(paired) if len(paired) > 1 else 0.0
         cells += [f"{statistics.mean(paired):+.3f} ± {spread:.3f}", f"{latency[name]:.1f}"]

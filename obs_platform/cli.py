@@ -229,11 +229,17 @@ def jobs(
         typer.echo("no tuning jobs yet: `obs-platform run` submits one")
         return
     rows = [
-        (record.job_id, record.state, record.backend, record.dataset_version, record.model_version or "-",
-         "-" if record.estimated_usd is None else f"{record.estimated_usd:.2f}",
-         time.strftime("%Y-%m-%d %H:%M", time.localtime(record.submitted_at)))
+        (
+            record.job_id,
+            record.state,
+            record.backend,
+            record.dataset_version,
+            record.model_version or "-",
+            "-" if record.estimated_usd is None else f"{record.estimated_usd:.2f}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(record.submitted_at)),
+        )
         for record in _with_local_states(records)
-    ]  # fmt: skip
+    ]
     _echo_table(("job", "state", "backend", "dataset", "model", "est. USD", "submitted"), rows)
 
 

@@ -60,9 +60,14 @@ def spawn_holding_lock(command: list[str], lock_file: Path, log_file: Path, env:
             raise LockHeld(f"another process holds {lock_file}") from None
         with open(log_file, "ab") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env=env, pass_fds=(lock.fileno(),),
-            )  # fmt: skip
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                pass_fds=(lock.fileno(),),
+            )
     # The child's copy of the descriptor keeps the lock now that ours is closed.
     return Spawned(process, psutil.Process(process.pid).create_time())
 

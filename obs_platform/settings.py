@@ -95,13 +95,19 @@ class Settings:
             if os.environ.get(variable)
         }
         return cls(
-            home=home, taxonomy_path=taxonomy, backend=backend, train_mode=mode, train_recipe=recipe,
+            home=home,
+            taxonomy_path=taxonomy,
+            backend=backend,
+            train_mode=mode,
+            train_recipe=recipe,
             base_model=base_model,
-            train_options=options, endpoint_runtime=os.environ.get("OBS_PLATFORM_ENDPOINT_RUNTIME") or "onnx",
+            train_options=options,
+            endpoint_runtime=os.environ.get("OBS_PLATFORM_ENDPOINT_RUNTIME") or "onnx",
             promotion_tolerance=float(os.environ.get("OBS_PLATFORM_PROMOTION_TOLERANCE") or 0.01),
             promotion_floor=os.environ.get("OBS_PLATFORM_PROMOTION_FLOOR") or "tfidf_logistic",
             baselines=tuple(
-                b.strip() for b in (os.environ.get("OBS_PLATFORM_BASELINES") or ",".join(cls.baselines)).split(",")
+                b.strip()
+                for b in (os.environ.get("OBS_PLATFORM_BASELINES") or ",".join(cls.baselines)).split(",")
                 if b.strip()
             ),
             external_eval_path=os.environ.get("OBS_PLATFORM_EXTERNAL_EVAL", str(DEFAULT_EXTERNAL_EVAL)),
@@ -123,4 +129,4 @@ class Settings:
             tuning_timeout_seconds=float(
                 os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
             ),
-        )  # fmt: skip
+        )

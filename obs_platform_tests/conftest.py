@@ -157,9 +157,12 @@ def tiny_causal_lm(tmp_path_factory, chat_files) -> Path:
         ),
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
-    )  # fmt: skip
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
@@ -222,10 +225,16 @@ def trained_hybrid(tmp_path_factory, split_files, taxonomy_texts, tiny_bert) -> 
 
     output = tmp_path_factory.mktemp("hybrid")
     train_hybrid(
-        TrainerConfig(train=str(split_files["train"]), valid=str(split_files["valid"]), output=str(output),
-                      base_model=str(tiny_bert), taxonomy_texts=str(taxonomy_texts), encoder_tuning_steps=10,
-                      encoder_learning_rate=1e-3)
-    )  # fmt: skip
+        TrainerConfig(
+            train=str(split_files["train"]),
+            valid=str(split_files["valid"]),
+            output=str(output),
+            base_model=str(tiny_bert),
+            taxonomy_texts=str(taxonomy_texts),
+            encoder_tuning_steps=10,
+            encoder_learning_rate=1e-3,
+        )
+    )
     return output
 
 
@@ -237,7 +246,15 @@ def trained(tmp_path_factory, split_files, tiny_bert) -> Path:
 
     output = tmp_path_factory.mktemp("model")
     train_classifier(
-        TrainerConfig(recipe="lora", train=str(split_files["train"]), valid=str(split_files["valid"]),
-                      output=str(output), base_model=str(tiny_bert), epochs=1, batch_size=64, max_length=64)
-    )  # fmt: skip
+        TrainerConfig(
+            recipe="lora",
+            train=str(split_files["train"]),
+            valid=str(split_files["valid"]),
+            output=str(output),
+            base_model=str(tiny_bert),
+            epochs=1,
+            batch_size=64,
+            max_length=64,
+        )
+    )
     return output

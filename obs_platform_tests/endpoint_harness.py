@@ -45,8 +45,10 @@ class TimedPredictor:
         self.batches.append(list(instances))
         longest = max(min(self.max_length, len(i.notes) // 4 + 12) for i in instances)
         time.sleep(self.seconds_per_token * longest * len(instances))
-        return [Prediction("communication", "Communication", "Listening", len(i.notes), "Birth to three", 0.5, 0.5)
-                for i in instances]  # fmt: skip
+        return [
+            Prediction("communication", "Communication", "Listening", len(i.notes), "Birth to three", 0.5, 0.5)
+            for i in instances
+        ]
 
 
 @contextmanager

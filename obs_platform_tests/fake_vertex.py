@@ -49,15 +49,27 @@ if TYPE_CHECKING:  # imported by the fixture: conftest imports this module for e
 
 PROJECT_NUMBER = "271828182845"  # Vertex names the resources it creates by project number, not id
 JOB_STATE_NUMBERS = {  # google.cloud.aiplatform.v1.JobState
-    "JOB_STATE_QUEUED": 1, "JOB_STATE_PENDING": 2, "JOB_STATE_RUNNING": 3, "JOB_STATE_SUCCEEDED": 4,
-    "JOB_STATE_FAILED": 5, "JOB_STATE_CANCELLING": 6, "JOB_STATE_CANCELLED": 7, "JOB_STATE_PAUSED": 8,
+    "JOB_STATE_QUEUED": 1,
+    "JOB_STATE_PENDING": 2,
+    "JOB_STATE_RUNNING": 3,
+    "JOB_STATE_SUCCEEDED": 4,
+    "JOB_STATE_FAILED": 5,
+    "JOB_STATE_CANCELLING": 6,
+    "JOB_STATE_CANCELLED": 7,
+    "JOB_STATE_PAUSED": 8,
     "JOB_STATE_EXPIRED": 9,
-}  # fmt: skip
+}
 SUCCESS = ("JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED")
 FAILURE = ("JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_FAILED")
 FINISHED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
-ADAPTER_SIZES = {"ADAPTER_SIZE_ONE", "ADAPTER_SIZE_TWO", "ADAPTER_SIZE_FOUR", "ADAPTER_SIZE_EIGHT",
-                 "ADAPTER_SIZE_SIXTEEN", "ADAPTER_SIZE_THIRTY_TWO"}  # fmt: skip
+ADAPTER_SIZES = {
+    "ADAPTER_SIZE_ONE",
+    "ADAPTER_SIZE_TWO",
+    "ADAPTER_SIZE_FOUR",
+    "ADAPTER_SIZE_EIGHT",
+    "ADAPTER_SIZE_SIXTEEN",
+    "ADAPTER_SIZE_THIRTY_TWO",
+}
 DEPLOYMENT_RESOURCES_TYPES = {"DEDICATED_RESOURCES": 1, "AUTOMATIC_RESOURCES": 2, "SHARED_RESOURCES": 3}
 ENUM_NUMBERS = {"state": JOB_STATE_NUMBERS, "supportedDeploymentResourcesTypes": DEPLOYMENT_RESOURCES_TYPES}
 LINES_CHECKED = 10  # Vertex validates a tuning file's format from its first lines
@@ -196,8 +208,12 @@ class FakeVertex:
                 return endpoint
             if method == "PATCH" and not verb:
                 return self._update_endpoint(endpoint, body, query.get("updateMask", ""))
-            serve = {"deployModel": self._deploy, "undeployModel": self._undeploy, "predict": self._predict,
-                     "generateContent": self._generate}  # fmt: skip
+            serve = {
+                "deployModel": self._deploy,
+                "undeployModel": self._undeploy,
+                "predict": self._predict,
+                "generateContent": self._generate,
+            }
             if method == "POST" and verb in serve:
                 return serve[verb](endpoint, body)
         if method == "GET" and (operation := OPERATION.fullmatch(path)):
@@ -261,11 +277,16 @@ class FakeVertex:
         if not self._folder_exists(artifacts):  # found while the operation runs, not when it is requested
             return self._operation(name, error={"code": 3, "message": f"No model files found in {artifacts}."})
         self.models[name] = {
-            **model, "name": name, "versionId": "1", "versionAliases": ["default"], "createTime": CREATE_TIME,
+            **model,
+            "name": name,
+            "versionId": "1",
+            "versionAliases": ["default"],
+            "createTime": CREATE_TIME,
             "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],  # what a custom container serves on
-        }  # fmt: skip
-        return self._operation(name, response={"@type": f"{RESPONSE_TYPE}UploadModelResponse", "model": name,
-                                               "modelVersionId": "1"})  # fmt: skip
+        }
+        return self._operation(
+            name, response={"@type": f"{RESPONSE_TYPE}UploadModelResponse", "model": name, "modelVersionId": "1"}
+        )
 
     def _create_endpoint(self, parent: str, body: dict[str, Any]) -> dict[str, Any]:
         _require(body.get("displayName"), "endpoint.displayName is required")
@@ -290,23 +311,35 @@ class FakeVertex:
         _require(model_name in self.models, f"deployedModel.model {deployed.get('model')!r} does not exist")
         resources = deployed.get("dedicatedResources")
         _require(resources, "the model supports DEDICATED_RESOURCES only: deployedModel needs dedicatedResources")
-        _require((resources.get("machineSpec") or {}).get("machineType"),
-                 "dedicatedResources.machineSpec.machineType is required")  # fmt: skip
+        _require(
+            (resources.get("machineSpec") or {}).get("machineType"),
+            "dedicatedResources.machineSpec.machineType is required",
+        )
         minimum = int(resources.get("minReplicaCount", 0))
         _require(minimum >= 1, "dedicatedResources.minReplicaCount must be at least 1")
-        _require(int(resources.get("maxReplicaCount", minimum)) >= minimum,
-                 "dedicatedResources.maxReplicaCount must be at least minReplicaCount")  # fmt: skip
+        _require(
+            int(resources.get("maxReplicaCount", minimum)) >= minimum,
+            "dedicatedResources.maxReplicaCount must be at least minReplicaCount",
+        )
         split = body.get("trafficSplit") or {}
         known = {"0"} | {model["id"] for model in endpoint.get("deployedModels", [])}
-        _require(set(split) <= known and sum(int(share) for share in split.values()) == 100,
-                 'trafficSplit must give 100 percent to deployed models ("0": the one deployed now)')  # fmt: skip
+        _require(
+            set(split) <= known and sum(int(share) for share in split.values()) == 100,
+            'trafficSplit must give 100 percent to deployed models ("0": the one deployed now)',
+        )
         number = next(self._ids)
-        shown = {**deployed, "id": str(number), "model": model_name, "modelVersionId": "1",
-                 "createTime": _seconds_after_create_time(number)}  # fmt: skip
+        shown = {
+            **deployed,
+            "id": str(number),
+            "model": model_name,
+            "modelVersionId": "1",
+            "createTime": _seconds_after_create_time(number),
+        }
         endpoint.setdefault("deployedModels", []).append(shown)
         endpoint["trafficSplit"] = {(shown["id"] if key == "0" else key): int(share) for key, share in split.items()}
-        return self._operation(endpoint["name"], response={"@type": f"{RESPONSE_TYPE}DeployModelResponse",
-                                                           "deployedModel": shown})  # fmt: skip
+        return self._operation(
+            endpoint["name"], response={"@type": f"{RESPONSE_TYPE}DeployModelResponse", "deployedModel": shown}
+        )
 
     def _update_endpoint(self, endpoint: dict[str, Any], body: dict[str, Any], update_mask: str) -> dict[str, Any]:
         """Update the fields the mask names (comma-separated, in JSON or proto spelling): here only the traffic
@@ -316,8 +349,10 @@ class FakeVertex:
         _require(paths <= {"trafficSplit", "traffic_split"}, f"the fake updates trafficSplit only, not {update_mask!r}")
         split = {key: int(share) for key, share in (body.get("trafficSplit") or {}).items()}
         deployed = {model["id"] for model in endpoint.get("deployedModels", [])}
-        _require(set(split) <= deployed and sum(split.values()) == 100,
-                 "trafficSplit must give 100 percent to models deployed on the endpoint")  # fmt: skip
+        _require(
+            set(split) <= deployed and sum(split.values()) == 100,
+            "trafficSplit must give 100 percent to models deployed on the endpoint",
+        )
         endpoint["trafficSplit"] = split
         return endpoint
 
@@ -329,9 +364,10 @@ class FakeVertex:
         if deployed_id not in {model["id"] for model in deployed}:
             raise Refused(404, "NOT_FOUND", f"Deployed model {deployed_id!r} not found on endpoint {endpoint['name']}.")
         requested = {key: int(share) for key, share in (body.get("trafficSplit") or {}).items()}
-        _require(not requested or (set(requested) <= {model["id"] for model in deployed}
-                                   and sum(requested.values()) == 100),
-                 "trafficSplit must give 100 percent to deployed models")  # fmt: skip
+        _require(
+            not requested or (set(requested) <= {model["id"] for model in deployed} and sum(requested.values()) == 100),
+            "trafficSplit must give 100 percent to deployed models",
+        )
         split = requested or endpoint.get("trafficSplit") or {}
         if share := split.get(deployed_id):
             raise Refused(400, "FAILED_PRECONDITION", f"Deployed model {deployed_id} has {share}% of the traffic.")
@@ -343,8 +379,10 @@ class FakeVertex:
         instances = body.get("instances")
         _require(isinstance(instances, list) and instances, "instances must not be empty")
         for instance in instances:  # the serving app refuses an instance without notes
-            _require(isinstance(instance, dict) and isinstance(instance.get("notes"), str),
-                     f"every instance needs notes: {instance!r}")  # fmt: skip
+            _require(
+                isinstance(instance, dict) and isinstance(instance.get("notes"), str),
+                f"every instance needs notes: {instance!r}",
+            )
         traffic = endpoint.get("trafficSplit") or {}
         serving = [model for model in endpoint.get("deployedModels", []) if traffic.get(model["id"])]
         if not serving:
@@ -365,16 +403,21 @@ class FakeVertex:
         _require(not problem, f"the request {problem}")
         answer = self.answers.pop(0) if self.answers else self.default_answer()
         return {
-            "candidates": [{
-                "content": {"role": "model", "parts": [{"text": answer}]},
-                "finishReason": "STOP",
-                "avgLogprobs": ANSWER_MEAN_LOGPROB,
-            }],
-            "usageMetadata": {"promptTokenCount": 80, "candidatesTokenCount": ANSWER_TOKENS,
-                              "totalTokenCount": 80 + ANSWER_TOKENS},
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": answer}]},
+                    "finishReason": "STOP",
+                    "avgLogprobs": ANSWER_MEAN_LOGPROB,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 80,
+                "candidatesTokenCount": ANSWER_TOKENS,
+                "totalTokenCount": 80 + ANSWER_TOKENS,
+            },
             "modelVersion": endpoint["deployedModels"][0]["model"],
             "createTime": CREATE_TIME,
-        }  # fmt: skip
+        }
 
     def _operation(self, resource: str, **outcome: dict[str, Any]) -> dict[str, Any]:
         """A long-running operation on a resource, not done when it starts and done (with its `response` or
@@ -407,8 +450,10 @@ class FakeVertex:
     def _check_tuning_job(self, body: dict[str, Any]) -> None:
         tuning = body.get("supervisedTuningSpec") or {}
         _require(body.get("baseModel"), "baseModel is required")
-        _require(str(tuning.get("trainingDatasetUri", "")).startswith("gs://"),
-                 "supervisedTuningSpec.trainingDatasetUri must be a gs:// URI")  # fmt: skip
+        _require(
+            str(tuning.get("trainingDatasetUri", "")).startswith("gs://"),
+            "supervisedTuningSpec.trainingDatasetUri must be a gs:// URI",
+        )
         hyper = tuning.get("hyperParameters") or {}
         _require(int(hyper.get("epochCount", 1)) > 0, "hyperParameters.epochCount must be positive")
         _require(hyper.get("adapterSize", "ADAPTER_SIZE_FOUR") in ADAPTER_SIZES, "unknown adapterSize")
@@ -426,8 +471,10 @@ class FakeVertex:
             _require(machine.get("machineType"), "workerPoolSpecs.machineSpec.machineType is required")
             _require(int(pool.get("replicaCount", 0)) > 0, "workerPoolSpecs.replicaCount must be positive")
             _require(container.get("imageUri"), "workerPoolSpecs.containerSpec.imageUri is required")
-            _require(bool(machine.get("acceleratorType")) == bool(machine.get("acceleratorCount")),
-                     "machineSpec.acceleratorType and acceleratorCount go together")  # fmt: skip
+            _require(
+                bool(machine.get("acceleratorType")) == bool(machine.get("acceleratorCount")),
+                "machineSpec.acceleratorType and acceleratorCount go together",
+            )
 
     def _check_batch_job(self, body: dict[str, Any]) -> None:
         _require(body.get("model"), "model is required")
@@ -516,10 +563,15 @@ class FakeVertex:
         prompt = "".join(part.get("text", "") for part in request["contents"][-1]["parts"])
         answer = self.batch_answer(number, prompt)
         line["response"] = {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": answer}]}, "finishReason": "STOP",
-                            "avgLogprobs": ANSWER_MEAN_LOGPROB}],
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": answer}]},
+                    "finishReason": "STOP",
+                    "avgLogprobs": ANSWER_MEAN_LOGPROB,
+                }
+            ],
             "usageMetadata": {"promptTokenCount": len(prompt) // 4, "candidatesTokenCount": len(answer) // 4},
-        }  # fmt: skip
+        }
         return line
 
     def batch_answer(self, number: int, prompt: str) -> str:
@@ -549,7 +601,7 @@ class FakeVertex:
                     "tuningStepCount": "8",
                     "totalBillableTokenCount": "1234",
                 },
-            },  # fmt: skip
+            },
             "endTime": "2026-01-01T01:00:00Z",
         }
 
@@ -595,8 +647,10 @@ def _args(resource: dict[str, Any]) -> dict[str, str]:
 def _with_int_enums(value: Any) -> Any:
     """A response as `enum-encoding=int` asks for it: enums (job states, deployment resource types) as numbers."""
     if isinstance(value, dict):
-        return {key: _enum_number(ENUM_NUMBERS[key], item) if key in ENUM_NUMBERS else _with_int_enums(item)
-                for key, item in value.items()}  # fmt: skip
+        return {
+            key: _enum_number(ENUM_NUMBERS[key], item) if key in ENUM_NUMBERS else _with_int_enums(item)
+            for key, item in value.items()
+        }
     return [_with_int_enums(item) for item in value] if isinstance(value, list) else value
 
 
@@ -626,8 +680,10 @@ class _Handler(BaseHTTPRequestHandler):
             if "enum-encoding=int" in unquote(query):
                 answer = _with_int_enums(answer)
         except Refused as refused:
-            code, answer = refused.code, {"error": {"code": refused.code, "message": refused.message,
-                                                    "status": refused.status}}  # fmt: skip
+            code, answer = (
+                refused.code,
+                {"error": {"code": refused.code, "message": refused.message, "status": refused.status}},
+            )
         payload = json.dumps(answer).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")

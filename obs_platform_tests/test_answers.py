@@ -40,7 +40,7 @@ def test_an_exact_answer_is_valid_with_its_secondary_tags():
             answer(level="Three and four year olds"),
             Tag("mathematics", "Numerical Patterns", "Three and four-year-olds"),
             "level",
-        ),  # fmt: skip
+        ),
         # The attribute is the more specific name: it moves the answer to its own domain.
         (answer(attribute="Speaking"), Tag("communication_and_language", "Speaking", "Reception"), "domain"),
         (answer(domain="Mathematic"), Tag("mathematics", "Numerical Patterns", "Reception"), "domain"),

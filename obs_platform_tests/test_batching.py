@@ -198,10 +198,15 @@ def test_stopping_refuses_what_is_still_queued(hold):
 def test_settings_from_the_environment():
     assert BatchingSettings.from_env({}) == BatchingSettings()
     settings = BatchingSettings.from_env(
-        {"OBS_PLATFORM_ENDPOINT_MAX_QUEUE_SECONDS": "2.5", "OBS_PLATFORM_ENDPOINT_BATCH_TOKENS": "4096",
-         "OBS_PLATFORM_ENDPOINT_BATCH_WAIT_MS": "2", "OBS_PLATFORM_ENDPOINT_FORWARD_BATCH": "8"}
-    )  # fmt: skip
-    assert settings == BatchingSettings(batch_tokens=4096, forward_batch=8, max_wait_seconds=0.002,
-                                        max_queue_seconds=2.5)  # fmt: skip
+        {
+            "OBS_PLATFORM_ENDPOINT_MAX_QUEUE_SECONDS": "2.5",
+            "OBS_PLATFORM_ENDPOINT_BATCH_TOKENS": "4096",
+            "OBS_PLATFORM_ENDPOINT_BATCH_WAIT_MS": "2",
+            "OBS_PLATFORM_ENDPOINT_FORWARD_BATCH": "8",
+        }
+    )
+    assert settings == BatchingSettings(
+        batch_tokens=4096, forward_batch=8, max_wait_seconds=0.002, max_queue_seconds=2.5
+    )
     with pytest.raises(ValueError, match="invalid endpoint batching settings"):
         BatchingSettings.from_env({"OBS_PLATFORM_ENDPOINT_MAX_QUEUE_SECONDS": "0"})

@@ -41,8 +41,18 @@ def test_run_without_landed_data_fails_with_one_clear_line(monkeypatch, tmp_path
 
 
 def test_every_command_has_help():
-    commands = ([], ["init"], ["run"], ["evaluate"], ["classify"], ["jobs"], ["endpoint"], ["endpoint", "start"],
-                ["endpoint", "stop"], ["endpoint", "status"])  # fmt: skip
+    commands = (
+        [],
+        ["init"],
+        ["run"],
+        ["evaluate"],
+        ["classify"],
+        ["jobs"],
+        ["endpoint"],
+        ["endpoint", "start"],
+        ["endpoint", "stop"],
+        ["endpoint", "status"],
+    )
     for command in commands:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
@@ -57,8 +67,14 @@ def test_evaluate_without_a_model_fails_with_one_clear_line(monkeypatch, tmp_pat
 
 def submission(asset: str, job_id: str, backend: str, submitted_at: float, **extra) -> dg.AssetMaterialization:
     """A job asset's materialisation as `_submit_once` records it (what the job-status sensor reads)."""
-    metadata = {"outcome": "submitted", "job_id": job_id, "backend": backend, "dataset_version": "data-1",
-                "submitted_at": submitted_at, **extra}  # fmt: skip
+    metadata = {
+        "outcome": "submitted",
+        "job_id": job_id,
+        "backend": backend,
+        "dataset_version": "data-1",
+        "submitted_at": submitted_at,
+        **extra,
+    }
     return dg.AssetMaterialization(asset, metadata=metadata)
 
 
@@ -80,15 +96,19 @@ def test_jobs_lists_every_job_of_the_event_log_local_and_vertex_alike(monkeypatc
         for event in (
             submission("oss_tuning_job", custom_job, "vertex-custom-job", NEW_YEAR_NOON),
             submission("oss_tuning_job", custom_job, "vertex-custom-job", NEW_YEAR_NOON, outcome="running"),
-            dg.AssetObservation("oss_tuning_job", metadata={"job_id": custom_job, "state": "SUCCEEDED",
-                                                            "model_version": "oss-classifier/v1"}),
-            dg.AssetMaterialization("tuned_oss_model", metadata={"job_id": custom_job, "estimated_usd": 3.75,
-                                                                 "machine_hours": 1.5}),
+            dg.AssetObservation(
+                "oss_tuning_job",
+                metadata={"job_id": custom_job, "state": "SUCCEEDED", "model_version": "oss-classifier/v1"},
+            ),
+            dg.AssetMaterialization(
+                "tuned_oss_model", metadata={"job_id": custom_job, "estimated_usd": 3.75, "machine_hours": 1.5}
+            ),
             submission("gemini_tuning_job", gemini_job, "vertex-gemini", NEW_YEAR_NOON + 60, estimated_usd=0.12),
-            dg.AssetMaterialization("oss_tuning_job", metadata={"outcome": "reused",
-                                                                "model_version": "oss-classifier/v1"}),
+            dg.AssetMaterialization(
+                "oss_tuning_job", metadata={"outcome": "reused", "model_version": "oss-classifier/v1"}
+            ),
             submission("oss_tuning_job", local_job, "local", time.time()),
-        ):  # fmt: skip
+        ):
             instance.report_runless_asset_event(event)
 
     [header, *lines] = runner.invoke(app, ["jobs"]).output.splitlines()

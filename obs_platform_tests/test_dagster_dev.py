@@ -35,8 +35,12 @@ def start_dagster_dev(env: dict[str, str], log: Path) -> tuple[subprocess.Popen,
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -122,14 +126,24 @@ def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, t
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     graph = defs.resolve_asset_graph()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=args,
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=args,
             viewport={"width": 1600, "height": 1000},
-        )  # fmt: skip
+        )
         page = browser.new_page()
         page.set_default_timeout(60_000)
         # Dagster's community prompt opens over the page a few seconds after the first load: dismissed whenever.
@@ -155,8 +169,10 @@ def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, t
 
             # The evaluation report: its markdown summary (the comparison table) and the confusion matrix.
             page.goto(f"{url}/assets/evaluation_report")
-            dialogs = [("summary", "table", "evaluation-summary.png"),
-                       ("confusion_domain_plot", "img[src^='data:image/png']", "confusion.png")]  # fmt: skip
+            dialogs = [
+                ("summary", "table", "evaluation-summary.png"),
+                ("confusion_domain_plot", "img[src^='data:image/png']", "confusion.png"),
+            ]
             for entry, shown, picture in dialogs:
                 page.locator("tr", has_text=entry).first.get_by_text("[Show Markdown]").click()
                 dialog = page.get_by_role("dialog").filter(has_text=entry)

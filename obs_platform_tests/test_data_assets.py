@@ -47,7 +47,7 @@ def test_definitions_load_and_group(monkeypatch, tmp_path):
     defs = load_defs(monkeypatch, tmp_path)
     graph = defs.resolve_asset_graph()
     data_keys = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "data"}
-    assert DATA_ASSETS <= data_keys
+    assert data_keys >= DATA_ASSETS
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("quarantined_observations", "raw_rows_accounted_for") in checks
     assert ("gemini_sft_jsonl", "gemini_lines_valid") in checks
@@ -197,5 +197,6 @@ def test_dagster_definitions_validate(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

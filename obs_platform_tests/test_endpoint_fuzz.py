@@ -47,8 +47,13 @@ def test_no_request_gets_a_5xx(api_schema, method, path, mode):
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES[path], deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=EXAMPLES[path],
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def answered_without_a_5xx(case):
         if mode is GenerationMode.POSITIVE:  # the negative cases keep whatever credentials were generated
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}
@@ -58,11 +63,13 @@ def test_no_request_gets_a_5xx(api_schema, method, path, mode):
 
 
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)  # surrogates and controls included
-PATHS = st.builds(lambda prefix, rest: prefix + rest, st.sampled_from(["", "/", "~", "gs://", "https://", "./"]),
-                  ANY_TEXT)  # fmt: skip
+PATHS = st.builds(
+    lambda prefix, rest: prefix + rest, st.sampled_from(["", "/", "~", "gs://", "https://", "./"]), ANY_TEXT
+)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), ANY_TEXT)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3),
-                      max_leaves=6)  # fmt: skip
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=6
+)
 INSTANCES = st.fixed_dictionaries(
     {"notes": ANY_TEXT | VALUES},
     optional={"child_age_months": st.floats() | VALUES, "child_name": ANY_TEXT | VALUES, "image_uri": PATHS | VALUES},
@@ -72,8 +79,7 @@ BODIES = st.one_of(st.fixed_dictionaries({"instances": st.lists(INSTANCES, max_s
 
 def test_arbitrary_json_bodies_get_no_5xx_and_no_echo(app):
     @given(body=BODIES)
-    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     def answered_without_a_5xx(body):
         raw = json.dumps(body, ensure_ascii=True, allow_nan=True).encode()  # \udXXX escapes, NaN, Infinity
         response = client.post("/v1/predict", content=raw, headers={"Authorization": f"Bearer {TOKEN}"})

@@ -59,18 +59,18 @@ def test_work_whose_caller_has_gone_is_withdrawn_before_it_is_computed():
     predictor = TimedPredictor(hold=hold)
     app = create_app(predictor, {"model_version": "v1"}, TOKEN)
     queue = app.state.inference_queue
-    with served(app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(http.post, "/v1/predict", json={"instances": [{"notes": "kept"}]}, timeout=10)
-            assert predictor.entered.wait(5)
-            with pytest.raises(httpx.ReadTimeout):
-                http.post("/v1/predict", json={"instances": [{"notes": "abandoned"}]}, timeout=0.3)
-            deadline = time.monotonic() + 5
-            while queue.stats().withdrawn == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert queue.stats().withdrawn == 1 and queue.stats().queued_requests == 0
-            hold.set()
-            assert first.result(10).status_code == 200
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with served(app) as url, httpx.Client(base_url=url, headers=auth) as http, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(http.post, "/v1/predict", json={"instances": [{"notes": "kept"}]}, timeout=10)
+        assert predictor.entered.wait(5)
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/predict", json={"instances": [{"notes": "abandoned"}]}, timeout=0.3)
+        deadline = time.monotonic() + 5
+        while queue.stats().withdrawn == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert queue.stats().withdrawn == 1 and queue.stats().queued_requests == 0
+        hold.set()
+        assert first.result(10).status_code == 200
     assert [[i.notes for i in batch] for batch in predictor.batches] == [["kept"]]
 
 

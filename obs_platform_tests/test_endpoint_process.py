@@ -93,10 +93,21 @@ class FlakyTransport:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
-        return {"model_version": "v", "predictions": [
-            {"domain": "d", "domain_name": "D", "attribute": "a", "attribute_id": 1, "level": "l", "confidence": 0.5,
-         "level_confidence": 0.5}
-        ] * len(instances)}  # fmt: skip
+        return {
+            "model_version": "v",
+            "predictions": [
+                {
+                    "domain": "d",
+                    "domain_name": "D",
+                    "attribute": "a",
+                    "attribute_id": 1,
+                    "level": "l",
+                    "confidence": 0.5,
+                    "level_confidence": 0.5,
+                }
+            ]
+            * len(instances),
+        }
 
 
 def test_transient_statuses_are_retried_and_other_4xx_are_not():

@@ -40,16 +40,30 @@ def _prediction(eyfs, name, level, confidence=0.9, top=(), tags=()):
     top_k = [Suggestion(domain.key, domain.name, attribute.name, attribute.id, confidence)] + [
         Suggestion("x", "x", n, _attribute(eyfs, n).id, 0.01) for n in top
     ]
-    return Prediction(domain.key, domain.name, attribute.name, attribute.id, level, confidence, 0.5, top_k,
-                      tags=[attribute.id, *(_attribute(eyfs, t).id for t in tags)])  # fmt: skip
+    return Prediction(
+        domain.key,
+        domain.name,
+        attribute.name,
+        attribute.id,
+        level,
+        confidence,
+        0.5,
+        top_k,
+        tags=[attribute.id, *(_attribute(eyfs, t).id for t in tags)],
+    )
 
 
 def _observation(eyfs, number, name, level, secondary=()):
     attribute = _attribute(eyfs, name)
     return LabelledObservation(
-        f"o{number}", "text", None, eyfs.domain(attribute.domain_id).key, attribute.id, level,
+        f"o{number}",
+        "text",
+        None,
+        eyfs.domain(attribute.domain_id).key,
+        attribute.id,
+        level,
         (attribute.id, *(_attribute(eyfs, s).id for s in secondary)),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -137,8 +151,9 @@ def test_report_schema_and_summary(known, eyfs):
     summary = markdown_summary(report)
     assert "| system" in summary and "External comment bank" in summary
     json.dumps(report)
-    png = confusion_matrix_png(metrics["attribute"]["confusion_matrix"]["matrix"],
-                               metrics["attribute"]["confusion_matrix"]["labels"], "test")  # fmt: skip
+    png = confusion_matrix_png(
+        metrics["attribute"]["confusion_matrix"]["matrix"], metrics["attribute"]["confusion_matrix"]["labels"], "test"
+    )
     assert png.startswith(b"\x89PNG")
 
 

@@ -12,9 +12,17 @@ from obs_platform.evaluation.families import FamilySummary, decide_served_model
 
 def summary(family: str, f1: float, usd: float | None) -> FamilySummary:
     return FamilySummary(
-        family=family, model_version=f"{family}/v1", data_key="k", test_examples=100, attribute_macro_f1=f1,
-        attribute_accuracy=f1, domain_macro_f1=f1, invalid_rate=0.0, usd_per_1000_predictions=usd, cost_basis="test",
-    )  # fmt: skip
+        family=family,
+        model_version=f"{family}/v1",
+        data_key="k",
+        test_examples=100,
+        attribute_macro_f1=f1,
+        attribute_accuracy=f1,
+        domain_macro_f1=f1,
+        invalid_rate=0.0,
+        usd_per_1000_predictions=usd,
+        cost_basis="test",
+    )
 
 
 def test_prices_come_from_the_environment_and_bad_ones_are_named(monkeypatch):
@@ -30,8 +38,12 @@ def test_prices_come_from_the_environment_and_bad_ones_are_named(monkeypatch):
 
 
 def test_cost_per_1000_predictions_of_each_family():
-    prices = Prices(online_usd_per_million_input_tokens=0.5, online_usd_per_million_output_tokens=2.0,
-                    serving_usd_per_machine_hour=0.8, serving_predictions_per_hour=400)  # fmt: skip
+    prices = Prices(
+        online_usd_per_million_input_tokens=0.5,
+        online_usd_per_million_output_tokens=2.0,
+        serving_usd_per_machine_hour=0.8,
+        serving_predictions_per_hour=400,
+    )
     assert usd_per_1000_gemini_predictions(300, 40, prices) == pytest.approx((300 * 0.5 + 40 * 2.0) / 1e3)
     assert usd_per_1000_endpoint_predictions(1, prices) == 2.0  # $0.80 an hour over 400 predictions an hour
     assert usd_per_1000_endpoint_predictions(1, Prices(serving_usd_per_machine_hour=0.8)) is None  # no traffic

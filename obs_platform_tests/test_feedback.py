@@ -51,8 +51,9 @@ class SuggestingPredictor:
 def endpoint(tmp_path, eyfs):
     store = FeedbackStore(tmp_path, eyfs, records_per_file=2)
     log = PredictionLog(tmp_path / "serving" / "predictions")
-    app = create_app(SuggestingPredictor(eyfs), {"model_version": "m/v1"}, TOKEN, prediction_log=log,
-                     feedback_store=store)  # fmt: skip
+    app = create_app(
+        SuggestingPredictor(eyfs), {"model_version": "m/v1"}, TOKEN, prediction_log=log, feedback_store=store
+    )
     with served(app) as url:
         yield ObservationClassifier.for_local_endpoint(url, TOKEN), store
 
@@ -68,15 +69,23 @@ def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint,
     results = client.classify_batch([{"notes": n, "child_age_months": 40, "child_name": "Amara"} for n in NOTES])
     corrected_to = eyfs.attributes[5]
     assert client.feedback(results[0], NOTES[0], "accepted")["attribute_id"] == eyfs.attributes[0].id
-    answer = client.feedback(results[1], NOTES[1], "corrected", attribute_id=corrected_to.id,
-                             level=corrected_to.label_levels[0].title, child_age_months=40)  # fmt: skip
+    answer = client.feedback(
+        results[1],
+        NOTES[1],
+        "corrected",
+        attribute_id=corrected_to.id,
+        level=corrected_to.label_levels[0].title,
+        child_age_months=40,
+    )
     assert answer["attribute_id"] == corrected_to.id
     # Two records waiting: published as one export of the raw shape, which the data assets read as they are.
     [export], result = exported_rows(tmp_path, eyfs)
     assert result.quarantined.empty and len(result.canonical) == 2
     labels = dict(zip(result.canonical["observation_id"], result.canonical["attribute_id"]))
-    assert labels == {f"fb-{results[0].prediction_id}": eyfs.attributes[0].id,
-                      f"fb-{results[1].prediction_id}": corrected_to.id}  # fmt: skip
+    assert labels == {
+        f"fb-{results[0].prediction_id}": eyfs.attributes[0].id,
+        f"fb-{results[1].prediction_id}": corrected_to.id,
+    }
     client.feedback(results[2], NOTES[2], "none_of_these")
     store.close()
     assert sorted((tmp_path / EXPORT_FOLDER).glob("*.jsonl")) == [export]  # "none of these" is kept out
@@ -148,8 +157,9 @@ for n in range(100000):
 
 
 def test_nothing_answered_is_lost_when_the_writer_is_killed(tmp_path, eyfs):
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(tmp_path)],
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WRITER), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     answered = []
     deadline = time.monotonic() + 60
     while len(answered) < 40 and time.monotonic() < deadline:
@@ -165,8 +175,11 @@ def test_nothing_answered_is_lost_when_the_writer_is_killed(tmp_path, eyfs):
     kept = [json.loads(line)["prediction_id"] for line in log.read_text().splitlines()]
     assert set(answered) <= set(kept) and "torn" not in kept and len(answered) >= 40
     attribute = eyfs.attributes[0]
-    store.record(Feedback("after", "m/v1", "note", None, None, "accepted", attribute.id,
-                          attribute.label_levels[0].title, time.time()))  # fmt: skip
+    store.record(
+        Feedback(
+            "after", "m/v1", "note", None, None, "accepted", attribute.id, attribute.label_levels[0].title, time.time()
+        )
+    )
     store.close()
     _, result = exported_rows(tmp_path, eyfs)
     published = set(result.canonical["observation_id"])

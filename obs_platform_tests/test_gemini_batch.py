@@ -34,9 +34,12 @@ NOTES = [f"Amara counted {n} ducks on the pond and said {'quack ' * n}" for n in
 def backend(fake_vertex: FakeVertex, gcs_emulator: str, eyfs) -> GeminiBatchBackend:
     fake_vertex.taxonomy = eyfs
     settings = VertexSettings(
-        project="obs-proj", region="europe-west2", staging_bucket=f"gs://{gcs_emulator}/vertex",
-        trainer_image_uri="image", api_endpoint=fake_vertex.url,
-    )  # fmt: skip
+        project="obs-proj",
+        region="europe-west2",
+        staging_bucket=f"gs://{gcs_emulator}/vertex",
+        trainer_image_uri="image",
+        api_endpoint=fake_vertex.url,
+    )
     return GeminiBatchBackend(settings)
 
 
@@ -53,8 +56,9 @@ def test_requests_are_what_the_tuned_model_was_taught(eyfs):
     [line] = [json.loads(line) for line in requests.jsonl.splitlines()]
     request = line["request"]
     assert request["systemInstruction"]["parts"] == [{"text": system_instruction(eyfs)}]
-    assert request["contents"] == [{"role": "user", "parts": [{"text": "Observation: [CHILD] poured water.\nChild's "
-                                                                       "age: 40 months"}]}]  # fmt: skip
+    assert request["contents"] == [
+        {"role": "user", "parts": [{"text": "Observation: [CHILD] poured water.\nChild's age: 40 months"}]}
+    ]
     assert request["generationConfig"] == {"temperature": 0, "responseMimeType": "application/json"}
     assert requests.estimated_input_tokens > 0 and requests.estimated_output_tokens > 0
     assert submitted_keys(requests.jsonl) == requests.keys  # what evaluation reads back from the bucket
@@ -92,8 +96,12 @@ def test_an_answer_missing_or_unreadable_counts_as_unanswered(eyfs):
     requests = batch_requests([Instance("Sang a song."), Instance("Hopped on one foot.")], eyfs, None)
     first = json.loads(requests.jsonl.splitlines()[0])["request"]
     answer = '{"domain": "physical_development", "attribute": "Gross Motor Skills", "level": "Reception"}'
-    lines = [b"{not json", json.dumps({"status": "", "request": first, "response": {"candidates": [
-        {"content": {"parts": [{"text": answer}]}}]}})]  # fmt: skip
+    lines = [
+        b"{not json",
+        json.dumps(
+            {"status": "", "request": first, "response": {"candidates": [{"content": {"parts": [{"text": answer}]}}]}}
+        ),
+    ]
     answers = read_batch_answers(lines, requests.keys, eyfs)
     assert [p.status for p in answers.predictions] == ["ok", "invalid"] and answers.unanswered == 1
     assert "no answer in the batch job's output" in answers.predictions[1].problem

@@ -22,8 +22,11 @@ from .test_feedback import TOKEN, SuggestingPredictor, exported_rows
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
 AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
-NOTES = ["Listened to the whole Gruffalo story and said why the mouse was clever.",
-         "Ran, jumped and balanced along the low beam without a hand to hold.", "Played in the sand tray."]  # fmt: skip
+NOTES = [
+    "Listened to the whole Gruffalo story and said why the mouse was clever.",
+    "Ran, jumped and balanced along the low beam without a hand to hold.",
+    "Played in the sand tray.",
+]
 
 
 class ConfidentPredictor(SuggestingPredictor):
@@ -40,8 +43,14 @@ class ConfidentPredictor(SuggestingPredictor):
 def review_endpoint(tmp_path, eyfs):
     store = FeedbackStore(tmp_path, eyfs, records_per_file=2)
     log = PredictionLog(tmp_path / "serving" / "predictions")
-    app = create_app(ConfidentPredictor(eyfs), {"model_version": "m/v1"}, TOKEN, prediction_log=log,
-                     feedback_store=store, taxonomy=eyfs)  # fmt: skip
+    app = create_app(
+        ConfidentPredictor(eyfs),
+        {"model_version": "m/v1"},
+        TOKEN,
+        prediction_log=log,
+        feedback_store=store,
+        taxonomy=eyfs,
+    )
     with served(app) as url:
         yield url, store
 
@@ -57,8 +66,9 @@ def test_the_page_asks_no_token_and_the_label_space_does(review_endpoint, eyfs):
     answer = httpx.get(f"{url}/v1/taxonomy", headers=AUTHORISED).json()
     assert [(d["id"], d["key"], d["name"]) for d in answer["domains"]] == [(d.id, d.key, d.name) for d in eyfs.domains]
     listed = {a["id"]: a for d in answer["domains"] for a in d["attributes"]}
-    assert listed == {a.id: {"id": a.id, "name": a.name, "levels": [level.title for level in a.label_levels]}
-                      for a in eyfs.attributes}  # fmt: skip
+    assert listed == {
+        a.id: {"id": a.id, "name": a.name, "levels": [level.title for level in a.label_levels]} for a in eyfs.attributes
+    }
 
 
 def test_without_a_taxonomy_the_label_space_is_501(eyfs):
@@ -76,16 +86,28 @@ def test_an_educator_accepts_and_corrects_on_a_phone(review_endpoint, tmp_path, 
     expect = sync_api.expect
     url, store = review_endpoint
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     suggested, corrected_to = eyfs.attributes[:3], eyfs.attributes[5]
     predicted_level = suggested[0].label_levels[0].title
     errors: list[str] = []
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=args,
-            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-        )  # fmt: skip
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=args,
+            viewport={"width": 390, "height": 844},
+            is_mobile=True,
+            has_touch=True,
+        )
         page = browser.new_page()
         page.set_default_timeout(15_000)
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -129,8 +129,10 @@ def test_errors_name_the_field_never_the_value(client):
         assert response.status_code == 422 and marker not in response.text
         assert all({"loc", "msg"} <= set(error) and "input" not in error for error in response.json()["detail"])
     assert client.post("/v1/predict", headers=AUTH, json=bodies[1]).json()["detail"][0]["loc"] == [
-        "instances", 0, "(unexpected field)"
-    ]  # fmt: skip
+        "instances",
+        0,
+        "(unexpected field)",
+    ]
 
 
 def test_auth_and_size_limits(client):

@@ -21,10 +21,17 @@ def generator_dir(tmp_path_factory, chat_files, tiny_causal_lm) -> Path:
         (folder / f"{name}.jsonl").write_text("\n".join(chat_files[name].read_text().splitlines()[:size]) + "\n")
     output = tmp_path_factory.mktemp("generator")
     train_sft(
-        TrainerConfig(mode="sft", train=str(folder / "train.jsonl"), valid=str(folder / "valid.jsonl"),
-                      output=str(output), base_model=str(tiny_causal_lm), epochs=1, max_new_tokens=24,
-                      eval_generations=2)
-    )  # fmt: skip
+        TrainerConfig(
+            mode="sft",
+            train=str(folder / "train.jsonl"),
+            valid=str(folder / "valid.jsonl"),
+            output=str(output),
+            base_model=str(tiny_causal_lm),
+            epochs=1,
+            max_new_tokens=24,
+            eval_generations=2,
+        )
+    )
     return output
 
 
@@ -56,7 +63,7 @@ def test_whatever_the_model_generates_the_answer_is_a_label_or_reported_invalid(
             ReadAnswer("repaired", Tag("mathematics", "Number", "Reception"), problem="attribute 'Numbr' → 'Number'"),
             "repaired",
             "Number",
-        ),  # fmt: skip
+        ),
         (ReadAnswer("invalid", None, problem="no label in answer 'hello'"), "invalid", ""),
         (ReadAnswer("valid", Tag("mathematics", "Not In This Taxonomy", "Reception")), "invalid", ""),
     ],

@@ -124,8 +124,19 @@ def record_feedback(root, eyfs, ids: list[str], accepted: int, version: str = "m
             choice, attribute = "accepted", eyfs.attributes[0]
         else:
             choice, attribute = "corrected", other
-        store.record(Feedback(prediction_id, version, "note", 40.0, None, choice, attribute.id,
-                              attribute.label_levels[0].title, time.time()))  # fmt: skip
+        store.record(
+            Feedback(
+                prediction_id,
+                version,
+                "note",
+                40.0,
+                None,
+                choice,
+                attribute.id,
+                attribute.label_levels[0].title,
+                time.time(),
+            )
+        )
     store.close()
 
 
@@ -160,8 +171,13 @@ def test_the_report_has_a_field_column_for_served_versions():
         "level": {"accuracy": 0.5, "within_one_accuracy": 0.8},
         "tags": {"micro_f1": 0.6},
     }
-    report = build_report({"label": "m/v2"}, {"m/v2": metrics, "m/v1 (champion)": metrics, "majority": metrics},
-                          None, None, field={"m/v1 (champion)": {"accuracy": 0.65, "feedback": 40}})  # fmt: skip
+    report = build_report(
+        {"label": "m/v2"},
+        {"m/v2": metrics, "m/v1 (champion)": metrics, "majority": metrics},
+        None,
+        None,
+        field={"m/v1 (champion)": {"accuracy": 0.65, "feedback": 40}},
+    )
     table = comparison_table(report).set_index("system")
     assert (
         table.loc["m/v1 (champion)", "field_accuracy"] == 0.65 and table.loc["m/v1 (champion)", "field_feedback"] == 40
@@ -177,9 +193,18 @@ def test_the_loop_from_suggestion_to_training_data_and_the_monitor(monkeypatch, 
     root = landed_storage.root
     defs = load_defs(monkeypatch, root)
     version = "oss-classifier/v1"
-    summary = FamilySummary(family="open-source", model_version=version, data_key="k", test_examples=100,
-                            attribute_macro_f1=0.7, attribute_accuracy=0.75, domain_macro_f1=0.8, invalid_rate=0.0,
-                            usd_per_1000_predictions=None, cost_basis="")  # fmt: skip
+    summary = FamilySummary(
+        family="open-source",
+        model_version=version,
+        data_key="k",
+        test_examples=100,
+        attribute_macro_f1=0.7,
+        attribute_accuracy=0.75,
+        domain_macro_f1=0.8,
+        invalid_rate=0.0,
+        usd_per_1000_predictions=None,
+        cost_basis="",
+    )
     decision = ServedModelDecision("open-source", version, "the only family", (summary.model_dump(),))
     landed_storage.write_bytes(SERVED_MODEL_PATH, orjson.dumps(decision.to_dict()))
     with dg.DagsterInstance.ephemeral() as instance:
@@ -188,17 +213,27 @@ def test_the_loop_from_suggestion_to_training_data_and_the_monitor(monkeypatch, 
 
         store = FeedbackStore(root, eyfs, records_per_file=100)
         log = PredictionLog(root / PREDICTION_LOG_FOLDER)
-        endpoint = create_app(SuggestingPredictor(eyfs), {"model_version": version}, TOKEN, prediction_log=log,
-                              feedback_store=store)  # fmt: skip
-        notes = ["Zephyrine built a tower of nine bricks and counted them as she went, pointing at each one.",
-                 "Sang the whole of Twinkle Twinkle with actions.", "Played outside."]  # fmt: skip
+        endpoint = create_app(
+            SuggestingPredictor(eyfs), {"model_version": version}, TOKEN, prediction_log=log, feedback_store=store
+        )
+        notes = [
+            "Zephyrine built a tower of nine bricks and counted them as she went, pointing at each one.",
+            "Sang the whole of Twinkle Twinkle with actions.",
+            "Played outside.",
+        ]
         corrected_to = eyfs.attributes[5]
         with served(endpoint) as url:  # stopping the app publishes what is waiting
             client = ObservationClassifier.for_local_endpoint(url, TOKEN)
             results = [client.classify(note, child_age_months=44, child_name="Zephyrine Quill") for note in notes]
-            client.feedback(results[0], notes[0], "corrected", attribute_id=corrected_to.id,
-                            level=corrected_to.label_levels[-1].title, child_age_months=44,
-                            child_name="Zephyrine Quill")  # fmt: skip
+            client.feedback(
+                results[0],
+                notes[0],
+                "corrected",
+                attribute_id=corrected_to.id,
+                level=corrected_to.label_levels[-1].title,
+                child_age_months=44,
+                child_name="Zephyrine Quill",
+            )
             client.feedback(results[1], notes[1], "accepted", child_age_months=44)
             client.feedback(results[2], notes[2], "none_of_these", child_age_months=44)
 

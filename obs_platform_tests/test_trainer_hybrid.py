@@ -131,8 +131,10 @@ def test_long_notes_are_read_in_windows(tiny_bert):
 
 
 def test_the_predictor_serves_the_hybrid_on_both_runtimes(trained_hybrid, eyfs, tiny_bert):
-    notes = [Instance(notes="Counted five ducks and said 'five!'", child_age_months=40),
-             Instance(notes="Climbed the A-frame and jumped off with two feet")]  # fmt: skip
+    notes = [
+        Instance(notes="Counted five ducks and said 'five!'", child_age_months=40),
+        Instance(notes="Climbed the A-frame and jumped off with two feet"),
+    ]
     on_torch = ClassifierPredictor(trained_hybrid, eyfs, base_model=str(tiny_bert))
     on_onnx = ClassifierPredictor(trained_hybrid, eyfs, base_model=str(tiny_bert), runtime="onnx")
     first, second = on_torch.predict(notes), on_onnx.predict(notes)
@@ -146,10 +148,25 @@ def test_the_predictor_serves_the_hybrid_on_both_runtimes(trained_hybrid, eyfs, 
 @pytest.mark.slow
 def test_the_command_line_trains_the_hybrid_by_default(tmp_path, split_files, taxonomy_texts, tiny_bert):
     run = tmp_path / "run"
-    args = ["--train", str(split_files["train"]), "--valid", str(split_files["valid"]), "--output", str(run),
-            "--base-model", str(tiny_bert), "--taxonomy-texts", str(taxonomy_texts),
-            "--char-ngrams", "false", "--encoder-tuning-steps", "3"]  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=300)
+    args = [
+        "--train",
+        str(split_files["train"]),
+        "--valid",
+        str(split_files["valid"]),
+        "--output",
+        str(run),
+        "--base-model",
+        str(tiny_bert),
+        "--taxonomy-texts",
+        str(taxonomy_texts),
+        "--char-ngrams",
+        "false",
+        "--encoder-tuning-steps",
+        "3",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["recipe"] == "hybrid" and manifest["hyperparameters"]["char_ngrams"] is False

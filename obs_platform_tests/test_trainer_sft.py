@@ -28,17 +28,43 @@ def chat_slice(tmp_path_factory, chat_files) -> dict[str, Path]:
 
 def args_for(chat_slice, base, output, *extra: str) -> list[str]:
     return [
-        "--mode", "sft", "--train", str(chat_slice["train"]), "--valid", str(chat_slice["valid"]),
-        "--output", str(output), "--base-model", str(base), "--epochs", "2", "--batch-size", "8",
-        "--max-length", "512", "--max-new-tokens", "40", "--eval-generations", "6", "--log-every", "1", *extra,
-    ]  # fmt: skip
+        "--mode",
+        "sft",
+        "--train",
+        str(chat_slice["train"]),
+        "--valid",
+        str(chat_slice["valid"]),
+        "--output",
+        str(output),
+        "--base-model",
+        str(base),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "512",
+        "--max-new-tokens",
+        "40",
+        "--eval-generations",
+        "6",
+        "--log-every",
+        "1",
+        *extra,
+    ]
 
 
 def test_sft_trains_evaluates_by_generation_and_saves_a_peft_adapter(tmp_path, chat_slice, tiny_causal_lm):
     run = tmp_path / "run"
     assert main(args_for(chat_slice, tiny_causal_lm, run)) == 0
-    for produced in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer.json",
-                     "label_space.json", "metrics.jsonl", "manifest.json"):  # fmt: skip
+    for produced in (
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "tokenizer/tokenizer.json",
+        "label_space.json",
+        "metrics.jsonl",
+        "manifest.json",
+    ):
         assert (run / produced).exists(), produced
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["mode"] == "sft" and manifest["quantized_4bit"] is False

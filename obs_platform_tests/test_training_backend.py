@@ -62,9 +62,15 @@ def test_the_recipe_decides_what_a_job_is_given():
 def test_a_hybrid_job_reports_its_encoder_tuning_steps_as_progress(tmp_path, split_files, taxonomy_texts, tiny_bert):
     backend = LocalSubprocessBackend(tmp_path)
     spec = spec_for(split_files, tiny_bert, recipe="hybrid", encoder_tuning_steps=300, log_every=1)
-    job_id = backend.submit(replace(spec, hyperparameters={k: v for k, v in spec.hyperparameters.items()
-                                                           if k not in ("epochs", "batch_size", "max_length")},
-                                    taxonomy_texts_uri=str(taxonomy_texts)))  # fmt: skip
+    job_id = backend.submit(
+        replace(
+            spec,
+            hyperparameters={
+                k: v for k, v in spec.hyperparameters.items() if k not in ("epochs", "batch_size", "max_length")
+            },
+            taxonomy_texts_uri=str(taxonomy_texts),
+        )
+    )
     seen = set()
     while not (status := backend.status(job_id)).state.finished:
         seen.add(status.progress)

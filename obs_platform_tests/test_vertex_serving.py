@@ -57,10 +57,13 @@ def fake(fake_vertex: FakeVertex, eyfs) -> FakeVertex:
 @pytest.fixture
 def settings(fake: FakeVertex, gcs_emulator: str) -> VertexSettings:
     return VertexSettings(
-        project="obs-proj", region="europe-west2", staging_bucket=f"gs://{gcs_emulator}/vertex",
-        trainer_image_uri="europe-west2-docker.pkg.dev/obs-proj/obs/obs-trainer:test", api_endpoint=fake.url,
+        project="obs-proj",
+        region="europe-west2",
+        staging_bucket=f"gs://{gcs_emulator}/vertex",
+        trainer_image_uri="europe-west2-docker.pkg.dev/obs-proj/obs/obs-trainer:test",
+        api_endpoint=fake.url,
         serving_image_uri=SERVING_IMAGE,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -118,18 +121,22 @@ def test_upload_registers_the_version_served_by_the_serving_image(settings, fake
     name = deployer.upload("obs-v3", model_files, {"dataset_version": "Data_1", "taxonomy": "eyfs"})
 
     assert name.startswith(f"{LOCATION}/models/")
-    assert fake.requests("models:upload") == [{
-        "model": {
-            "displayName": "obs-v3",
-            "artifactUri": model_files,
-            "labels": {"dataset_version": "data_1", "taxonomy": "eyfs"},  # made valid label values
-            "containerSpec": {
-                "imageUri": SERVING_IMAGE, "predictRoute": "/v1/predict", "healthRoute": "/health",
-                "ports": [{"containerPort": 8080}],
-                "env": [{"name": "OBS_PLATFORM_MODEL_VERSION", "value": "obs-v3"}],  # what the app reports
-            },
+    assert fake.requests("models:upload") == [
+        {
+            "model": {
+                "displayName": "obs-v3",
+                "artifactUri": model_files,
+                "labels": {"dataset_version": "data_1", "taxonomy": "eyfs"},  # made valid label values
+                "containerSpec": {
+                    "imageUri": SERVING_IMAGE,
+                    "predictRoute": "/v1/predict",
+                    "healthRoute": "/health",
+                    "ports": [{"containerPort": 8080}],
+                    "env": [{"name": "OBS_PLATFORM_MODEL_VERSION", "value": "obs-v3"}],  # what the app reports
+                },
+            }
         }
-    }]  # fmt: skip
+    ]
     # The upload is a long-running operation, waited for: the generated client polls it under /ui/, not /v1/.
     [poll] = polled_operations(fake)
     assert poll.startswith(f"/ui/{name}/operations/")
@@ -163,14 +170,20 @@ def test_deploy_creates_the_endpoint_once_and_moves_traffic_to_the_newest_model(
 
     assert endpoint.startswith(f"{LOCATION}/endpoints/")
     assert fake.created("endpoints") == [{"displayName": "obs-classifier"}]
-    assert fake.requests(":deployModel") == [{
-        "deployedModel": {
-            "model": first, "displayName": "obs-classifier",
-            "dedicatedResources": {"machineSpec": {"machineType": "n1-standard-2"}, "minReplicaCount": 1,
-                                   "maxReplicaCount": 1},
-        },
-        "trafficSplit": {"0": 100},
-    }]  # fmt: skip
+    assert fake.requests(":deployModel") == [
+        {
+            "deployedModel": {
+                "model": first,
+                "displayName": "obs-classifier",
+                "dedicatedResources": {
+                    "machineSpec": {"machineType": "n1-standard-2"},
+                    "minReplicaCount": 1,
+                    "maxReplicaCount": 1,
+                },
+            },
+            "trafficSplit": {"0": 100},
+        }
+    ]
     assert len(polled_operations(fake)) == 3  # upload, create, deploy: each waited for
 
     assert deployer.deploy(first, "obs-classifier").endpoint == endpoint  # already deployed there: nothing to do
@@ -308,8 +321,9 @@ def test_a_refused_traffic_update_is_a_job_error(settings, fake, model_files, mo
     # What the fake refuses, as the service does: a split that is not 100 %, or that names no deployed model.
     for split in ({ids[v3]: 50}, {"404": 100}, {ids[v3]: 60, ids[v4]: 60}):
         with pytest.raises(api_exceptions.BadRequest, match="100 percent"):
-            client.update_endpoint(endpoint={"name": endpoint, "traffic_split": split},
-                                   update_mask={"paths": ["traffic_split"]})  # fmt: skip
+            client.update_endpoint(
+                endpoint={"name": endpoint, "traffic_split": split}, update_mask={"paths": ["traffic_split"]}
+            )
     with pytest.raises(api_exceptions.BadRequest, match="updateMask"):
         client.update_endpoint(endpoint={"name": endpoint, "traffic_split": {ids[v3]: 100}})
     assert fake.endpoints[endpoint]["trafficSplit"] == {ids[v4]: 100}
@@ -480,10 +494,17 @@ def test_gemini_is_asked_as_its_tuning_data_taught_it(gemini, fake, eyfs, gcs_em
     probability = round(math.exp(ANSWER_MEAN_LOGPROB * ANSWER_TOKENS), 4)
     expected = Suggestion.of(eyfs, attribute.id, probability)
     assert result == ClassificationResult(
-        domain=expected.domain, domain_name=expected.domain_name, attribute=attribute.name, attribute_id=attribute.id,
-        level=attribute.label_levels[0].title, confidence=probability, level_confidence=probability,
-        top_k=[expected], tags=[attribute.id], model_version=endpoint,
-    )  # fmt: skip
+        domain=expected.domain,
+        domain_name=expected.domain_name,
+        attribute=attribute.name,
+        attribute_id=attribute.id,
+        level=attribute.label_levels[0].title,
+        confidence=probability,
+        level_confidence=probability,
+        top_k=[expected],
+        tags=[attribute.id],
+        model_version=endpoint,
+    )
 
 
 def test_gemini_answers_that_name_no_label_are_invalid_predictions(gemini, fake, eyfs):

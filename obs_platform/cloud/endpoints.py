@@ -101,9 +101,13 @@ class VertexModelDeployer:
         return self._endpoints or self.settings.endpoint_service_client()
 
     def upload(
-        self, version_label: str, artifact_uri: str, labels: dict[str, str], serving_image_uri: str = "",
+        self,
+        version_label: str,
+        artifact_uri: str,
+        labels: dict[str, str],
+        serving_image_uri: str = "",
         environment: dict[str, str] | None = None,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Upload a version's model files (a `gs://` folder) as a Vertex Model named after the version and served by
         the serving image (the configured one when none is given) with `environment` set in its container;
         returns the Model's resource name."""
@@ -185,8 +189,9 @@ class VertexModelDeployer:
         returns the endpoint as updated."""
         from google.api_core.exceptions import GoogleAPICallError
 
-        with translated_errors(f"move all traffic of endpoint {endpoint_name} to deployed model {deployed_id}",
-                               GoogleAPICallError):  # fmt: skip
+        with translated_errors(
+            f"move all traffic of endpoint {endpoint_name} to deployed model {deployed_id}", GoogleAPICallError
+        ):
             return self.endpoints.update_endpoint(
                 endpoint={"name": endpoint_name, "traffic_split": {deployed_id: 100}},
                 update_mask={"paths": ["traffic_split"]},  # only the split: the rest of the endpoint stays as it is

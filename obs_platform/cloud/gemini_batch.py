@@ -145,9 +145,13 @@ def _prediction(response: Mapping[str, Any], space: LabelSpace, taxonomy: Taxono
     text = "".join(part.get("text", "") for part in parts if isinstance(part, Mapping))
     tokens = (response.get("usageMetadata") or {}).get("candidatesTokenCount")
     return gemini_prediction(
-        text, candidate.get("avgLogprobs"), int(tokens) if tokens else None,
-        f"finish reason: {candidate.get('finishReason')}", space, taxonomy,
-    )  # fmt: skip
+        text,
+        candidate.get("avgLogprobs"),
+        int(tokens) if tokens else None,
+        f"finish reason: {candidate.get('finishReason')}",
+        space,
+        taxonomy,
+    )
 
 
 class GeminiBatchBackend:

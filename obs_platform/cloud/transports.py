@@ -123,15 +123,23 @@ class GeminiTransport:
         candidate = response.candidates[0]
         tokens = response.usage_metadata.candidates_token_count if response.usage_metadata else None
         return gemini_prediction(
-            response.text, candidate.avg_logprobs, tokens, f"finish reason: {candidate.finish_reason}",
-            self.space, self.taxonomy,
-        )  # fmt: skip
+            response.text,
+            candidate.avg_logprobs,
+            tokens,
+            f"finish reason: {candidate.finish_reason}",
+            self.space,
+            self.taxonomy,
+        )
 
 
 def gemini_prediction(
-    text: str | None, mean_logprob: float | None, answer_tokens: int | None, why_no_text: str, space: LabelSpace,
+    text: str | None,
+    mean_logprob: float | None,
+    answer_tokens: int | None,
+    why_no_text: str,
+    space: LabelSpace,
     taxonomy: Taxonomy,
-) -> Prediction:  # fmt: skip
+) -> Prediction:
     """A Gemini answer (online or from a batch job) as a prediction: read against the label space (valid, repaired
     or invalid, never an error), its confidence the answer's probability."""
     if not text:

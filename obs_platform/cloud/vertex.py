@@ -143,9 +143,12 @@ class VertexSettings:
         if self.api_endpoint:
             options.base_url = self.api_endpoint.rstrip("/") + "/"
         return genai.Client(
-            vertexai=True, project=self.project, location=self.region, credentials=self._credentials(),
+            vertexai=True,
+            project=self.project,
+            location=self.region,
+            credentials=self._credentials(),
             http_options=options,
-        )  # fmt: skip
+        )
 
     def job_service_client(self) -> JobServiceClient:
         """Vertex AI's job service (custom jobs) over REST, on the region's endpoint."""

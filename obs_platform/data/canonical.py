@@ -234,7 +234,7 @@ def _type_names(series: pd.Series) -> pd.Series:
 def _coerce(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.DataFrame:
     typed = _coerce_values(mapped, taxonomy, reasons)
     text_columns = ["observation_id", "notes", "progression_title", *TEXT_FIELDS, "source_file"]
-    return typed.astype({c: STRING_DTYPE for c in text_columns})
+    return typed.astype(dict.fromkeys(text_columns, STRING_DTYPE))
 
 
 def _coerce_values(mapped: pd.DataFrame, taxonomy: Taxonomy, reasons: _Reasons) -> pd.DataFrame:

@@ -156,17 +156,27 @@ class TrainingLineRenderer:
         self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...], photos: Sequence[str]
     ) -> bytes:
         """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
-        return b"".join((
-            self._gemini_head, orjson.dumps(gemini_user_turn(user_text(text, age), photos)),
-            self._gemini_model, self._answer(label, secondary), b"}]}]}\n",
-        ))  # fmt: skip
+        return b"".join(
+            (
+                self._gemini_head,
+                orjson.dumps(gemini_user_turn(user_text(text, age), photos)),
+                self._gemini_model,
+                self._answer(label, secondary),
+                b"}]}]}\n",
+            )
+        )
 
     def chat(self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
         """One line of conversational JSONL as TRL's SFTTrainer reads it."""
-        return b"".join((
-            self._chat_head, orjson.dumps(user_text(text, age)),
-            self._chat_assistant, self._answer(label, secondary), b"}]}\n",
-        ))  # fmt: skip
+        return b"".join(
+            (
+                self._chat_head,
+                orjson.dumps(user_text(text, age)),
+                self._chat_assistant,
+                self._answer(label, secondary),
+                b"}]}\n",
+            )
+        )
 
 
 def _keys(example: TrainingExample) -> tuple[LabelKey, tuple[LabelKey, ...]]:

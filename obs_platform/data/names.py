@@ -318,7 +318,7 @@ def _in_phrase(
         n = len(phrase)
         for start in range(max(0, at - n + 1), at + 1):
             part = window[start : start + n]
-            if len(part) == n and all(w == p or w == STAND_IN_WORD for w, p in zip(part, phrase)):
+            if len(part) == n and all(w in (p, STAND_IN_WORD) for w, p in zip(part, phrase)):
                 return True
     return False
 

@@ -135,8 +135,10 @@ def _by_split(frame: pd.DataFrame, splits: Iterable[str]) -> dict[str, pd.DataFr
 
 def split_records(frame: pd.DataFrame) -> dict[str, list[dict]]:
     """The records of each split (`train`, `valid`, `test`) exactly as the split files hold them."""
-    return {name.removesuffix(".jsonl"): [orjson.loads(line) for line in _split_records(part)]
-            for name, part in _by_split(frame, SPLITS).items()}  # fmt: skip
+    return {
+        name.removesuffix(".jsonl"): [orjson.loads(line) for line in _split_records(part)]
+        for name, part in _by_split(frame, SPLITS).items()
+    }
 
 
 def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
@@ -156,18 +158,27 @@ def taxonomy_text_records(taxonomy: Taxonomy) -> list[dict]:
         texts += [(f"taxonomy-point-{p.id}", p.description, p.level) for p in attribute.points if not p.hidden]
         for record_id, text, level in texts:
             if text and text.strip():
-                records.append({
-                    "observation_id": record_id, "text": text.strip(), "child_age_months": None, **label,
-                    "progression_title": level.title if level else None,
-                    "level_index": taxonomy.level_index(level.title) if level else None,
-                    "secondary_tags": [], "photo_uris": [],
-                })  # fmt: skip
+                records.append(
+                    {
+                        "observation_id": record_id,
+                        "text": text.strip(),
+                        "child_age_months": None,
+                        **label,
+                        "progression_title": level.title if level else None,
+                        "level_index": taxonomy.level_index(level.title) if level else None,
+                        "secondary_tags": [],
+                        "photo_uris": [],
+                    }
+                )
     return records
 
 
 def taxonomy_text_file(taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
-    return {TAXONOMY_TEXTS_FILE: [b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE)
-                                           for r in taxonomy_text_records(taxonomy))]}  # fmt: skip
+    return {
+        TAXONOMY_TEXTS_FILE: [
+            b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in taxonomy_text_records(taxonomy))
+        ]
+    }
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:

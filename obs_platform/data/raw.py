@@ -143,7 +143,7 @@ def _linked_folders(storage: Storage, prefix: str) -> list[str]:
     if not isinstance(storage, LocalStorage):
         return []
     found = []
-    for current, folders, _files in os.walk(storage.local_path(prefix)):
+    for current, folders, _ in os.walk(storage.local_path(prefix)):
         for name in folders:
             if (folder := Path(current, name)).is_symlink():
                 found.append(folder.relative_to(storage.root).as_posix())

@@ -317,10 +317,7 @@ class Redactor:
 
     def _is_lower_candidate(self, word: str) -> bool:
         low = word.replace("’", "'")
-        for ending in ("'s", "s", ""):
-            if low.endswith(ending) and low[: len(low) - len(ending)] in self._lower:
-                return True
-        return False
+        return any(low.endswith(ending) and low[: len(low) - len(ending)] in self._lower for ending in ("'s", "s", ""))
 
     def _word_state(self, word: str) -> Verdict | bool:
         """`True`: a name whatever surrounds it; `Verdict.WORD`: a word unless a title or a name precedes it;
@@ -328,10 +325,7 @@ class Redactor:
         state = self._states.get(word)
         if state is None:
             verdict = self.rules.verdict(word)
-            if verdict is Verdict.NAME and not self.rules.in_any_phrase(word):
-                state = True
-            else:
-                state = verdict
+            state = True if verdict is Verdict.NAME and not self.rules.in_any_phrase(word) else verdict
             self._states[word] = state
         return state
 
@@ -481,7 +475,7 @@ def _forked_helper(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecuto
     """A one-process pool forked from this one, for batches worth it on a machine with cores to spare. Forked,
     it holds this redactor without a copy being sent; it runs only Python (no Arrow, whose threads may hold
     locks at the fork), and it is forked before this call starts Arrow's work."""
-    global _FORKED_REDACTOR
+    global _FORKED_REDACTOR  # noqa: PLW0603 (the forked process inherits it: nothing is pickled and sent)
     if rows < 2 * CHUNK_NOTES or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         yield None
         return

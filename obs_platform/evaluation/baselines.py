@@ -87,7 +87,7 @@ class BaselineModel:
                     str(level_titles[level]),
                     float(level_p[row, level]),
                     tags=[suggestions[0].attribute_id],
-                )  # fmt: skip
+                )
             )
         return predictions
 

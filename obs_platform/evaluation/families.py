@@ -80,19 +80,21 @@ def decide_served_model(champions: list[FamilySummary], tolerance: float) -> Ser
     if cheaper:
         chosen = min(cheaper, key=lambda s: s.usd_per_1000_predictions or 0.0)
         return ServedModelDecision(
-            chosen.family, chosen.model_version,
+            chosen.family,
+            chosen.model_version,
             f"{chosen.family} is within {tolerance} ELG macro-F1 of {best.family} "
             f"({chosen.attribute_macro_f1:.3f} vs {best.attribute_macro_f1:.3f}) and cheaper: "
             f"{_usd(chosen)} vs {_usd(best)} per 1,000 predictions",
             compared,
-        )  # fmt: skip
+        )
     return ServedModelDecision(
-        best.family, best.model_version,
+        best.family,
+        best.model_version,
         f"{best.family} tags better: ELG macro-F1 {best.attribute_macro_f1:.3f} vs {runner_up.attribute_macro_f1:.3f} "
         f"for {runner_up.family} ({best.attribute_macro_f1 - runner_up.attribute_macro_f1:+.3f}, more than the "
         f"tolerance {tolerance}); per 1,000 predictions {_usd(best)} vs {_usd(runner_up)}",
         compared,
-    )  # fmt: skip
+    )
 
 
 def _usd(summary: FamilySummary) -> str:

@@ -43,8 +43,13 @@ def build_report(
 ) -> dict[str, Any]:
     """`test` maps a system name (the model version's label first, then baselines) to its metrics; `field` a served
     system's name to its accuracy on educators' feedback (`accuracy`, `feedback`)."""
-    report = {"report_version": REPORT_VERSION, "model": model, "test": test, "calibration": calibration,
-              "field": field or {}}  # fmt: skip
+    report = {
+        "report_version": REPORT_VERSION,
+        "model": model,
+        "test": test,
+        "calibration": calibration,
+        "field": field or {},
+    }
     if external is not None:
         report["external"] = external
     table = comparison_table(report)

@@ -102,10 +102,13 @@ def fit_calibration(
 
     valid_attribute, valid_level = head_outputs(data.valid)
     fitted = calibrate(
-        valid_attribute, valid_level, attribute_index(data.valid),
-        np.array([labels.levels.index(o.level) for o in data.valid]), domains(valid_attribute),
+        valid_attribute,
+        valid_level,
+        attribute_index(data.valid),
+        np.array([labels.levels.index(o.level) for o in data.valid]),
+        domains(valid_attribute),
         target_precision=target_precision,
-    )  # fmt: skip
+    )
     test_attribute, _ = head_outputs(data.test)
     correct = test_attribute.argmax(-1) == attribute_index(data.test)
     before = softmax(test_attribute).max(-1)

@@ -39,10 +39,19 @@ def vertex_arguments(environment: dict[str, str], scratch: Path) -> list[str]:
         (scratch / path).write_bytes(files.read_bytes(path))
     settings = Settings.from_env()
     return [
-        "--model-dir", str(scratch), "--model-version", environment.get("OBS_PLATFORM_MODEL_VERSION", "unknown"),
-        "--taxonomy", settings.taxonomy_path, "--storage-root", settings.home, "--host", "0.0.0.0",
-        "--port", environment["AIP_HTTP_PORT"],
-    ]  # fmt: skip
+        "--model-dir",
+        str(scratch),
+        "--model-version",
+        environment.get("OBS_PLATFORM_MODEL_VERSION", "unknown"),
+        "--taxonomy",
+        settings.taxonomy_path,
+        "--storage-root",
+        settings.home,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        environment["AIP_HTTP_PORT"],
+    ]
 
 
 class ContentFreeExceptions(logging.Filter):

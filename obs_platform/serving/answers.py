@@ -37,9 +37,13 @@ def answer_prediction(read: ReadAnswer, taxonomy: Taxonomy, probability: float) 
     found = [t for t in tags if t is not None]
     suggestions = [Suggestion.of(taxonomy, a, probability if n == 0 else 0.0) for n, a in enumerate(found)]
     return Prediction.ranked(
-        suggestions, read.tag.level, probability, tags=[s.attribute_id for s in suggestions],
-        status="ok" if read.status == "valid" else read.status, problem=read.problem,
-    )  # fmt: skip
+        suggestions,
+        read.tag.level,
+        probability,
+        tags=[s.attribute_id for s in suggestions],
+        status="ok" if read.status == "valid" else read.status,
+        problem=read.problem,
+    )
 
 
 def _attribute_id(taxonomy: Taxonomy, domain_key: str, attribute_name: str) -> int | None:

@@ -51,8 +51,18 @@ MAX_BODY_BYTES = 1_000_000
 TICKET_HEADER = "Obs-Queue-Ticket"  # a 429 hands one out; the request sent again brings it back
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away: nobody reads it
 KNOWN_PATHS = ("/", "/health", "/v1/model", "/v1/predict", "/v1/feedback", "/v1/taxonomy")
-FIELDS = {"instances", "notes", "child_age_months", "child_name", "image_uri", "prediction_id", "model_version",
-          "choice", "attribute_id", "level"}  # fmt: skip
+FIELDS = {
+    "instances",
+    "notes",
+    "child_age_months",
+    "child_name",
+    "image_uri",
+    "prediction_id",
+    "model_version",
+    "choice",
+    "attribute_id",
+    "level",
+}
 ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 PAGE_HEADERS = {  # the page is one file with its style and script inline; it loads nothing from elsewhere
     "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -152,7 +162,7 @@ PREDICT_BODY = {  # the request body in the OpenAPI schema: the route reads it i
                         "minItems": 1,
                         "maxItems": MAX_BATCH,
                     },
-                },  # fmt: skip
+                },
                 "required": ["instances"],
                 "additionalProperties": False,
             }
@@ -172,7 +182,7 @@ def error_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
             ],
             "msg": str(error.get("msg", "invalid value")),
             "type": str(error.get("type", "value_error")),
-        }  # fmt: skip
+        }
         for error in errors
     ]
 
@@ -206,8 +216,9 @@ class ContentFreeErrors:
         except Exception as error:
             error_id = secrets.token_hex(4)
             path = scope["path"] if scope["path"] in KNOWN_PATHS else "(another path)"
-            logger.error("internal error %s on %s %s\n%s", error_id, scope["method"], path,
-                         content_free_traceback(error))  # fmt: skip
+            logger.error(
+                "internal error %s on %s %s\n%s", error_id, scope["method"], path, content_free_traceback(error)
+            )
             if not started:
                 body = {"detail": f"internal error {error_id}: the endpoint's log has where it happened"}
                 await JSONResponse(body, status_code=500)(scope, receive, send)
@@ -340,11 +351,17 @@ def create_app(
         if taxonomy is None:
             raise HTTPException(status_code=501, detail="this endpoint was started without its taxonomy")
         domains = [
-            {"id": domain.id, "key": domain.key, "name": domain.name,
-             "attributes": [{"id": a.id, "name": a.name, "levels": [level.title for level in a.label_levels]}
-                            for a in domain.attributes]}
+            {
+                "id": domain.id,
+                "key": domain.key,
+                "name": domain.name,
+                "attributes": [
+                    {"id": a.id, "name": a.name, "levels": [level.title for level in a.label_levels]}
+                    for a in domain.attributes
+                ],
+            }
             for domain in taxonomy.domains
-        ]  # fmt: skip
+        ]
         return {"name": taxonomy.name, "domains": domains}
 
     @app.post("/v1/predict", dependencies=[Depends(authorised)], openapi_extra={"requestBody": PREDICT_BODY})
@@ -402,15 +419,26 @@ def create_app(
             raise HTTPException(status_code=409, detail="this prediction already has feedback")
         attribute_id, level = _chosen_label(parsed, issued, feedback_store)
         record = Feedback(
-            parsed.prediction_id, parsed.model_version, parsed.notes, parsed.child_age_months, parsed.child_name,
-            parsed.choice, attribute_id, level, time.time(),
-        )  # fmt: skip
+            parsed.prediction_id,
+            parsed.model_version,
+            parsed.notes,
+            parsed.child_age_months,
+            parsed.child_name,
+            parsed.choice,
+            attribute_id,
+            level,
+            time.time(),
+        )
         try:
             await asyncio.to_thread(feedback_store.record, record)
         except ValueError:  # the same feedback sent twice at once: the second loses the race
             raise HTTPException(status_code=409, detail="this prediction already has feedback") from None
-        return {"prediction_id": record.prediction_id, "choice": record.choice, "attribute_id": attribute_id,
-                "level": level}  # fmt: skip
+        return {
+            "prediction_id": record.prediction_id,
+            "choice": record.choice,
+            "attribute_id": attribute_id,
+            "level": level,
+        }
 
     return app
 

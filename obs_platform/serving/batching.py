@@ -202,8 +202,15 @@ class InferenceQueue:
 
     def stats(self) -> QueueStats:
         with self._changed:
-            return QueueStats(len(self._pending), self._queued_tokens, self._reserved_tokens, self._tokens_per_second,
-                              self._batches, self._largest_batch, self._withdrawn)  # fmt: skip
+            return QueueStats(
+                len(self._pending),
+                self._queued_tokens,
+                self._reserved_tokens,
+                self._tokens_per_second,
+                self._batches,
+                self._largest_batch,
+                self._withdrawn,
+            )
 
     def start(self) -> None:
         """Accept requests again after `stop` (an app's lifespan may run more than once); the worker starts with

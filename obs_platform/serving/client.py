@@ -91,17 +91,20 @@ class HttpTransport:
 
     def __init__(self, url: str, token: str, timeout: float = 30.0, seconds_per_instance: float = 0.5):
         self.timeout, self.seconds_per_instance = timeout, seconds_per_instance
-        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
-                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        self._client = httpx.Client(
+            base_url=url.rstrip("/"), timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def timeout_for(self, count: int) -> httpx.Timeout:
         return httpx.Timeout(self.timeout + self.seconds_per_instance * count, connect=min(self.timeout, 10.0))
 
     def predict(self, instances: list[dict[str, Any]], ticket: str | None = None) -> dict[str, Any]:
         response = self._client.post(
-            "/v1/predict", json={"instances": instances}, timeout=self.timeout_for(len(instances)),
+            "/v1/predict",
+            json={"instances": instances},
+            timeout=self.timeout_for(len(instances)),
             headers={TICKET_HEADER: ticket} if ticket else None,
-        )  # fmt: skip
+        )
         return _answer(response)
 
     def feedback(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +115,11 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
     """The endpoint's JSON answer; a status worth asking again for as `RetryableStatus`, any other 4xx/5xx as
     `RequestRejected` with the endpoint's message."""
     if response.status_code in RETRYABLE_STATUS:
-        raise RetryableStatus(response.status_code, retry_after_seconds(response.headers.get("retry-after")),
-                              response.headers.get(TICKET_HEADER))  # fmt: skip
+        raise RetryableStatus(
+            response.status_code,
+            retry_after_seconds(response.headers.get("retry-after")),
+            response.headers.get(TICKET_HEADER),
+        )
     if response.status_code >= 400:
         try:
             detail = response.json().get("detail", response.text)
@@ -149,8 +155,9 @@ class ObservationClassifier:
         child_age_months: float | None = None,
         child_name: str | None = None,
     ) -> ClassificationResult:
-        return self.classify_batch([{"notes": notes, "image_uri": image_uri, "child_age_months": child_age_months,
-                                     "child_name": child_name}])[0]  # fmt: skip
+        return self.classify_batch(
+            [{"notes": notes, "image_uri": image_uri, "child_age_months": child_age_months, "child_name": child_name}]
+        )[0]
 
     def classify_batch(self, items: Sequence[dict[str, Any]]) -> list[ClassificationResult]:
         instances = [{k: v for k, v in item.items() if v is not None} for item in items]
@@ -177,9 +184,16 @@ class ObservationClassifier:
         already answered prediction, or a label outside the taxonomy."""
         if not isinstance(self.transport, HttpTransport):
             raise ClassifierError("feedback is recorded by the local endpoint: this client's transport has no route")
-        body = {"prediction_id": result.prediction_id, "model_version": result.model_version, "notes": notes,
-                "child_age_months": child_age_months, "child_name": child_name, "choice": choice,
-                "attribute_id": attribute_id, "level": level}  # fmt: skip
+        body = {
+            "prediction_id": result.prediction_id,
+            "model_version": result.model_version,
+            "notes": notes,
+            "child_age_months": child_age_months,
+            "child_name": child_name,
+            "choice": choice,
+            "attribute_id": attribute_id,
+            "level": level,
+        }
         return self.transport.feedback({key: value for key, value in body.items() if value is not None})
 
     def _with_retries(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,8 +203,10 @@ class ObservationClassifier:
             try:
                 return self.transport.predict(instances, ticket=ticket) if ticket else self.transport.predict(instances)
             except httpx.ReadTimeout as exc:
-                raise EndpointTimedOut(f"no answer from the endpoint within the timeout ({exc}); not sent again, "
-                                       "as it may still be computing the request") from exc  # fmt: skip
+                raise EndpointTimedOut(
+                    f"no answer from the endpoint within the timeout ({exc}); not sent again, "
+                    "as it may still be computing the request"
+                ) from exc
             except (httpx.TransportError, RetryableStatus) as exc:
                 told = exc.retry_after if isinstance(exc, RetryableStatus) else None
                 ticket = exc.ticket if isinstance(exc, RetryableStatus) else None

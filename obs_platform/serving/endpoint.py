@@ -12,6 +12,7 @@ The ONNX export of a model is kept beside its files (`onnx/` next to the version
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -164,10 +165,8 @@ def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState 
         raise StaleEndpointState(f"{exc}; removed the state, signalled nothing") from None
     if state is None:
         return None
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(state.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process_alive(state.pid):
         time.sleep(0.2)
@@ -202,18 +201,30 @@ def start(
     """Serve `model_dir`; an endpoint already running is replaced (stopped first, then the new one started). Its
     state lives under the local `root`; `storage_root` (default: `root`) is where the roster is read from, a
     folder or `gs://`. Stale or unreadable state is replaced: taking the lock shows no endpoint of this root runs."""
-    try:
+    # Nothing of ours to stop, or nothing known: the lock refuses to start beside an endpoint still running.
+    with contextlib.suppress(StaleEndpointState, EndpointStateError):
         stop(root, name=name)
-    except (StaleEndpointState, EndpointStateError):
-        pass  # nothing of ours to stop, or nothing known: the lock refuses to start beside an endpoint still running
     token, token_file = endpoint_token(root)
     port = port or _free_port(host)
     log_file = _folder(root, name) / "server.log"
     command = [
-        sys.executable, "-m", "obs_platform.serving", "--model-dir", model_dir, "--model-version", model_version,
-        "--taxonomy", taxonomy_path, "--host", host, "--port", str(port), "--storage-root", storage_root or str(root),
+        sys.executable,
+        "-m",
+        "obs_platform.serving",
+        "--model-dir",
+        model_dir,
+        "--model-version",
+        model_version,
+        "--taxonomy",
+        taxonomy_path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--storage-root",
+        storage_root or str(root),
         *(["--log-predictions"] if name == SERVING else []),  # evaluation's requests are no educator's traffic
-    ]  # fmt: skip
+    ]
     environment = {**os.environ, "OBS_PLATFORM_ENDPOINT_TOKEN": token, ONNX_DIR_VARIABLE: str(onnx_dir(model_dir))}
     try:
         spawned = spawn_holding_lock(command, _lock_file(root, name), log_file, environment)
@@ -234,7 +245,15 @@ def start(
     else:
         os.killpg(process.pid, signal.SIGTERM)
         raise EndpointError(f"endpoint did not answer /health within {STARTUP_SECONDS} s; see {log_file}")
-    state = EndpointState(url, process.pid, model_version, model_dir, str(token_file or "$OBS_PLATFORM_ENDPOINT_TOKEN"),
-                          str(log_file), spawned.started_at, model_revision(model_dir))  # fmt: skip
+    state = EndpointState(
+        url,
+        process.pid,
+        model_version,
+        model_dir,
+        str(token_file or "$OBS_PLATFORM_ENDPOINT_TOKEN"),
+        str(log_file),
+        spawned.started_at,
+        model_revision(model_dir),
+    )
     _write_state(root, name, state)
     return state

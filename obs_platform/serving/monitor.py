@@ -34,9 +34,21 @@ PSI_FLOOR = 1e-4  # a label never seen on one side counts as this share, so the 
 FALSE_ALARM_RATE = 0.01  # how often a window with no drift may be judged drifting
 WILSON_Z = 1.96
 DAILY_COLUMNS = [
-    "day", "predictions", "latency_p50_ms", "latency_p99_ms", "confident_share", "invalid_share", "domain_psi",
-    "attribute_psi", "feedback", "accepted_top1", "accepted_top3", "corrected", "none_of_these", "top1_acceptance",
-]  # fmt: skip
+    "day",
+    "predictions",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "confident_share",
+    "invalid_share",
+    "domain_psi",
+    "attribute_psi",
+    "feedback",
+    "accepted_top1",
+    "accepted_top3",
+    "corrected",
+    "none_of_these",
+    "top1_acceptance",
+]
 
 
 @dataclass(frozen=True)
@@ -53,8 +65,19 @@ def predictions_frame(storage: Storage) -> pd.DataFrame:
     for path in storage.list_files(PREDICTION_LOG_FOLDER):
         if path.endswith(".jsonl"):
             rows.extend(_lines(storage.read_bytes(path)))
-    frame = pd.DataFrame(rows, columns=["prediction_id", "time", "model_version", "attribute_id", "top_k",
-                                        "confident", "status", "latency_ms"])  # fmt: skip
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "prediction_id",
+            "time",
+            "model_version",
+            "attribute_id",
+            "top_k",
+            "confident",
+            "status",
+            "latency_ms",
+        ],
+    )
     frame["domain"] = [top[0]["domain"] if top else "" for top in frame["top_k"]]
     frame["suggested"] = [tuple(s["attribute_id"] for s in top) for top in frame["top_k"]]
     frame["day"] = pd.to_datetime(frame["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
@@ -70,15 +93,17 @@ def feedback_frame(storage: Storage, taxonomy: Taxonomy, predictions: pd.DataFra
     rows = []
     for record in read_feedback(storage.read_bytes(FEEDBACK_LOG) if storage.exists(FEEDBACK_LOG) else b""):
         top = next(iter(suggested.get(record.prediction_id, ())), 0)
-        rows.append({
-            "day": pd.Timestamp(record.received_at, unit="s", tz="UTC").strftime("%Y-%m-%d"),
-            "model_version": record.model_version,
-            "domain": taxonomy.domain(taxonomy.attribute(top).domain_id).key if top else "?",
-            "accepted_top1": record.choice == "accepted" and record.attribute_id == top,
-            "accepted_top3": record.choice == "accepted",
-            "corrected": record.choice == "corrected",
-            "none_of_these": record.choice == "none_of_these",
-        })  # fmt: skip
+        rows.append(
+            {
+                "day": pd.Timestamp(record.received_at, unit="s", tz="UTC").strftime("%Y-%m-%d"),
+                "model_version": record.model_version,
+                "domain": taxonomy.domain(taxonomy.attribute(top).domain_id).key if top else "?",
+                "accepted_top1": record.choice == "accepted" and record.attribute_id == top,
+                "accepted_top3": record.choice == "accepted",
+                "corrected": record.choice == "corrected",
+                "none_of_these": record.choice == "none_of_these",
+            }
+        )
     columns = ["day", "model_version", "domain", "accepted_top1", "accepted_top3", "corrected", "none_of_these"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -87,12 +112,16 @@ def acceptance_table(feedback: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Feedback counted by `by`: accepted at top-1, within the top 3, corrected, none of these, and the share
     accepted at top-1 (what stands beside the evaluation's test accuracy)."""
     if feedback.empty:
-        return pd.DataFrame(columns=[*by, "feedback", "accepted_top1", "accepted_top3", "corrected", "none_of_these",
-                                     "top1_acceptance"])  # fmt: skip
+        return pd.DataFrame(
+            columns=[*by, "feedback", "accepted_top1", "accepted_top3", "corrected", "none_of_these", "top1_acceptance"]
+        )
     table = feedback.groupby(by).agg(
-        feedback=("accepted_top3", "size"), accepted_top1=("accepted_top1", "sum"),
-        accepted_top3=("accepted_top3", "sum"), corrected=("corrected", "sum"), none_of_these=("none_of_these", "sum"),
-    )  # fmt: skip
+        feedback=("accepted_top3", "size"),
+        accepted_top1=("accepted_top1", "sum"),
+        accepted_top3=("accepted_top3", "sum"),
+        corrected=("corrected", "sum"),
+        none_of_these=("none_of_these", "sum"),
+    )
     table["top1_acceptance"] = (table["accepted_top1"] / table["feedback"]).round(3)
     return table.reset_index()
 
@@ -175,15 +204,24 @@ def monitor_report(
         population_stability_index(train_attributes, labelled["attribute_id"].value_counts()) if len(labelled) else None
     )
     window = {
-        "first_day": first_day, "last_day": today, **_figures(recent),
+        "first_day": first_day,
+        "last_day": today,
+        **_figures(recent),
         "domain_psi": population_stability_index(train_domains, served_domains) if len(labelled) else None,
         "attribute_psi": attribute_psi,
         **_feedback_figures(recent_feedback),
-    }  # fmt: skip
-    distribution = pd.DataFrame({
-        "train_share": (train_domains / max(train_domains.sum(), 1)).round(3),
-        "served_share": (served_domains / max(served_domains.sum(), 1)).round(3),
-    }).fillna(0.0).rename_axis("domain").reset_index()  # fmt: skip
+    }
+    distribution = (
+        pd.DataFrame(
+            {
+                "train_share": (train_domains / max(train_domains.sum(), 1)).round(3),
+                "served_share": (served_domains / max(served_domains.sum(), 1)).round(3),
+            }
+        )
+        .fillna(0.0)
+        .rename_axis("domain")
+        .reset_index()
+    )
     return MonitorReport(
         daily=_daily(predictions, feedback, train_attributes, train_domains),
         window=window,
@@ -195,15 +233,25 @@ def monitor_report(
 
 
 def _drift_verdict(predictions: int, psi: float | None, labels: int, threshold: float) -> CheckVerdict:
-    figures = {"predictions": predictions, "attribute_psi": round(psi, 4) if psi is not None else None,
-               "threshold": threshold}  # fmt: skip
+    figures = {
+        "predictions": predictions,
+        "attribute_psi": round(psi, 4) if psi is not None else None,
+        "threshold": threshold,
+    }
     if psi is None or not drift_judgeable(predictions, labels, threshold):
         needed = math.ceil(chi2.ppf(1 - FALSE_ALARM_RATE, labels - 1) / threshold)
-        return CheckVerdict(True, f"{predictions} predictions in the window: too few to judge drift over {labels} "
-                                  f"ELGs (needs {needed})", figures)  # fmt: skip
+        return CheckVerdict(
+            True,
+            f"{predictions} predictions in the window: too few to judge drift over {labels} ELGs (needs {needed})",
+            figures,
+        )
     if psi > threshold:
-        return CheckVerdict(False, f"the predicted ELGs drifted from the training split: PSI {psi:.3f} > "
-                                   f"{threshold} over {predictions} predictions", figures)  # fmt: skip
+        return CheckVerdict(
+            False,
+            f"the predicted ELGs drifted from the training split: PSI {psi:.3f} > "
+            f"{threshold} over {predictions} predictions",
+            figures,
+        )
     return CheckVerdict(True, f"PSI {psi:.3f} ≤ {threshold} over {predictions} predictions", figures)
 
 
@@ -215,15 +263,21 @@ def _acceptance_verdict(
     mine = feedback[feedback["model_version"] == version]
     accepted, total = int(mine["accepted_top1"].sum()), len(mine)
     low, high = wilson_interval(accepted, total)
-    figures = {"model_version": version, "feedback": total, "top1_acceptance": round(accepted / total, 4) if total
-               else None, "interval_high": round(high, 4), "test_accuracy": round(test_accuracy, 4),
-               "margin": margin}  # fmt: skip
+    figures = {
+        "model_version": version,
+        "feedback": total,
+        "top1_acceptance": round(accepted / total, 4) if total else None,
+        "interval_high": round(high, 4),
+        "test_accuracy": round(test_accuracy, 4),
+        "margin": margin,
+    }
     if total == 0:
         return CheckVerdict(True, f"no feedback on {version} in the window", figures)
     shown = f"{accepted}/{total} accepted at top-1 ({accepted / total:.1%}, 95% interval {low:.1%}–{high:.1%})"
     if high < test_accuracy - margin:
-        return CheckVerdict(False, f"{version}: {shown}, below its test accuracy {test_accuracy:.1%} by more than "
-                                   f"{margin:.0%}", figures)  # fmt: skip
+        return CheckVerdict(
+            False, f"{version}: {shown}, below its test accuracy {test_accuracy:.1%} by more than {margin:.0%}", figures
+        )
     return CheckVerdict(True, f"{version}: {shown}; test accuracy {test_accuracy:.1%}", figures)
 
 
@@ -235,21 +289,31 @@ def _daily(
     for day in days:
         logged = predictions[predictions["day"] == day]
         labelled = logged[logged["status"] != "invalid"]
-        rows.append({
-            "day": day, **_figures(logged),
-            "domain_psi": population_stability_index(train_domains, labelled["domain"].value_counts())
-            if len(labelled) else None,
-            "attribute_psi": population_stability_index(train_attributes, labelled["attribute_id"].value_counts())
-            if len(labelled) else None,
-            **_feedback_figures(feedback[feedback["day"] == day]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "day": day,
+                **_figures(logged),
+                "domain_psi": population_stability_index(train_domains, labelled["domain"].value_counts())
+                if len(labelled)
+                else None,
+                "attribute_psi": population_stability_index(train_attributes, labelled["attribute_id"].value_counts())
+                if len(labelled)
+                else None,
+                **_feedback_figures(feedback[feedback["day"] == day]),
+            }
+        )
     return pd.DataFrame(rows, columns=DAILY_COLUMNS)
 
 
 def _figures(predictions: pd.DataFrame) -> dict[str, float | int | None]:
     if predictions.empty:
-        return {"predictions": 0, "latency_p50_ms": None, "latency_p99_ms": None, "confident_share": None,
-                "invalid_share": None}  # fmt: skip
+        return {
+            "predictions": 0,
+            "latency_p50_ms": None,
+            "latency_p99_ms": None,
+            "confident_share": None,
+            "invalid_share": None,
+        }
     latency = predictions["latency_ms"].astype(float)
     return {
         "predictions": len(predictions),
@@ -261,11 +325,15 @@ def _figures(predictions: pd.DataFrame) -> dict[str, float | int | None]:
 
 
 def _feedback_figures(feedback: pd.DataFrame) -> dict[str, float | int | None]:
-    counts = {name: int(feedback[name].sum()) for name in ("accepted_top1", "accepted_top3", "corrected",
-                                                             "none_of_these")}  # fmt: skip
+    counts = {
+        name: int(feedback[name].sum()) for name in ("accepted_top1", "accepted_top3", "corrected", "none_of_these")
+    }
     total = len(feedback)
-    return {"feedback": total, **counts,
-            "top1_acceptance": round(counts["accepted_top1"] / total, 3) if total else None}  # fmt: skip
+    return {
+        "feedback": total,
+        **counts,
+        "top1_acceptance": round(counts["accepted_top1"] / total, 3) if total else None,
+    }
 
 
 def _domain_keys(attribute_ids: Iterable[int], taxonomy: Taxonomy) -> pd.Series:

@@ -46,15 +46,17 @@ class LoggedPrediction:
             "time": round(logged_at, 3),
             "model_version": self.model_version,
             "note_sha256": self.note_sha256,
-            "top_k": [{"attribute_id": s.attribute_id, "domain": s.domain, "probability": s.probability}
-                      for s in p.top_k[:TOP_K_LOGGED]],
+            "top_k": [
+                {"attribute_id": s.attribute_id, "domain": s.domain, "probability": s.probability}
+                for s in p.top_k[:TOP_K_LOGGED]
+            ],
             "attribute_id": p.attribute_id,
             "level": p.level,
             "confidence": p.confidence,
             "confident": p.confident,
             "status": p.status,
             "latency_ms": round(latency_ms, 2),
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,16 @@ class ClassifierPredictor:
     PyTorch or ONNX Runtime). When the version carries a calibration (`calibration.json`), probabilities are
     temperature-scaled and each suggestion says whether it reaches its domain's confidence threshold."""
 
-    def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None, top_k: int = 3,
-                 max_length: int = 128, base_model: str | None = None, runtime: Runtime = "torch"):  # fmt: skip
+    def __init__(
+        self,
+        model_dir: str | Path,
+        taxonomy: Taxonomy,
+        roster: Roster | None = None,
+        top_k: int = 3,
+        max_length: int = 128,
+        base_model: str | None = None,
+        runtime: Runtime = "torch",
+    ):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: expected one of {RUNTIMES}")
         manifest = json.loads(Path(model_dir, "manifest.json").read_text())
@@ -89,8 +97,10 @@ class ClassifierPredictor:
         predictions = []
         for row in range(len(instances)):
             ranked = attribute_p[row].topk(min(self.top_k, attribute_p.shape[-1]))
-            suggestions = [self._suggestion(self.labels.attributes[int(i)], float(p))
-                           for p, i in zip(ranked.values, ranked.indices)]  # fmt: skip
+            suggestions = [
+                self._suggestion(self.labels.attributes[int(i)], float(p))
+                for p, i in zip(ranked.values, ranked.indices)
+            ]
             level_index = int(level_p[row].argmax())
             primary = suggestions[0].attribute_id
             secondary = [self.labels.attributes[int(i)] for i in tagged[row].nonzero().flatten()]
@@ -100,7 +110,7 @@ class ClassifierPredictor:
                     self.labels.levels[level_index],
                     float(level_p[row, level_index]),
                     tags=[primary, *(a for a in secondary if a != primary)],
-                )  # fmt: skip
+                )
             )
         return predictions
 
@@ -124,9 +134,7 @@ class _LoraForward:
         self.max_length = max_length
 
     def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )  # fmt: skip
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return self.model(encoded["input_ids"], encoded["attention_mask"])
 
 
@@ -155,8 +163,14 @@ class GenerativePredictor:
 
     runtime = "torch"
 
-    def __init__(self, model_dir: str | Path, taxonomy: Taxonomy, roster: Roster | None = None,
-                 max_length: int = 512, max_new_tokens: int = 96):  # fmt: skip
+    def __init__(
+        self,
+        model_dir: str | Path,
+        taxonomy: Taxonomy,
+        roster: Roster | None = None,
+        max_length: int = 512,
+        max_new_tokens: int = 96,
+    ):
         from trainer.sft import load_trained_generator
 
         self.model, self.tokenizer, self.space = load_trained_generator(model_dir)
@@ -178,13 +192,21 @@ class GenerativePredictor:
             for text in self.texts(instances)
         ]
         encoded = self.tokenizer(
-            prompts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
             add_special_tokens=False,
-        )  # fmt: skip
+        )
         generated = self.model.generate(
-            **encoded, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-            output_scores=True, return_dict_in_generate=True,
-        )  # fmt: skip
+            **encoded,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         answer_ids = generated.sequences[:, encoded["input_ids"].shape[1] :]
         token_logp = self.model.compute_transition_scores(generated.sequences, generated.scores, normalize_logits=True)
         counted = answer_ids != self.tokenizer.pad_token_id

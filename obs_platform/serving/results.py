@@ -65,11 +65,17 @@ class Prediction:
         """The prediction whose label is the first of `suggestions` (ranked, most probable first)."""
         best = suggestions[0]
         return cls(
-            domain=best.domain, domain_name=best.domain_name, attribute=best.attribute,
-            attribute_id=best.attribute_id, level=level, confidence=round(best.probability, 4),
-            level_confidence=round(level_confidence, 4), top_k=suggestions, confident=best.confident,
+            domain=best.domain,
+            domain_name=best.domain_name,
+            attribute=best.attribute,
+            attribute_id=best.attribute_id,
+            level=level,
+            confidence=round(best.probability, 4),
+            level_confidence=round(level_confidence, 4),
+            top_k=suggestions,
+            confident=best.confident,
             **extra,  # type: ignore[arg-type]
-        )  # fmt: skip
+        )
 
     @classmethod
     def invalid(cls, problem: str) -> Prediction:

@@ -5,6 +5,7 @@ Imported lazily by `storage_from_uri`, so a local deployment never pays for the 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from google.api_core import exceptions as gcloud_exceptions
@@ -75,7 +76,5 @@ class GCSStorage:
         return sorted(n for n in names if n and not n.endswith("/"))
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(gcloud_exceptions.NotFound):
             self.bucket.blob(self._key(path)).delete()
-        except gcloud_exceptions.NotFound:
-            pass

@@ -73,7 +73,7 @@ class LocalStorage:
         if base.is_file():
             return [prefix]
         found = []
-        for current, _dirs, names in os.walk(base):
+        for current, _, names in os.walk(base):
             for name in names:
                 if name.startswith(".") and name.endswith(".tmp"):
                     continue  # a write in progress

@@ -45,9 +45,17 @@ class TrainingSpec:
         the same one); a list value (`target_modules`) becomes several arguments, as the trainer's `nargs="*"`
         option takes them."""
         args = [
-            "--mode", self.mode, "--train", self.train_uri, "--valid", self.valid_uri, "--output", output,
-            "--base-model", self.base_model,
-        ]  # fmt: skip
+            "--mode",
+            self.mode,
+            "--train",
+            self.train_uri,
+            "--valid",
+            self.valid_uri,
+            "--output",
+            output,
+            "--base-model",
+            self.base_model,
+        ]
         if self.taxonomy_texts_uri:
             args += ["--taxonomy-texts", self.taxonomy_texts_uri]
         for key, value in sorted(self.hyperparameters.items()):

@@ -7,6 +7,7 @@ whose process vanished without one (the machine rebooted) is reported FAILED, ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,10 +115,8 @@ class LocalSubprocessBackend:
         if JobState(row["state"]).finished:
             return
         if row["pid"]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(row["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         self._update(job_id, JobState.CANCELLED, message="cancelled")
 
     # ----- listing, for the CLI and the sensors ---------------------------------------------------------

@@ -157,8 +157,10 @@ def train_classifier(config: TrainerConfig) -> dict[str, Any]:
         metrics.write("eval", epoch=state.epoch, step=state.step, **evaluation)
         if evaluation["valid_loss"] < state.best_valid_loss - 1e-4:
             state.best_valid_loss, state.best_epoch, state.epochs_without_improvement = (
-                evaluation["valid_loss"], state.epoch, 0,
-            )  # fmt: skip
+                evaluation["valid_loss"],
+                state.epoch,
+                0,
+            )
             _save_weights(work / "best", model)
         else:
             state.epochs_without_improvement += 1
@@ -265,9 +267,14 @@ def _resume(work: Path, model: MultiHeadClassifier, optimizer: torch.optim.Optim
 
 
 def _finish(
-    work: Path, config: TrainerConfig, tokenizer: PreTrainedTokenizerBase, labels: LabelMaps, state: TrainingState,
-    base_path: str, counts: dict[str, int],
-) -> dict[str, Any]:  # fmt: skip
+    work: Path,
+    config: TrainerConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    labels: LabelMaps,
+    state: TrainingState,
+    base_path: str,
+    counts: dict[str, int],
+) -> dict[str, Any]:
     """Publish the best epoch as the run's result, in the HF convention (adapter folder + config)."""
     base = AutoModel.from_pretrained(base_path)
     encoder = get_peft_model(base, _lora_config(config, base))

@@ -84,8 +84,9 @@ class SentenceEncoder:
     in consecutive windows whose embeddings are averaged (weighted by their token counts). With `cache`, each text
     is embedded once (training and cross-validation; a serving process keeps no cache, which would grow forever)."""
 
-    def __init__(self, model_path: str, window_tokens: int = 128, max_windows: int = 4, batch_size: int = 32,
-                 cache: bool = False):  # fmt: skip
+    def __init__(
+        self, model_path: str, window_tokens: int = 128, max_windows: int = 4, batch_size: int = 32, cache: bool = False
+    ):
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.module = TokenSums(AutoModel.from_pretrained(model_path)).eval()
         self.forward: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]] = self.module
@@ -169,9 +170,11 @@ def recipe_encoder(
     encoder = SentenceEncoder(base_path, recipe.window_tokens, recipe.max_windows, cache=True)
     if recipe.encoder_tuning_steps > 0:
         schedule = ContrastiveSchedule(
-            steps=recipe.encoder_tuning_steps, learning_rate=recipe.encoder_learning_rate,
-            max_tokens=recipe.window_tokens, seed=seed,
-        )  # fmt: skip
+            steps=recipe.encoder_tuning_steps,
+            learning_rate=recipe.encoder_learning_rate,
+            max_tokens=recipe.window_tokens,
+            seed=seed,
+        )
         notes = [split_model_input(e.input)[0] for e in rows]
         tune_encoder(encoder.module.encoder, encoder.tokenizer, notes, [e.attribute for e in rows], schedule, on_step)
     return encoder
@@ -185,9 +188,14 @@ def saved_recipe(document: dict[str, Any]) -> HybridRecipe:
 
 def _vectoriser(analyzer: str, ngrams: tuple[int, int], vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
     return TfidfVectorizer(
-        analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True, min_df=1 if vocabulary else 2,
-        lowercase=True, vocabulary=vocabulary, dtype=np.float32,
-    )  # fmt: skip
+        analyzer=analyzer,
+        ngram_range=ngrams,
+        sublinear_tf=True,
+        min_df=1 if vocabulary else 2,
+        lowercase=True,
+        vocabulary=vocabulary,
+        dtype=np.float32,
+    )
 
 
 class HybridFeatures:
@@ -352,8 +360,9 @@ def _fit_head(
     return LinearHead(weight, bias)
 
 
-def _fit_tags(x: sparse.csr_matrix, examples: Sequence[Example], labels: LabelMaps, weights: np.ndarray,
-              recipe: HybridRecipe) -> LinearHead:  # fmt: skip
+def _fit_tags(
+    x: sparse.csr_matrix, examples: Sequence[Example], labels: LabelMaps, weights: np.ndarray, recipe: HybridRecipe
+) -> LinearHead:
     """One binary logistic regression per attribute: does the observation carry it (primary or secondary)?"""
     weight = np.zeros((len(labels.attributes), x.shape[1]), dtype=np.float32)
     bias = np.full(len(labels.attributes), -30.0, dtype=np.float32)
@@ -386,13 +395,19 @@ def fit_hybrid(
     ages_width = 0 if recipe.age_for_elg else age_width(recipe)
     x_elg = x[:, : x.shape[1] - ages_width]
     attribute_index = {a: i for i, a in enumerate(labels.attributes)}
-    heads = {"attribute": _fit_head(x_elg, np.array([attribute_index[e.attribute] for e in rows]), weights, recipe,
-                                    len(labels.attributes))}  # fmt: skip
+    heads = {
+        "attribute": _fit_head(
+            x_elg, np.array([attribute_index[e.attribute] for e in rows]), weights, recipe, len(labels.attributes)
+        )
+    }
     levelled = np.array([e.level in labels.levels for e in rows])
     heads["level"] = _fit_head(
-        x[levelled], np.array([labels.levels.index(e.level) for e in rows if e.level in labels.levels]),
-        weights[levelled], recipe, len(labels.levels),
-    )  # fmt: skip
+        x[levelled],
+        np.array([labels.levels.index(e.level) for e in rows if e.level in labels.levels]),
+        weights[levelled],
+        recipe,
+        len(labels.levels),
+    )
     heads["tags"] = _fit_tags(x_elg, rows, labels, weights, recipe)
     for name in ("attribute", "tags"):
         heads[name] = LinearHead(np.pad(heads[name].weight, ((0, 0), (0, ages_width))), heads[name].bias)
@@ -408,13 +423,21 @@ def evaluate_hybrid(model: HybridClassifier, examples: Sequence[Example]) -> dic
     attribute = np.array([labels.attributes.index(e.attribute) for e in examples])
     top3 = np.argsort(-logits["attribute"].numpy(), axis=-1)[:, :3]
     return {
-        "domain_accuracy": round(float(np.mean([labels.domains[i] == e.domain for i, e in
-                                               zip(logits["domain"].argmax(-1).tolist(), examples)])), 4),
+        "domain_accuracy": round(
+            float(
+                np.mean([labels.domains[i] == e.domain for i, e in zip(logits["domain"].argmax(-1).tolist(), examples)])
+            ),
+            4,
+        ),
         "attribute_accuracy": round(float((logits["attribute"].argmax(-1).numpy() == attribute).mean()), 4),
-        "level_accuracy": round(float(np.mean([labels.levels[i] == e.level for i, e in
-                                              zip(logits["level"].argmax(-1).tolist(), examples)])), 4),
+        "level_accuracy": round(
+            float(
+                np.mean([labels.levels[i] == e.level for i, e in zip(logits["level"].argmax(-1).tolist(), examples)])
+            ),
+            4,
+        ),
         "attribute_top3_accuracy": round(float((top3 == attribute[:, None]).any(-1).mean()), 4),
-    }  # fmt: skip
+    }
 
 
 def train_hybrid(config: TrainerConfig) -> dict[str, Any]:
@@ -432,8 +455,13 @@ def train_hybrid(config: TrainerConfig) -> dict[str, Any]:
 
     def log_step(step: int, loss: float) -> None:
         if step % config.log_every == 0 or step == recipe.encoder_tuning_steps:
-            metrics.write("train", step=step, steps=recipe.encoder_tuning_steps, loss=round(loss, 4),
-                          seconds=round(time.monotonic() - started, 1))  # fmt: skip
+            metrics.write(
+                "train",
+                step=step,
+                steps=recipe.encoder_tuning_steps,
+                loss=round(loss, 4),
+                seconds=round(time.monotonic() - started, 1),
+            )
 
     encoder = recipe_encoder(
         resolve_base_model(config.base_model), [*train, *taxonomy_texts], recipe, config.seed, log_step

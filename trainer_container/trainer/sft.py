@@ -289,9 +289,11 @@ def _stopped_early(trainer: Any) -> bool:
 
 @torch.inference_mode()
 def generate_answers(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict[str, str]]],
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict[str, str]]],
     config: TrainerConfig,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Greedy answers to chat prompts, in batches padded on the left (where a causal LM can ignore it)."""
     model.eval()
     tokenizer.padding_side = "left"
@@ -302,9 +304,13 @@ def generate_answers(
             for p in prompts[start : start + config.batch_size]
         ]
         encoded = tokenizer(
-            texts, return_tensors="pt", padding=True, truncation=True, max_length=config.max_length,
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=config.max_length,
             add_special_tokens=False,
-        ).to(model.device)  # fmt: skip
+        ).to(model.device)
         generated = model.generate(
             **encoded, max_new_tokens=config.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
         )

@@ -84,8 +84,9 @@ def baselines(
         for name, result in score_baselines(wanted, data, taxonomy.load()).items():
             store.save(f"evaluation/baselines/{data_key}/{name}", result)
             results[name] = result
-    shown = comparison_table({"test": {n: r.test_metrics for n, r in results.items()},
-                              "external": external_section(data, results)})  # fmt: skip
+    shown = comparison_table(
+        {"test": {n: r.test_metrics for n, r in results.items()}, "external": external_section(data, results)}
+    )
     return dg.MaterializeResult(
         metadata={
             "data_key": data_key,
@@ -123,16 +124,27 @@ def apply_decision(models: ModelRegistry, version: ModelVersion, outcome: gate.O
 
 
 def family_summary(
-    family: str, version: ModelVersion, data_key: str, result: SystemResult, invalid_rate: float,
-    usd_per_1000_predictions: float | None, cost_basis: str,
-) -> FamilySummary:  # fmt: skip
+    family: str,
+    version: ModelVersion,
+    data_key: str,
+    result: SystemResult,
+    invalid_rate: float,
+    usd_per_1000_predictions: float | None,
+    cost_basis: str,
+) -> FamilySummary:
     metrics = result.test_metrics
     return FamilySummary(
-        family=family, model_version=version.label, data_key=data_key, test_examples=len(result.test_predictions),
-        attribute_macro_f1=metrics["attribute"]["macro_f1"], attribute_accuracy=metrics["attribute"]["accuracy"],
-        domain_macro_f1=metrics["domain"]["macro_f1"], invalid_rate=invalid_rate,
-        usd_per_1000_predictions=usd_per_1000_predictions, cost_basis=cost_basis,
-    )  # fmt: skip
+        family=family,
+        model_version=version.label,
+        data_key=data_key,
+        test_examples=len(result.test_predictions),
+        attribute_macro_f1=metrics["attribute"]["macro_f1"],
+        attribute_accuracy=metrics["attribute"]["accuracy"],
+        domain_macro_f1=metrics["domain"]["macro_f1"],
+        invalid_rate=invalid_rate,
+        usd_per_1000_predictions=usd_per_1000_predictions,
+        cost_basis=cost_basis,
+    )
 
 
 # Reports follow a newly reported model; new data or new baselines alone re-evaluate nothing.
@@ -167,8 +179,13 @@ def model_calibration(
     model_dir = _model_dir(models, version, evaluation_workspace(storage, evaluation))
     path = f"{version.folder}/files/{CALIBRATION_FILE}"
     if model_mode(model_dir) != "classifier":
-        return dg.MaterializeResult(metadata={"model_version": version.label, "calibrated": False,
-                                              "why": "calibration applies to classifier heads"})  # fmt: skip
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": version.label,
+                "calibrated": False,
+                "why": "calibration applies to classifier heads",
+            }
+        )
     if models.storage.exists(path):
         calibration = Calibration.from_json(models.storage.read_bytes(path))
         reused = True
@@ -196,9 +213,13 @@ def model_calibration(
 
 
 def _score_through_endpoint(
-    workspace: Path, model_dir: str, version: ModelVersion, data: EvaluationSet, taxonomy: TaxonomyResource,
+    workspace: Path,
+    model_dir: str,
+    version: ModelVersion,
+    data: EvaluationSet,
+    taxonomy: TaxonomyResource,
     storage_root: str,
-) -> SystemResult:  # fmt: skip
+) -> SystemResult:
     """Serve the version on the evaluation endpoint and classify through the client: the serving path is measured."""
     state = endpoint.start(
         workspace, model_dir, version.label, taxonomy.path, name=endpoint.EVALUATION, storage_root=storage_root
@@ -211,9 +232,14 @@ def _score_through_endpoint(
 
 
 def model_result(
-    workspace: Path, models: ModelRegistry, store: EvaluationStore, version: ModelVersion, data: EvaluationSet,
-    data_key: str, taxonomy: TaxonomyResource,
-) -> tuple[SystemResult, str]:  # fmt: skip
+    workspace: Path,
+    models: ModelRegistry,
+    store: EvaluationStore,
+    version: ModelVersion,
+    data: EvaluationSet,
+    data_key: str,
+    taxonomy: TaxonomyResource,
+) -> tuple[SystemResult, str]:
     model_dir = _model_dir(models, version, workspace)
     folder = f"{version.folder}/evaluation/{data_key}-{endpoint.model_revision(model_dir) or 'uncalibrated'}"
     result = store.load(folder)
@@ -264,22 +290,30 @@ def evaluation_report(
     )
     served = {version.label: version.label} | ({f"{champion.label} (champion)": champion.label} if champion else {})
     report = build_report(
-        model={"label": version.label, "dataset_version": version.dataset_version, "data_key": data_key,
-               "test_examples": len(data.test), "champion": champion.label if champion else None},
+        model={
+            "label": version.label,
+            "dataset_version": version.dataset_version,
+            "data_key": data_key,
+            "test_examples": len(data.test),
+            "champion": champion.label if champion else None,
+        },
         test={name: r.test_metrics for name, r in system_results.items()},
         external=external_section(data, system_results),
         calibration=calibration,
         field=field_results(storage.client(), taxonomy.load(), served),
-    )  # fmt: skip
+    )
     report["promotion"] = promotion_decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
     report_uri = store.write_json(f"{folder}/{REPORT_FILE}", report)
     summary = family_summary(
-        "open-source", version, data_key, result,
+        "open-source",
+        version,
+        data_key,
+        result,
         invalid_rate=float((result.test_predictions["pred_attribute"] == 0).mean()),  # an invalid answer's id
         usd_per_1000_predictions=usd_per_1000_endpoint_predictions(ENDPOINT_REPLICAS, tuning.vertex.prices()),
         cost_basis=f"a dedicated endpoint's machine-hours ({ENDPOINT_REPLICAS} replica) spread over the expected "
         "predictions per hour; locally, no bill",
-    )  # fmt: skip
+    )
     storage.client().write_bytes(summary_path(version.folder, data_key), summary.model_dump_json(indent=2).encode())
     images = {}
     for level in ("domain", "attribute", "level"):
@@ -321,9 +355,12 @@ def field_results(home: Storage, taxonomy: Taxonomy, served: dict[str, str]) -> 
 
 
 def promotion_decision(
-    report: dict, results: dict[str, SystemResult], label: str, champion_f1: float | None,
+    report: dict,
+    results: dict[str, SystemResult],
+    label: str,
+    champion_f1: float | None,
     evaluation: EvaluationResource,
-) -> gate.PromotionDecision:  # fmt: skip
+) -> gate.PromotionDecision:
     challenger = results[label].test_predictions
     challenger_f1 = report["test"][label]["attribute"]["macro_f1"]
     if evaluation.floor == "none":

@@ -135,7 +135,7 @@ def gemini_batch_job(
             "data_key": data_key,
             "spec": dg.MetadataValue.json(
                 {"dataset_version": version.dataset_version, "data_key": data_key, "model_version": version.label}
-            ),  # fmt: skip
+            ),
             "requests_uri": dg.MetadataValue.path(home.uri(f"{folder}/{REQUESTS_FILE}")),
             "estimated_usd": estimate["usd"],
             "cost_estimate": dg.MetadataValue.json(estimate),
@@ -210,20 +210,34 @@ def gemini_evaluation_report(
     champion_f1 = (champion_result or result).test_metrics["attribute"]["macro_f1"] if champion else None
 
     counted = max(len(answers.predictions), 1)
-    answer_stats = {**answers.rates(), "failed_requests": answers.failed, "unanswered_requests": answers.unanswered,
-                    "input_tokens": answers.input_tokens, "output_tokens": answers.output_tokens}  # fmt: skip
+    answer_stats = {
+        **answers.rates(),
+        "failed_requests": answers.failed,
+        "unanswered_requests": answers.unanswered,
+        "input_tokens": answers.input_tokens,
+        "output_tokens": answers.output_tokens,
+    }
     prices = tuning.vertex.prices()
     per_1000 = usd_per_1000_gemini_predictions(answers.input_tokens / counted, answers.output_tokens / counted, prices)
     report = build_report(
-        model={"label": version.label, "dataset_version": version.dataset_version, "data_key": data_key,
-               "test_examples": len(data.test), "champion": champion.label if champion else None},
+        model={
+            "label": version.label,
+            "dataset_version": version.dataset_version,
+            "data_key": data_key,
+            "test_examples": len(data.test),
+            "champion": champion.label if champion else None,
+        },
         test={name: r.test_metrics for name, r in results.items()},
         external=external_section(data, results),
         calibration=None,
-    )  # fmt: skip
+    )
     decision = promotion_decision(report, results, version.label, champion_f1, evaluation)
-    report |= {"answers": answer_stats, "promotion": decision.to_dict(), "usd_per_1000_predictions": per_1000,
-               "batch_usd": _batch_usd(answers.input_tokens, answers.output_tokens, prices)}  # fmt: skip
+    report |= {
+        "answers": answer_stats,
+        "promotion": decision.to_dict(),
+        "usd_per_1000_predictions": per_1000,
+        "batch_usd": _batch_usd(answers.input_tokens, answers.output_tokens, prices),
+    }
     report_uri = store.write_json(f"{version.folder}/evaluation/{data_key}/{REPORT_FILE}", report)
     apply_decision(models, version, decision.outcome)
     metrics = result.test_metrics

@@ -45,7 +45,7 @@ def _check(name: str, verdict: CheckVerdict) -> dg.AssetCheckResult:
             asset="serving_monitor",
             description="Educators' top-1 acceptance of the served version against its test accuracy.",
         ),
-    ],  # fmt: skip
+    ],
 )
 def serving_monitor(
     context: dg.AssetExecutionContext,
@@ -69,9 +69,14 @@ def serving_monitor(
     test_accuracy = float(served["attribute_accuracy"]) if served else None
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     report = monitor_report(
-        home, taxonomy.load(), training_splits, settings, decision.model_version if decision else None, test_accuracy,
+        home,
+        taxonomy.load(),
+        training_splits,
+        settings,
+        decision.model_version if decision else None,
+        test_accuracy,
         today,
-    )  # fmt: skip
+    )
     window = report.window
     metadata = {
         "dagster/row_count": len(report.daily),

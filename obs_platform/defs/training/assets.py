@@ -73,22 +73,34 @@ def gemini_tuning_job(
         raise dg.Failure(str(exc)) from exc
     spec = tuning.gemini_spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
     estimate = estimate_tuning_cost(
-        storage_from_uri(folder).read_bytes("train.jsonl"), spec.hyperparameters["epochs"],
+        storage_from_uri(folder).read_bytes("train.jsonl"),
+        spec.hyperparameters["epochs"],
         tuning.vertex.tuning_usd_per_million_tokens,
-    )  # fmt: skip
-    cost = {"estimated_training_tokens": estimate.training_tokens, "estimated_usd": estimate.usd,
-            "cost_estimate": dg.MetadataValue.json(estimate.to_dict())}  # fmt: skip
+    )
+    cost = {
+        "estimated_training_tokens": estimate.training_tokens,
+        "estimated_usd": estimate.usd,
+        "cost_estimate": dg.MetadataValue.json(estimate.to_dict()),
+    }
     return _submit_once(context, backend, registry.registry(), GEMINI_MODEL, spec, cost)
 
 
 def _submit_once(
-    context: dg.AssetExecutionContext, backend: TuningBackend, models: ModelRegistry, model_name: str,
-    spec: TrainingSpec, extra: dict,
-) -> dg.MaterializeResult:  # fmt: skip
+    context: dg.AssetExecutionContext,
+    backend: TuningBackend,
+    models: ModelRegistry,
+    model_name: str,
+    spec: TrainingSpec,
+    extra: dict,
+) -> dg.MaterializeResult:
     """Submit the spec unless its model exists (reused) or its job still runs; the metadata is what the job-status
     sensor reads: outcome, job id, backend, registry name, spec, submission time."""
-    facts = {"dataset_version": spec.dataset_version, "model_name": model_name,
-             "spec": dg.MetadataValue.json(spec.to_dict()), **extra}  # fmt: skip
+    facts = {
+        "dataset_version": spec.dataset_version,
+        "model_name": model_name,
+        "spec": dg.MetadataValue.json(spec.to_dict()),
+        **extra,
+    }
     trained = models.find(model_name, dataset_version=spec.dataset_version, spec=spec.to_dict())
     if trained is not None:  # same data, same recipe: training again would only spend minutes (or money)
         context.log.info(f"{trained.label} was trained on dataset {spec.dataset_version} with this recipe: reused")
@@ -107,7 +119,7 @@ def _submit_once(
             "submitted_at": time.time(),
             "base_model": spec.base_model,
             **facts,
-        }  # fmt: skip
+        }
     )
 
 

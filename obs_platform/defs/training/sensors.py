@@ -80,8 +80,10 @@ def tuning_job_sensor(
         if outcome.job.job_id in already:
             continue
         log = context.log.info if outcome.state is JobState.SUCCEEDED else context.log.error
-        log(f"tuning job {outcome.job.job_id} {outcome.state.value}"
-            + (f": {outcome.version.label}" if outcome.version else f"\n{outcome.message}"))  # fmt: skip
+        log(
+            f"tuning job {outcome.job.job_id} {outcome.state.value}"
+            + (f": {outcome.version.label}" if outcome.version else f"\n{outcome.message}")
+        )
         events += _ended(models, outcome)
     if not events:
         return dg.SensorResult(
@@ -154,12 +156,20 @@ def _reused(
 def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMaterialization | dg.AssetObservation]:
     job = outcome.job
     seconds = round(time.time() - job.submitted_at, 1)
-    facts = {"job_id": job.job_id, "state": outcome.state.value, "backend": job.backend,
-             "dataset_version": job.dataset_version, "seconds_since_submission": seconds}  # fmt: skip
+    facts = {
+        "job_id": job.job_id,
+        "state": outcome.state.value,
+        "backend": job.backend,
+        "dataset_version": job.dataset_version,
+        "seconds_since_submission": seconds,
+    }
     job_key = dg.AssetKey.from_user_string(job.requested_by)
     if outcome.state is JobState.SUCCEEDED and outcome.version is None and outcome.artifact is not None:
-        answers = {"output_uri": dg.MetadataValue.path(outcome.artifact.uri), **_spec_facts(job.spec),
-                   "job_metrics": dg.MetadataValue.json(outcome.metrics)}  # fmt: skip
+        answers = {
+            "output_uri": dg.MetadataValue.path(outcome.artifact.uri),
+            **_spec_facts(job.spec),
+            "job_metrics": dg.MetadataValue.json(outcome.metrics),
+        }
         return [
             dg.AssetObservation(job_key, metadata=facts),
             dg.AssetMaterialization(TRACKS[job_key], metadata={**facts, "job_seconds": seconds, **answers}),
@@ -178,7 +188,7 @@ def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMateriali
                 "job_seconds": seconds,
                 "job_metrics": dg.MetadataValue.json(outcome.metrics),
                 **_cost_metadata(outcome.version.manifest.get("cost", {})),
-            },  # fmt: skip
+            },
         ),
     ]
 
