@@ -19,7 +19,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from obs_platform.data.canonical import CLEANED_TEXT_FIELDS, canonicalise
+from obs_platform.data.canonical import canonicalise
+from obs_platform.data.coercion import CLEANED_TEXT_FIELDS
 from obs_platform.data.raw import read_landing
 from obs_platform.data.schema import INVISIBLE_CHARACTERS
 from obs_platform.storage import LocalStorage
