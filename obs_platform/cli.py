@@ -75,6 +75,7 @@ def run() -> None:
     from obs_platform.definitions import defs
     from obs_platform.local_run import run_whole_graph
     from obs_platform.run_summary import print_summary
+    from obs_platform.training.progress import ProgressDisplay
 
     home = _dagster_home()
     settings = Settings.from_env()
@@ -84,7 +85,8 @@ def run() -> None:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     with dg.DagsterInstance.get() as instance:
-        result = run_whole_graph(defs, instance, echo=typer.echo, run_config=quiet)
+        display = ProgressDisplay(typer.echo, terminal=sys.stdout)  # redrawn in place on a terminal
+        result = run_whole_graph(defs, instance, echo=typer.echo, run_config=quiet, display=display)
         outcome = "succeeded" if result.success else f"FAILED: {result.failure}"
         typer.echo(f"runs {', '.join(result.run_ids)} {outcome} (DAGSTER_HOME={home})")
         print_summary(instance, defs, echo=typer.echo)
@@ -99,21 +101,26 @@ def evaluate() -> None:
     import dagster as dg
 
     from obs_platform.definitions import defs
+    from obs_platform.defs.event_log import latest_materialization_metadata, metadata_values
     from obs_platform.defs.jobs import EVALUATE_JOB
 
     _dagster_home()
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     with dg.DagsterInstance.get() as instance:
-        if instance.get_latest_materialization_event(dg.AssetKey("tuned_oss_model")) is None:
+        if latest_materialization_metadata(instance, dg.AssetKey("tuned_oss_model")) is None:
             _fail("there is no model to evaluate yet: `obs-platform run` trains one")
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         result = defs.resolve_job_def(EVALUATE_JOB).execute_in_process(
             instance=instance, run_config=quiet, raise_on_error=False
         )
-        report = instance.get_latest_materialization_event(dg.AssetKey("evaluation_report"))
-        if report is None or report.run_id != result.run_id:
+        reports = [
+            event.materialization
+            for event in result.get_asset_materialization_events()
+            if event.asset_key == dg.AssetKey("evaluation_report")
+        ]
+        if not reports:
             _fail(f"the evaluation run {result.run_id} failed before its report: see it in the Dagster UI")
-        metadata = {name: value.value for name, value in report.asset_materialization.metadata.items()}
+        metadata = metadata_values(reports[0])
     typer.echo(str(metadata["summary"]))
     typer.echo(f"\npromotion: {metadata['promotion']} ({metadata['promotion_reason']})")
 
@@ -207,7 +214,9 @@ def classify(
 
 @app.command()
 def jobs(
-    status: Annotated[str | None, typer.Option("--status", help="one job's state, progress and log tail")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="one job's state and progress bar, and a failed one's log tail")
+    ] = None,
     list_jobs: Annotated[bool, typer.Option("--list", help="every job, a line each (the default)")] = False,
 ) -> None:
     """List every tuning and batch job, local and Vertex alike, as the job-status sensor sees them in the Dagster
@@ -215,7 +224,7 @@ def jobs(
     if status is not None and list_jobs:
         _fail("--status and --list are alternatives")
     if status is not None:
-        _echo_local_job_status(status)
+        _echo_job_status(status)
         return
     import dagster as dg
 
@@ -243,18 +252,47 @@ def jobs(
     _echo_table(("job", "state", "backend", "dataset", "model", "est. USD", "submitted"), rows)
 
 
-def _echo_local_job_status(job_id: str) -> None:
-    """A local job's state, progress and, on failure, the trainer's last log lines."""
+def _echo_job_status(job_id: str) -> None:
+    """A job's state and progress bar, as `obs-platform run` shows it: a local job's from the local job records
+    (steps, epoch, the latest validation metric; a failed one's last trainer log lines), any other's (a Vertex job)
+    found in the event log, its state asked of its backend while it is open."""
     from obs_platform.training.backend import JobError
     from obs_platform.training.local import LocalSubprocessBackend
+    from obs_platform.training.progress import status_line
 
-    try:
-        current = LocalSubprocessBackend(_local_root()).status(job_id)
-    except JobError as exc:
-        _fail(str(exc))
-    typer.echo(f"{job_id}: {current.state.value} ({current.progress:.0%})")
-    if current.message:
-        typer.echo(current.message)
+    storage = storage_from_uri(Settings.from_env().home)
+    if isinstance(storage, LocalStorage):
+        try:
+            current = LocalSubprocessBackend(storage.root).status(job_id)
+        except JobError:
+            pass  # no local job: the event log may know it
+        else:
+            typer.echo(f"{job_id}: {current.state.value}")
+            typer.echo(status_line(current, elapsed=0.0))  # a local status carries its own elapsed time
+            if current.message:
+                typer.echo(current.message)
+            return
+    _echo_logged_job_status(job_id)
+
+
+def _echo_logged_job_status(job_id: str) -> None:
+    """A job the event log names: an ended one's state; an open one's progress line, from its backend's state."""
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # before the definitions' modules are imported
+    from obs_platform.defs.training.job_log import job_records
+
+    _dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        record = next((record for record in job_records(instance) if record.job_id == job_id), None)
+    if record is None:
+        _fail(f"no local job {job_id!r}, and none of that id in the event log: `obs-platform jobs` lists them")
+    typer.echo(f"{job_id}: {record.state} ({record.backend})")
+    if record.open:
+        from obs_platform.definitions import defs
+        from obs_platform.local_run import job_backends, progress_line
+
+        typer.echo(progress_line(job_backends(defs).get(record.backend), job_id, record.submitted_at))
 
 
 def _with_local_states(records: "list[JobRecord]") -> "list[JobRecord]":

@@ -5,6 +5,8 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from obs_platform.defs.event_log import latest_materialization_metadata
+
 SHOWN_KEYS = (
     "dagster/row_count",
     "dataset_version",
@@ -33,16 +35,15 @@ def asset_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple
     graph = defs.resolve_asset_graph()
     rows = []
     for key in graph.toposorted_asset_keys:
-        event = instance.get_latest_materialization_event(key)
-        if event is None or event.asset_materialization is None:
+        metadata = latest_materialization_metadata(instance, key)
+        if metadata is None:
             rows.append((key.to_user_string(), "not materialised"))
             continue
-        metadata = event.asset_materialization.metadata
         parts = []
         for name in SHOWN_KEYS:
             if name in metadata:
                 label = "rows" if name == "dagster/row_count" else name
-                parts.append(f"{label}={metadata[name].value}")
+                parts.append(f"{label}={metadata[name]}")
         rows.append((key.to_user_string(), "  ".join(parts)))
     return rows
 
@@ -53,19 +54,12 @@ def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions, echo: Call
     echo("")
     for name, description in rows:
         echo(f"  {name.ljust(width)}  {description}")
-    report = _latest(instance, dg.AssetKey("evaluation_report"))
+    report = latest_materialization_metadata(instance, dg.AssetKey("evaluation_report"))
     if report and "summary" in report:
         echo("")
         echo(str(report["summary"]))
-    served = _latest(instance, dg.AssetKey("oss_endpoint"))
+    served = latest_materialization_metadata(instance, dg.AssetKey("oss_endpoint"))
     if served and "url" in served:
         echo("")
         echo(f'endpoint: {served["url"]}  (model {served["model_version"]}; `obs-platform classify "..."`)')
         echo(f"review page: {served['url']}/  (the bearer token is in {served.get('token', 'endpoint/token')})")
-
-
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict | None:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return {name: value.value for name, value in event.asset_materialization.metadata.items()}

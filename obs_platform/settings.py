@@ -1,15 +1,26 @@
-"""Configuration read from the environment (and `.env`): one place, so every entry point agrees."""
+"""Configuration read from the environment (and `.env`): one place, so every entry point agrees.
+
+`Settings` reads every `OBS_PLATFORM_*` variable of the platform once, through pydantic-settings: the variable is
+`OBS_PLATFORM_` and the field's name in capitals (or the alias a field names), each default is the field's, and a
+bad value is refused when the settings are read (a command starting, the Dagster code location loading) in one
+`SettingsError` that names every bad variable with its value. The Dagster resources show which variable sets what
+(`obs_platform/defs/config.py`). The Vertex deployment's own variables are read by
+`obs_platform.cloud.vertex.VertexSettings`, the endpoint's batching by `obs_platform.serving.batching`.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import load_dotenv
-from trainer.config import MODE_DEFAULTS, RECIPES
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationInfo, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+from trainer.config import MODE_DEFAULTS, Mode, Recipe
 
 from obs_platform.cloud.costs import Prices
+from obs_platform.environment import ENV_FILE, EnvironmentSettings
 from obs_platform.taxonomy import default_taxonomy_path
 
 DEFAULT_HOME = Path("~/.local/share/obs-platform/home").expanduser()
@@ -17,116 +28,128 @@ DEFAULT_WORK_DIR = Path("~/.cache/obs-platform").expanduser()
 # The shared reference data beside a checkout (present in CI): evaluation only, never trained on.
 DEFAULT_EXTERNAL_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "eyfs_comment_bank.csv"
 LANDING_PREFIX = "landing"
-BACKENDS = ("local", "vertex")  # where tuning jobs run: a subprocess here, or Vertex AI
+Backend = Literal["local", "vertex"]  # where tuning jobs run: a subprocess here, or Vertex AI
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+# What runs a served classifier (obs_platform.serving.runtime.RUNTIMES, which imports torch).
+EndpointRuntime = Literal["onnx", "torch"]
+# The baselines of obs_platform.evaluation.baselines (which imports scikit-learn), by name.
+Baseline = Literal["majority", "tfidf_logistic", "frozen_minilm_logistic"]
+Floor = Literal[Baseline, "none"]  # the baseline a model must reach to be served, or none
 # The data set's names, kept for the endpoint to redact requests with: personal data, like the landing
 # area, and never part of any training file.
 ROSTER_PATH = "private/roster.json"
-TRAIN_OPTION_VARIABLES = {
-    "epochs": "OBS_PLATFORM_TRAIN_EPOCHS",
-    "batch_size": "OBS_PLATFORM_TRAIN_BATCH_SIZE",
-    "max_length": "OBS_PLATFORM_TRAIN_MAX_LENGTH",
-    "encoder_tuning_steps": "OBS_PLATFORM_TRAIN_ENCODER_TUNING_STEPS",
+# The trainer's options a deployment may override: the resource's field and the setting that sets it.
+TRAIN_OPTIONS = {
+    "epochs": "train_epochs",
+    "batch_size": "train_batch_size",
+    "max_length": "train_max_length",
+    "encoder_tuning_steps": "train_encoder_tuning_steps",
 }
+EXTERNAL_EVAL_VARIABLE = "OBS_PLATFORM_EXTERNAL_EVAL"  # its empty value means no external set, not the default
 
 
-@dataclass(frozen=True)
-class Settings:
-    home: str
-    taxonomy_path: str
-    backend: str = "local"
-    train_mode: str = "classifier"
-    train_recipe: str = "hybrid"  # classifier mode: `hybrid` or `lora`
-    base_model: str = ""  # "": the training mode's default
-    endpoint_runtime: str = "onnx"
-    promotion_tolerance: float = 0.01
-    promotion_floor: str = "tfidf_logistic"
-    baselines: tuple[str, ...] = ("majority", "tfidf_logistic", "frozen_minilm_logistic")
-    external_eval_path: str = ""
+class Settings(EnvironmentSettings):
+    """The platform's settings. Storage: `OBS_PLATFORM_HOME` (a folder or `gs://bucket/prefix`),
+    `OBS_PLATFORM_TAXONOMY` (a file; default: the shipped EYFS one), `OBS_PLATFORM_WORK_DIR` (where a bucket-backed
+    deployment keeps local model copies and endpoint state). Training: `OBS_PLATFORM_BACKEND` (where tuning jobs
+    run), `OBS_PLATFORM_TRAIN_MODE` (`classifier`, the CPU default, or `sft`, a causal LM for GPUs),
+    `OBS_PLATFORM_TRAIN_RECIPE` (the classifier's: `hybrid` or `lora`), `OBS_PLATFORM_BASE_MODEL` (default: the
+    mode's), the `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults, `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS`
+    (a job open longer is cancelled and reported EXPIRED) and the prices of `obs_platform.cloud.costs`
+    (`PRICE_VARIABLES`; unset: estimates without dollars). Evaluation: `OBS_PLATFORM_PROMOTION_TOLERANCE`,
+    `OBS_PLATFORM_PROMOTION_FLOOR` (a baseline that runs, or `none`), `OBS_PLATFORM_BASELINES` (comma-separated) and
+    `OBS_PLATFORM_EXTERNAL_EVAL` (the external comment bank; unset: `../shared/eval/eyfs_comment_bank.csv` beside
+    the checkout; empty: none). Serving: `OBS_PLATFORM_ENDPOINT_RUNTIME` (`onnx` or `torch`). Automation:
+    `OBS_PLATFORM_AUTOMATION` (on: the landing sensor and the schedules start running), `OBS_PLATFORM_TIMEZONE`,
+    the crons, `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS`, and the serving monitor's `OBS_PLATFORM_MONITOR_*`.
+
+    An empty value is unset (the default applies), except `OBS_PLATFORM_EXTERNAL_EVAL`'s."""
+
+    model_config = SettingsConfigDict(env_prefix="OBS_PLATFORM_", env_ignore_empty=False)
+
+    home: str = str(DEFAULT_HOME)
+    taxonomy_path: str = Field(
+        default_factory=lambda: str(default_taxonomy_path()), validation_alias="OBS_PLATFORM_TAXONOMY"
+    )
+    work_dir: str = str(DEFAULT_WORK_DIR)  # local copies of models and endpoint state when the home is a bucket
+    backend: Backend = "local"
+    train_mode: Mode = "classifier"
+    train_recipe: Recipe = "hybrid"  # classifier mode only
+    base_model: str = ""  # "": the training mode's default, filled in when read
+    # Overrides of the trainer's defaults (None: the trainer's or the mode's); see TRAIN_OPTIONS.
+    train_epochs: PositiveInt | None = None
+    train_batch_size: NonNegativeInt | None = None
+    train_max_length: NonNegativeInt | None = None
+    train_encoder_tuning_steps: NonNegativeInt | None = None
+    tuning_timeout_seconds: PositiveFloat = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
+    # What cost estimates multiply by: read from their own variables (cloud/costs.py's PRICE_VARIABLES).
+    prices: Prices = Field(default=None, validate_default=True)
+    endpoint_runtime: EndpointRuntime = "onnx"
+    promotion_tolerance: Annotated[float, Field(ge=0)] = 0.01
+    baselines: Annotated[tuple[Baseline, ...], NoDecode] = ("majority", "tfidf_logistic", "frozen_minilm_logistic")
+    promotion_floor: Floor = "tfidf_logistic"  # after `baselines`: checked against them
+    external_eval_path: str = Field(default=str(DEFAULT_EXTERNAL_EVAL), validation_alias=EXTERNAL_EVAL_VARIABLE)
     automation: bool = False  # sensors and schedules running by default (a production deployment)
     timezone: str = "Europe/London"
     nightly_refresh_cron: str = "0 2 * * *"
     weekly_retrain_cron: str = "0 3 * * 0"
-    tuning_timeout_seconds: float = 6 * 3600.0  # a job open longer is cancelled and reported EXPIRED
-    prices: Prices = field(default_factory=Prices)  # what cost estimates multiply by (cloud/costs.py)
-    sensor_interval_seconds: int = 30  # how often the job-status and automation sensors tick
+    sensor_interval_seconds: PositiveInt = 30  # how often the job-status and automation sensors tick
     monitor_cron: str = "0 6 * * *"
-    monitor_drift_threshold: float = 0.2
-    monitor_acceptance_margin: float = 0.10
-    monitor_window_days: int = 7
-    work_dir: str = str(DEFAULT_WORK_DIR)  # local copies of models and endpoint state when the home is a bucket
-    train_options: dict[str, int] = field(default_factory=dict)
+    monitor_drift_threshold: PositiveFloat = 0.2
+    monitor_acceptance_margin: Annotated[float, Field(ge=0, le=1)] = 0.10
+    monitor_window_days: PositiveInt = 7
 
     @classmethod
     def from_env(cls) -> Settings:
-        """`OBS_PLATFORM_HOME` (folder or `gs://bucket/prefix`), `OBS_PLATFORM_TAXONOMY` (a file) and
-        `OBS_PLATFORM_BACKEND` (where tuning jobs run: `local`), `OBS_PLATFORM_TRAIN_MODE` (`classifier`, the
-        CPU default, or `sft`, a causal LM for GPUs), `OBS_PLATFORM_TRAIN_RECIPE` (the classifier's: `hybrid`, the
-        default, or `lora`), `OBS_PLATFORM_BASE_MODEL` (the model to tune; default:
-        the mode's), `OBS_PLATFORM_TRAIN_*` overrides of the trainer's defaults and
-        `OBS_PLATFORM_ENDPOINT_RUNTIME` (what runs a served classifier: `onnx`, ONNX Runtime, or `torch`);
-        for evaluation `OBS_PLATFORM_PROMOTION_TOLERANCE`, `OBS_PLATFORM_PROMOTION_FLOOR` (the baseline a model
-        must reach, or `none`), `OBS_PLATFORM_BASELINES` (comma-separated) and `OBS_PLATFORM_EXTERNAL_EVAL`
-        (the external comment bank; default `../shared/eval/eyfs_comment_bank.csv` beside the checkout);
-        `OBS_PLATFORM_AUTOMATION` (`on`: the landing sensor and the schedules start running; off locally),
-        `OBS_PLATFORM_TIMEZONE`, `OBS_PLATFORM_NIGHTLY_REFRESH_CRON`, `OBS_PLATFORM_WEEKLY_RETRAIN_CRON`;
-        `OBS_PLATFORM_TUNING_TIMEOUT_SECONDS` (a tuning job open longer is cancelled and reported EXPIRED),
-        the prices of `obs_platform.cloud.costs.PRICE_VARIABLES` (unset: estimates without dollars),
-        `OBS_PLATFORM_WORK_DIR` (where a bucket-backed deployment keeps local model copies and endpoint state),
-        `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS` (how often the job-status and automation sensors tick);
-        the serving monitor's `OBS_PLATFORM_MONITOR_CRON`, `OBS_PLATFORM_MONITOR_DRIFT_THRESHOLD` (PSI),
-        `OBS_PLATFORM_MONITOR_ACCEPTANCE_MARGIN` and `OBS_PLATFORM_MONITOR_WINDOW_DAYS`. The
-        Vertex deployment's own variables are read by `obs_platform.cloud.vertex.VertexSettings`."""
-        load_dotenv(override=False)
-        home = os.environ.get("OBS_PLATFORM_HOME") or str(DEFAULT_HOME)
-        taxonomy = os.environ.get("OBS_PLATFORM_TAXONOMY") or str(default_taxonomy_path())
-        backend = os.environ.get("OBS_PLATFORM_BACKEND") or "local"
-        if backend not in BACKENDS:
-            raise ValueError(f"OBS_PLATFORM_BACKEND={backend!r}: expected one of {list(BACKENDS)}")
-        mode = os.environ.get("OBS_PLATFORM_TRAIN_MODE") or "classifier"
-        if mode not in MODE_DEFAULTS:
-            raise ValueError(f"OBS_PLATFORM_TRAIN_MODE={mode!r}: expected one of {sorted(MODE_DEFAULTS)}")
-        base_model = os.environ.get("OBS_PLATFORM_BASE_MODEL") or MODE_DEFAULTS[mode]["base_model"]
-        recipe = os.environ.get("OBS_PLATFORM_TRAIN_RECIPE") or "hybrid"
-        if recipe not in RECIPES:
-            raise ValueError(f"OBS_PLATFORM_TRAIN_RECIPE={recipe!r}: expected one of {list(RECIPES)}")
-        options = {
-            name: int(os.environ[variable])
-            for name, variable in TRAIN_OPTION_VARIABLES.items()
-            if os.environ.get(variable)
-        }
-        return cls(
-            home=home,
-            taxonomy_path=taxonomy,
-            backend=backend,
-            train_mode=mode,
-            train_recipe=recipe,
-            base_model=base_model,
-            train_options=options,
-            endpoint_runtime=os.environ.get("OBS_PLATFORM_ENDPOINT_RUNTIME") or "onnx",
-            promotion_tolerance=float(os.environ.get("OBS_PLATFORM_PROMOTION_TOLERANCE") or 0.01),
-            promotion_floor=os.environ.get("OBS_PLATFORM_PROMOTION_FLOOR") or "tfidf_logistic",
-            baselines=tuple(
-                b.strip()
-                for b in (os.environ.get("OBS_PLATFORM_BASELINES") or ",".join(cls.baselines)).split(",")
-                if b.strip()
-            ),
-            external_eval_path=os.environ.get("OBS_PLATFORM_EXTERNAL_EVAL", str(DEFAULT_EXTERNAL_EVAL)),
-            automation=(os.environ.get("OBS_PLATFORM_AUTOMATION") or "off").lower() in ("on", "1", "true", "yes"),
-            timezone=os.environ.get("OBS_PLATFORM_TIMEZONE") or cls.timezone,
-            nightly_refresh_cron=os.environ.get("OBS_PLATFORM_NIGHTLY_REFRESH_CRON") or cls.nightly_refresh_cron,
-            weekly_retrain_cron=os.environ.get("OBS_PLATFORM_WEEKLY_RETRAIN_CRON") or cls.weekly_retrain_cron,
-            prices=Prices.from_env(),
-            work_dir=os.environ.get("OBS_PLATFORM_WORK_DIR") or cls.work_dir,
-            sensor_interval_seconds=int(os.environ.get("OBS_PLATFORM_SENSOR_INTERVAL_SECONDS") or 30),
-            monitor_cron=os.environ.get("OBS_PLATFORM_MONITOR_CRON") or cls.monitor_cron,
-            monitor_drift_threshold=float(
-                os.environ.get("OBS_PLATFORM_MONITOR_DRIFT_THRESHOLD") or cls.monitor_drift_threshold
-            ),
-            monitor_acceptance_margin=float(
-                os.environ.get("OBS_PLATFORM_MONITOR_ACCEPTANCE_MARGIN") or cls.monitor_acceptance_margin
-            ),
-            monitor_window_days=int(os.environ.get("OBS_PLATFORM_MONITOR_WINDOW_DAYS") or cls.monitor_window_days),
-            tuning_timeout_seconds=float(
-                os.environ.get("OBS_PLATFORM_TUNING_TIMEOUT_SECONDS") or cls.tuning_timeout_seconds
-            ),
-        )
+        """The settings of this environment; `SettingsError` names every bad variable with its value.
+
+        `.env` is also exported into the environment (a variable already set wins): the readers that take
+        `os.environ` as it is (the endpoint's batching, `dg.EnvVar` when a run starts, child processes) see it too."""
+        load_dotenv(ENV_FILE, override=False)
+        return cls.read()
+
+    @property
+    def train_options(self) -> dict[str, int]:
+        """The trainer options this deployment sets, by the tuning resource's field name."""
+        values = {option: getattr(self, field) for option, field in TRAIN_OPTIONS.items()}
+        return {option: value for option, value in values.items() if value is not None}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: Any) -> Any:
+        """An empty variable leaves the default in place (`OBS_PLATFORM_TAXONOMY=` in `.env`), except the external
+        set's, whose empty value says there is none; the base model defaults to the training mode's."""
+        if not isinstance(data, dict):
+            return data
+        data = {key: value for key, value in data.items() if value != "" or key == EXTERNAL_EVAL_VARIABLE}
+        mode = data.get("train_mode", cls.model_fields["train_mode"].default)
+        if not data.get("base_model") and mode in MODE_DEFAULTS:
+            data["base_model"] = MODE_DEFAULTS[mode]["base_model"]
+        return data
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Prices | None) -> Prices:
+        return Prices.from_env() if value is None else value
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(name.strip() for name in value.split(",") if name.strip()) if isinstance(value, str) else value
+
+    @field_validator("promotion_floor")
+    @classmethod
+    def _floor_runs(cls, floor: str, info: ValidationInfo) -> str:
+        baselines = info.data.get("baselines")
+        if floor != "none" and baselines is not None and floor not in baselines:
+            raise ValueError(f"is not among the baselines that run ({cls.variable('baselines')}={','.join(baselines)})")
+        return floor
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, timezone: str) -> str:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a time zone name (like Europe/London or UTC)") from None
+        return timezone

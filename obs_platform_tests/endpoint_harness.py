@@ -15,9 +15,9 @@ from typing import Any
 
 import uvicorn
 
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.__main__ import log_config
 from obs_platform.serving.client import HttpTransport, RetryableStatus
-from obs_platform.serving.results import Instance, Prediction
 
 from .conftest import free_port
 

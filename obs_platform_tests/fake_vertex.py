@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote
 import pytest
 
 from obs_platform.data.formats import answer_json
-from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.predictions import Prediction, Suggestion
 from obs_platform.taxonomy import Label
 
 if TYPE_CHECKING:  # imported by the fixture: conftest imports this module for every test session

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
+from obs_platform.predictions import Instance
 from obs_platform.serving import batching
 from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
-from obs_platform.serving.results import Instance
 
 from .endpoint_harness import TimedPredictor
 

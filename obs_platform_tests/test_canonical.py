@@ -272,7 +272,10 @@ def test_every_file_is_processed_and_an_unreadable_one_is_quarantined_whole(eyfs
 
 def test_a_secondary_tag_accepts_the_spellings_of_the_observations_own_label(eyfs):
     """One alias table: every spelling of a label field is accepted in a secondary tag too."""
-    tags = [{"domain_id": 1, "attribute_id": 2, "progressionLevel": "reception"}, {"attributeId": 2, "level": "Reception"}]
+    tags = [
+        {"domain_id": 1, "attribute_id": 2, "progressionLevel": "reception"},
+        {"attributeId": 2, "level": "Reception"},
+    ]
     row = canon(eyfs, record(secondaryTags=tags)).canonical.iloc[0]
     levels = [tag["level"] for tag in row["secondary_tags"]]
     assert levels == ["Reception", "Reception"] and [tag["domain_id"] for tag in row["secondary_tags"]] == [1, 1]

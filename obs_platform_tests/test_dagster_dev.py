@@ -159,6 +159,12 @@ def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, t
                 page.wait_for_timeout(3000)  # the nodes' latest events load after the graph: for the picture
                 page.screenshot(path=str(SCREENSHOTS / f"group-{group}.png"))
 
+            # The whole lineage on one graph (the README's picture).
+            page.goto(f"{url}/asset-groups")
+            expect(page.get_by_text("training_splits", exact=True).first).to_be_visible()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(SCREENSHOTS / "lineage.png"))
+
             # The data group materialised from the UI: a click, then the run is waited for.
             before = {run.run_id for run in instance.get_runs()}
             page.goto(f"{url}/locations/obs_platform/asset-groups/data")

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 
 from obs_platform.evaluation import gate
 from obs_platform.evaluation.baselines import majority, tfidf_logistic
-from obs_platform.evaluation.calibration import Calibration, calibrate, fit_temperature, softmax
+from obs_platform.evaluation.calibration import calibrate, fit_temperature, softmax
 from obs_platform.evaluation.external import ExternalSetError, load_comment_bank
 from obs_platform.evaluation.frames import LabelledObservation, prediction_frame
 from obs_platform.evaluation.metrics import (
@@ -25,7 +25,7 @@ from obs_platform.evaluation.metrics import (
 from obs_platform.evaluation.plots import confusion_matrix_png
 from obs_platform.evaluation.report import build_report, markdown_summary
 from obs_platform.evaluation.runs import EvaluationSet
-from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.predictions import Calibration, Prediction, Suggestion
 
 COMMENT_BANK = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "eyfs_comment_bank.csv"
 

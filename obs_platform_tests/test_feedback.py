@@ -19,12 +19,12 @@ from obs_platform.cli import app
 from obs_platform.data.canonical import canonicalise
 from obs_platform.data.formats import RequestTexts
 from obs_platform.data.raw import parse_export
+from obs_platform.predictions import Instance, Prediction, Suggestion
 from obs_platform.serving.app import create_app
 from obs_platform.serving.client import ClassifierError, ObservationClassifier, RequestRejected
 from obs_platform.serving.feedback import EXPORT_FOLDER, FEEDBACK_FOLDER, Feedback, FeedbackStore
 from obs_platform.serving.monitor import feedback_table
 from obs_platform.serving.prediction_log import PredictionLog
-from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.storage import LocalStorage
 
 from .endpoint_harness import served

@@ -18,7 +18,7 @@ from obs_platform.cloud.gemini_batch import (
 from obs_platform.cloud.vertex import VertexSettings
 from obs_platform.data.formats import system_instruction
 from obs_platform.data.redaction import Roster
-from obs_platform.serving.results import Instance
+from obs_platform.predictions import Instance
 from obs_platform.storage import storage_from_uri
 from obs_platform.training.backend import JobError, JobState
 

@@ -4,10 +4,10 @@ import json
 
 from obs_platform.data.formats import RequestTexts
 from obs_platform.data.redaction import Roster
+from obs_platform.predictions import Instance
 from obs_platform.serving.app import create_app
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.serving.prediction_log import PredictionLog, note_digest
-from obs_platform.serving.results import Instance
 
 from .endpoint_harness import TimedPredictor, served
 

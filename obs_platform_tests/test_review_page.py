@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.app import create_app
 from obs_platform.serving.feedback import FeedbackStore
 from obs_platform.serving.prediction_log import PredictionLog
-from obs_platform.serving.results import Instance, Prediction
 
 from .endpoint_harness import served
 from .test_data_assets import PROJECT_ROOT

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from obs_platform.cli import app
 from obs_platform.defs.jobs import MONITOR_JOB
-from obs_platform.evaluation.families import SERVED_MODEL_PATH, FamilySummary, ServedModelDecision
+from obs_platform.evaluation.families import FamilySummary
 from obs_platform.evaluation.report import build_report, comparison_table
+from obs_platform.predictions import Prediction, Suggestion
 from obs_platform.serving.app import create_app
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.serving.feedback import Feedback, FeedbackStore
@@ -30,7 +31,7 @@ from obs_platform.serving.monitor import (
     wilson_interval,
 )
 from obs_platform.serving.prediction_log import PREDICTION_LOG_FOLDER, LoggedPrediction, PredictionLog
-from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.serving.served import SERVED_MODEL_PATH, ServedModelDecision
 from obs_platform.storage import LocalStorage
 
 from .endpoint_harness import served
@@ -39,6 +40,7 @@ from .test_data_assets import load_defs, run_data_group
 from .test_feedback import TOKEN, SuggestingPredictor
 
 DAY = 86400.0
+SETTINGS = MonitorSettings(drift_threshold=0.2, acceptance_margin=0.10, window_days=7)
 
 
 def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():
@@ -86,7 +88,7 @@ def today() -> str:
 
 
 def test_the_monitor_warns_on_drift_only_with_enough_predictions(tmp_path, eyfs):
-    storage, settings = LocalStorage(tmp_path), MonitorSettings(drift_threshold=0.2, window_days=7)
+    storage, settings = LocalStorage(tmp_path), SETTINGS
     # Yesterday and today: every prediction the same ELG (a drift), but first only 40 of them.
     log_predictions(tmp_path, eyfs, [0.0] * 20 + [1.0] * 20, lambda n: 0)
     few = monitor_report(storage, eyfs, training_frame(eyfs), settings, None, None, today())
@@ -110,7 +112,7 @@ def test_the_monitor_warns_on_drift_only_with_enough_predictions(tmp_path, eyfs)
 
 def test_predictions_older_than_the_window_are_in_the_days_but_not_judged(tmp_path, eyfs):
     log_predictions(tmp_path, eyfs, [30.0] * 300, lambda n: 0)
-    report = monitor_report(LocalStorage(tmp_path), eyfs, training_frame(eyfs), MonitorSettings(), None, None, today())
+    report = monitor_report(LocalStorage(tmp_path), eyfs, training_frame(eyfs), SETTINGS, None, None, today())
     assert report.window["predictions"] == 0 and report.drift.passed
     assert list(report.daily["predictions"]) == [300]
 
@@ -144,18 +146,16 @@ def test_acceptance_warns_only_when_clearly_below_the_test_accuracy(tmp_path, ey
     storage = LocalStorage(tmp_path)
     ids = log_predictions(tmp_path, eyfs, [0.0] * 120, lambda n: 0)
     record_feedback(tmp_path, eyfs, ids[:6], accepted=3)  # 50 % of 6: could be chance
-    report = monitor_report(storage, eyfs, training_frame(eyfs), MonitorSettings(), "m/v1", 0.8, today())
+    report = monitor_report(storage, eyfs, training_frame(eyfs), SETTINGS, "m/v1", 0.8, today())
     assert report.acceptance.passed and report.acceptance.figures["top1_acceptance"] == 0.5
     record_feedback(tmp_path, eyfs, ids[6:120], accepted=54)  # 57 of 120 in all: 47.5 %, interval to ~57 %
-    report = monitor_report(storage, eyfs, training_frame(eyfs), MonitorSettings(), "m/v1", 0.8, today())
+    report = monitor_report(storage, eyfs, training_frame(eyfs), SETTINGS, "m/v1", 0.8, today())
     assert not report.acceptance.passed and "below its test accuracy 80.0%" in report.acceptance.description
     # The same feedback judged against a version tested at 60 %: within the margin, no warning.
-    assert monitor_report(
-        storage, eyfs, training_frame(eyfs), MonitorSettings(), "m/v1", 0.6, today()
-    ).acceptance.passed
+    assert monitor_report(storage, eyfs, training_frame(eyfs), SETTINGS, "m/v1", 0.6, today()).acceptance.passed
     # No decision yet, or feedback only on another version: not judged.
-    assert monitor_report(storage, eyfs, training_frame(eyfs), MonitorSettings(), None, None, today()).acceptance.passed
-    other = monitor_report(storage, eyfs, training_frame(eyfs), MonitorSettings(), "m/v2", 0.8, today())
+    assert monitor_report(storage, eyfs, training_frame(eyfs), SETTINGS, None, None, today()).acceptance.passed
+    other = monitor_report(storage, eyfs, training_frame(eyfs), SETTINGS, "m/v2", 0.8, today())
     assert other.acceptance.passed and "no feedback on m/v2" in other.acceptance.description
     domain = eyfs.domain(eyfs.attributes[0].domain_id).key
     [row] = report.acceptance_by_domain.to_dict("records")

@@ -2,6 +2,7 @@
 real packaged MiniLM (slow)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from trainer.inputs import model_input
 from transformers import AutoModel
 
 from obs_platform.data.formats import user_text
+from obs_platform.training.local import read_progress
 
 
 def config_for(split_files, base, output, **overrides) -> TrainerConfig:
@@ -47,6 +49,7 @@ def test_trains_and_saves_in_the_hf_convention(tmp_path, split_files, tiny_bert)
         "tokenizer/tokenizer.json",
         "label_maps.json",
         "metrics.jsonl",
+        "progress.jsonl",
         "manifest.json",
     ):
         assert (run / produced).exists(), produced
@@ -62,6 +65,16 @@ def test_trains_and_saves_in_the_hf_convention(tmp_path, split_files, tiny_bert)
     ]
     events = [json.loads(line)["event"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert events.count("eval") == 2 and events[-1] == "done"
+    # The progress file the platform's progress bar reads: a start line, the steps of the total, each evaluation.
+    progress = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
+    total = 2 * math.ceil(manifest["examples"]["train"] / 32)
+    assert progress[0] | {"time": 0} == {"time": 0, "step": 0, "total_steps": total, "epoch": 1, "epochs": 2} | {
+        "start": True
+    }
+    assert [(p["epoch"], p["step"]) for p in progress if "metric" in p] == [(1, total // 2), (2, total)]
+    shown = read_progress(run / "progress.jsonl", elapsed=60.0)
+    assert (shown.step, shown.total_steps, shown.epoch, shown.epochs) == (total, total, 2, 2)
+    assert shown.metric == "attribute_accuracy" and 0 <= shown.value <= 1 and shown.seconds_per_step > 0
     # plain PEFT loads the adapter on the base encoder
     peft_model = PeftModel.from_pretrained(AutoModel.from_pretrained(tiny_bert), run / "adapter")
     assert any("lora_A" in name for name, _ in peft_model.named_parameters())

@@ -25,8 +25,8 @@ from trainer.runs import MetricsLog
 from transformers import AutoModel, AutoTokenizer
 
 from obs_platform.data.prepare import taxonomy_text_records
+from obs_platform.predictions import Instance
 from obs_platform.serving.predictor import ClassifierPredictor
-from obs_platform.serving.results import Instance
 
 
 def test_the_age_comes_back_out_of_the_model_input():

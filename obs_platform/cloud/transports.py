@@ -27,9 +27,9 @@ from trainer.answers import LabelSpace
 from obs_platform.cloud.vertex import TRANSIENT_HTTP_STATUSES, VertexSettings, unreachable_errors
 from obs_platform.data.formats import RequestTexts, gemini_user_turn, system_instruction
 from obs_platform.data.redaction import Roster
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.answers import read_prediction, taxonomy_label_space
 from obs_platform.serving.client import RequestRejected, RetryableStatus
-from obs_platform.serving.results import Instance, Prediction
 from obs_platform.taxonomy import Taxonomy
 
 if TYPE_CHECKING:

@@ -12,13 +12,15 @@ process-wide state that two settings in one process would fight over.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
+from pydantic import NonNegativeInt, StringConstraints
+
+from obs_platform.environment import SettingsError, environment_model
 from obs_platform.training.backend import BackendUnavailable, JobError, JobState, JobStatus, TrainingSpec
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 LABEL_VALUE_LENGTH = 63
 
 
-class VertexConfigError(ValueError):
+class VertexConfigError(SettingsError):
     """The Vertex settings are incomplete or malformed."""
 
 
@@ -105,18 +107,10 @@ class VertexSettings:
 
     @classmethod
     def from_env(cls) -> VertexSettings:
-        """The settings from `OBS_PLATFORM_VERTEX_*` variables (and `OBS_PLATFORM_GEMINI_BASE_MODEL`); the error
-        names every required variable that is missing, so one attempt shows all there is to set."""
-        values = {name: os.environ.get(variable, "").strip() for name, variable in ENV_VARIABLES.items()}
-        missing = [ENV_VARIABLES[name] for name in REQUIRED if not values[name]]
-        if missing:
-            raise VertexConfigError(f"Vertex AI tuning needs {', '.join(missing)}")
-        given: dict[str, Any] = {name: value for name, value in values.items() if value}
-        for name in ("accelerator_count", "keep_deployed"):
-            if name in given:
-                if not given[name].isdigit():
-                    raise VertexConfigError(f"{ENV_VARIABLES[name]} must be a whole number, not {given[name]!r}")
-                given[name] = int(given[name])
+        """The settings from `OBS_PLATFORM_VERTEX_*` variables (and `OBS_PLATFORM_GEMINI_BASE_MODEL`), in the
+        environment or `.env`; the error names every required variable that is missing and every malformed value,
+        so one attempt shows all there is to set. An unset or empty variable leaves the field's default."""
+        given = _VertexVariables.read(_vertex_config_error).model_dump(exclude_none=True)
         return cls(**given)
 
     @property
@@ -189,6 +183,25 @@ class VertexSettings:
         from google.oauth2.credentials import Credentials
 
         return Credentials(token="loopback-fake")
+
+
+# The reader of ENV_VARIABLES: the required ones must be set; the others are None where unset (VertexSettings's
+# default then applies), and the counts whole numbers from 0.
+_VertexVariables = environment_model(
+    "VertexVariables",
+    ENV_VARIABLES,
+    {
+        **dict.fromkeys(ENV_VARIABLES, str),
+        **dict.fromkeys(REQUIRED, Annotated[str, StringConstraints(min_length=1)]),
+        "accelerator_count": NonNegativeInt,
+        "keep_deployed": NonNegativeInt,
+    },
+    required=REQUIRED,
+)
+
+
+def _vertex_config_error(problems: str) -> VertexConfigError:
+    return VertexConfigError(f"Vertex AI settings: {problems}")
 
 
 def job_status(state_name: str, message: str) -> JobStatus:

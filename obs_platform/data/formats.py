@@ -22,7 +22,7 @@ from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
 
 if TYPE_CHECKING:
-    from obs_platform.serving.results import Instance
+    from obs_platform.predictions import Instance
 
 PHOTO_MIME_TYPES = {
     ".jpg": "image/jpeg",

@@ -15,6 +15,7 @@ from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
 from obs_platform.gc_pause import without_gc_pauses
+from obs_platform.storage import content_addressed_folder
 from obs_platform.taxonomy import Taxonomy
 
 REDACTED_COLUMNS = [
@@ -47,6 +48,7 @@ SPLIT_RECORD_COLUMNS = [
 ]
 CHUNK_ROWS = 20_000
 TAXONOMY_TEXTS_FILE = "taxonomy.jsonl"
+SPLITS_BASE = "splits"  # split bundles are content-addressed folders under it
 
 
 def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
@@ -179,6 +181,17 @@ def taxonomy_text_file(taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
             b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in taxonomy_text_records(taxonomy))
         ]
     }
+
+
+def split_bundle(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
+    """The files of one split bundle: the split files of the frame and, beside them, the taxonomy's own texts."""
+    return split_files(frame) | taxonomy_text_file(taxonomy)
+
+
+def split_bundle_folder(frame: pd.DataFrame, taxonomy: Taxonomy) -> str:
+    """Where the frame's split bundle is written, found from the frame alone (its name is its content's digest,
+    also the dataset version): what training and the checks of `training_splits` read, without writing."""
+    return content_addressed_folder(SPLITS_BASE, split_bundle(frame, taxonomy))
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:

@@ -46,9 +46,11 @@ def jobs() -> dg.Definitions:
             ),
             dg.define_asset_job(
                 REFRESH_JOB,
-                selection=dg.AssetSelection.groups("data", "evaluation"),
-                description="The data assets and the evaluation of the newest model (no training): keeps reports "
-                "current.",
+                # Not the Gemini batch evaluation: new data alone starts no billed job.
+                selection=dg.AssetSelection.groups("data", "evaluation")
+                - dg.AssetSelection.assets("gemini_batch_job", "gemini_evaluation_report"),
+                description="The data assets and the evaluation of the newest open-source model (no training, no "
+                "billed job): keeps reports current.",
             ),
             dg.define_asset_job(
                 MONITOR_JOB,

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 
 from obs_platform.data.formats import user_text
 from obs_platform.evaluation.frames import LabelledObservation
-from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.predictions import Prediction, Suggestion
 from obs_platform.taxonomy import Taxonomy
 
 REGULARISATION_GRID = (1.0, 10.0, 100.0)

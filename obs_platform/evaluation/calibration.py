@@ -9,14 +9,11 @@ domain's threshold: the lowest one at which the validation suggestions of that d
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 
 from obs_platform.evaluation.metrics import expected_calibration_error
+from obs_platform.predictions import Calibration
 
-CALIBRATION_FILE = "calibration.json"
 TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
 
 
@@ -55,26 +52,6 @@ def domain_thresholds(
                     break
         thresholds[domain] = chosen
     return thresholds
-
-
-@dataclass(frozen=True)
-class Calibration:
-    attribute_temperature: float
-    level_temperature: float
-    thresholds: dict[str, float]  # domain key → calibrated probability from which a suggestion is confident
-    target_precision: float
-    validation: dict[str, float] = field(default_factory=dict)  # ECE before/after, examples
-    test: dict[str, float | None] = field(default_factory=dict)  # how it carries over (reported, never fitted)
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Calibration:
-        return cls(**json.loads(data))
-
-    def threshold(self, domain: str) -> float:
-        return self.thresholds.get(domain, 1.01)
 
 
 def calibrate(

@@ -2,17 +2,17 @@
 on one evaluation's data, and the decision which family the inference client uses by default.
 
 A family's summary is stored with its version (`summary_path`) when that version is evaluated, so the decision is
-made from the registry's champions and their stored figures, never from another asset's metadata.
+made from the registry's champions and their stored figures, never from another asset's metadata. The choice is
+evaluation's; where the chosen model answers, and the record clients follow, are serving's
+(`obs_platform.serving.served`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-
-SERVED_MODEL_PATH = "serving/served_model.json"  # the decision, where clients and people read it
 
 
 class FamilySummary(BaseModel):
@@ -36,22 +36,16 @@ def summary_path(version_folder: str, data_key: str) -> str:
 
 
 @dataclass(frozen=True)
-class ServedModelDecision:
+class FamilyChoice:
+    """Which family's champion the inference client should use by default, and why."""
+
     family: str
     model_version: str
     reason: str
-    compared: tuple[dict[str, Any], ...]
-    address: str = ""  # where the chosen model answers: a URL, or a Vertex endpoint's resource name
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> ServedModelDecision:
-        return cls(**{**value, "compared": tuple(value["compared"])})
+    compared: tuple[dict[str, Any], ...]  # every family's summary, best first
 
 
-def decide_served_model(champions: list[FamilySummary], tolerance: float) -> ServedModelDecision:
+def decide_served_model(champions: list[FamilySummary], tolerance: float) -> FamilyChoice:
     """The family whose champion tags best (test ELG macro-F1, the metric the promotion gate judges), unless a
     cheaper family's champion is within `tolerance` of it: then the cheaper one.
 
@@ -67,7 +61,7 @@ def decide_served_model(champions: list[FamilySummary], tolerance: float) -> Ser
     compared = tuple(s.model_dump() for s in ranked)
     if len(ranked) == 1:
         only = f"{best.family} is the only family evaluated (ELG macro-F1 {best.attribute_macro_f1:.3f})"
-        return ServedModelDecision(best.family, best.model_version, only, compared)
+        return FamilyChoice(best.family, best.model_version, only, compared)
     cheaper = [
         s
         for s in ranked[1:]
@@ -79,7 +73,7 @@ def decide_served_model(champions: list[FamilySummary], tolerance: float) -> Ser
     runner_up = ranked[1]
     if cheaper:
         chosen = min(cheaper, key=lambda s: s.usd_per_1000_predictions or 0.0)
-        return ServedModelDecision(
+        return FamilyChoice(
             chosen.family,
             chosen.model_version,
             f"{chosen.family} is within {tolerance} ELG macro-F1 of {best.family} "
@@ -87,7 +81,7 @@ def decide_served_model(champions: list[FamilySummary], tolerance: float) -> Ser
             f"{_usd(chosen)} vs {_usd(best)} per 1,000 predictions",
             compared,
         )
-    return ServedModelDecision(
+    return FamilyChoice(
         best.family,
         best.model_version,
         f"{best.family} tags better: ELG macro-F1 {best.attribute_macro_f1:.3f} vs {runner_up.attribute_macro_f1:.3f} "

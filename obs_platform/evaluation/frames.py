@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from obs_platform.evaluation.metrics import PREDICTION_COLUMNS
-from obs_platform.serving.results import Instance, Prediction
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.taxonomy import Taxonomy
 
 

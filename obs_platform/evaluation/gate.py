@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 
 class Outcome(StrEnum):
@@ -34,6 +39,34 @@ class PromotionDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "outcome": self.outcome.value}
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """How a family's gate is set: the baseline a challenger must not fall below, and the macro-F1 it may lose
+    against the champion and still replace it."""
+
+    floor: str  # a baseline's name, or "none": no floor
+    tolerance: float
+
+
+class VersionDecision(BaseModel):
+    """The gate's decision on one model version: the value an evaluation report hands on (through the I/O manager,
+    as JSON) to what applies it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_version: str  # the version's label
+    decision: PromotionDecision
+
+
+def apply_decision(models: ModelRegistry, version: ModelVersion, outcome: Outcome) -> None:
+    """The gate's verdict on the registry: a promoted version becomes its family's champion, a kept one a
+    challenger; a rejected one gets no alias."""
+    if outcome is Outcome.PROMOTE:
+        models.set_alias(version.name, "champion", version.version)
+    elif outcome is Outcome.KEEP:
+        models.set_alias(version.name, "challenger", version.version)
 
 
 def decide(

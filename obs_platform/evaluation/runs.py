@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from obs_platform.evaluation.baselines import BaselineModel
-from obs_platform.evaluation.calibration import Calibration, calibrate, softmax
+from obs_platform.evaluation.calibration import calibrate, softmax
 from obs_platform.evaluation.frames import LabelledObservation, prediction_frame
 from obs_platform.evaluation.metrics import evaluate_domains, evaluate_predictions, expected_calibration_error
-from obs_platform.serving.client import ObservationClassifier
-from obs_platform.serving.results import Prediction
+from obs_platform.predictions import Calibration, Prediction
 from obs_platform.taxonomy import Taxonomy
 
 REQUEST_BATCH = 32
+
+
+class Classifier(Protocol):
+    """What evaluation asks a served model through (`obs_platform.serving.client.ObservationClassifier` is one)."""
+
+    def classify_batch(self, items: Sequence[dict[str, Any]]) -> Sequence[Prediction]: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class SystemResult:
     external_predictions: pd.DataFrame | None = None
 
 
-def classify_all(client: ObservationClassifier, observations: Sequence[LabelledObservation]) -> list[Prediction]:
+def classify_all(client: Classifier, observations: Sequence[LabelledObservation]) -> list[Prediction]:
     """Predictions through the inference client, in request-sized batches (the serving path is what is measured)."""
     predictions: list[Prediction] = []
     # A bar on a terminal (`obs-platform run`, `evaluate`); nothing when stderr is a file or a Dagster log.
@@ -70,7 +75,7 @@ def score(
     return result
 
 
-def score_model(client: ObservationClassifier, data: EvaluationSet, taxonomy: Taxonomy) -> SystemResult:
+def score_model(client: Classifier, data: EvaluationSet, taxonomy: Taxonomy) -> SystemResult:
     return score(lambda observations: classify_all(client, observations), data, taxonomy)
 
 

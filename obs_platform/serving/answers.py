@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from trainer.answers import LabelSpace, ReadAnswer, Tag, read_answer
 
-from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.predictions import Prediction, Suggestion
 from obs_platform.taxonomy import Taxonomy
 
 

@@ -39,11 +39,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
 from obs_platform.serving.feedback import Choice, Feedback, FeedbackStore
 from obs_platform.serving.prediction_log import IssuedPrediction, LoggedPrediction, PredictionLog, note_digest
 from obs_platform.serving.predictor import Predictor
-from obs_platform.serving.results import Instance, Prediction
 from obs_platform.taxonomy import Taxonomy
 
 MAX_BATCH = 64

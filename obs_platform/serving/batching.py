@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.predictor import Predictor
-from obs_platform.serving.results import Instance, Prediction
 
 CHARS_PER_TOKEN = 4  # English word pieces: about four characters each
 PROMPT_TOKENS = 12  # what the request's text adds around the notes: the framing, the age, [CLS]/[SEP]

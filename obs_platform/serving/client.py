@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from obs_platform.serving.results import Prediction, Suggestion
+from obs_platform.predictions import Prediction, Suggestion
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
 TICKET_HEADER = "Obs-Queue-Ticket"  # as the endpoint's app names it (not imported: the app needs the model stack)

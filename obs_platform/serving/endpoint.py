@@ -27,8 +27,8 @@ from pathlib import Path
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from obs_platform.evaluation.calibration import CALIBRATION_FILE
 from obs_platform.processes import LockHeld, NotOurProcess, lock_held, owned_process, process_alive, spawn_holding_lock
+from obs_platform.training.registry import CALIBRATION_FILE
 
 STARTUP_SECONDS = 120
 SERVING = "endpoint"

@@ -64,5 +64,5 @@ class LocalModelHost:
 
 def registry_revision(models: ModelRegistry, version: ModelVersion) -> str:
     """A version's revision read from the registry (its calibration file), wherever the registry lives."""
-    path = f"{version.folder}/files/{endpoint.CALIBRATION_FILE}"
+    path = models.calibration_path(version)
     return endpoint.calibration_revision(models.storage.read_bytes(path) if models.storage.exists(path) else None)

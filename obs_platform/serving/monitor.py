@@ -53,9 +53,11 @@ DAILY_COLUMNS = [
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    drift_threshold: float = 0.2  # PSI: under 0.1 stable, 0.1–0.25 a moderate shift, over 0.25 a major one
-    acceptance_margin: float = 0.10  # how far top-1 acceptance may fall below the test accuracy
-    window_days: int = 7  # the checks judge the last `window_days` days
+    """When the monitor warns (defaults: `obs_platform.settings.Settings`, `OBS_PLATFORM_MONITOR_*`)."""
+
+    drift_threshold: float  # PSI: under 0.1 stable, 0.1–0.25 a moderate shift, over 0.25 a major one
+    acceptance_margin: float  # how far top-1 acceptance may fall below the test accuracy
+    window_days: int  # the checks judge the last `window_days` days
 
 
 def predictions_frame(storage: Storage) -> pd.DataFrame:

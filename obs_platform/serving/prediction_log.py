@@ -21,7 +21,7 @@ from typing import IO
 
 import orjson
 
-from obs_platform.serving.results import Prediction
+from obs_platform.predictions import Prediction
 
 TOP_K_LOGGED = 3
 PREDICTION_LOG_FOLDER = "serving/predictions"  # under the storage root

@@ -18,11 +18,11 @@ from trainer.data import LabelMaps
 
 from obs_platform.data.formats import OSS_SYSTEM_PROMPT, RequestTexts
 from obs_platform.data.redaction import Roster
-from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
+from obs_platform.predictions import Calibration, Instance, Prediction, Suggestion
 from obs_platform.serving.answers import read_prediction
-from obs_platform.serving.results import Instance, Prediction, Suggestion
 from obs_platform.serving.runtime import RUNTIMES, OnnxForward, Runtime
 from obs_platform.taxonomy import Taxonomy
+from obs_platform.training.registry import CALIBRATION_FILE
 
 DEFAULT_MAX_TOKENS = 512  # a model without an encoder reads the whole note; the queue's token estimate caps here
 

@@ -5,10 +5,10 @@ educator's app asks `served_classifier` rather than naming an endpoint, so a new
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from obs_platform.data.redaction import Roster
-from obs_platform.evaluation.families import SERVED_MODEL_PATH, ServedModelDecision
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.settings import ROSTER_PATH
 from obs_platform.storage import Storage
@@ -16,6 +16,26 @@ from obs_platform.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
     from obs_platform.cloud.vertex import VertexSettings
+
+SERVED_MODEL_PATH = "serving/served_model.json"  # the decision, where clients and people read it
+
+
+@dataclass(frozen=True)
+class ServedModelDecision:
+    """The family the inference client uses by default (evaluation's choice), and where its model answers."""
+
+    family: str
+    model_version: str
+    reason: str
+    compared: tuple[dict[str, Any], ...]
+    address: str = ""  # where the chosen model answers: a URL, or a Vertex endpoint's resource name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ServedModelDecision:
+        return cls(**{**value, "compared": tuple(value["compared"])})
 
 
 class NoServedModel(LookupError):

@@ -77,6 +77,22 @@ class ContentAddressedWrite:
 MANIFEST = "_manifest.json"
 
 
+def _bundle_folder(base: str, digest: str) -> str:
+    return f"{base.rstrip('/')}/{digest[:16]}"
+
+
+def content_addressed_folder(base: str, files: Mapping[str, Iterable[bytes]]) -> str:
+    """The folder `write_content_addressed` writes (or wrote) these files to, found by hashing them alone: where
+    the bundle of a value is, without writing anything."""
+    digests = {}
+    for name, chunks in files.items():
+        hasher = hashlib.sha256()
+        for chunk in chunks:
+            hasher.update(chunk)
+        digests[name] = hasher.hexdigest()
+    return _bundle_folder(base, content_hash(digests))
+
+
 @without_gc_pauses
 def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]) -> ContentAddressedWrite:
     """Stream `files` (name → chunks) to `base/<digest>/`; a bundle already there is left untouched.
@@ -97,7 +113,7 @@ def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Ite
                     size += len(chunk)
             digests[name], sizes[name] = hasher.hexdigest(), size
         digest = content_hash(digests)
-        folder = f"{base.rstrip('/')}/{digest[:16]}"
+        folder = _bundle_folder(base, digest)
         manifest_path = f"{folder}/{MANIFEST}"
         written = not storage.exists(manifest_path)
         if written:

@@ -65,10 +65,27 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
+class TrainingProgress:
+    """How far a job has come, as far as its backend can tell: the local backend reads the trainer's progress file
+    (steps of the total, epochs, the latest validation metric); a Vertex job tells only its state, so all it has
+    is the time since it started."""
+
+    elapsed: float = 0.0  # seconds since the job started (to its end, for a finished one)
+    step: int = 0
+    total_steps: int = 0  # 0: the backend counts no steps
+    epoch: int = 0  # 1-based, the epoch under way; 0: no epochs (the hybrid recipe, Vertex)
+    epochs: int = 0
+    metric: str = ""  # the latest validation metric's name ("" before the first evaluation) and value
+    value: float | None = None
+    seconds_per_step: float = 0.0  # the trainer's pace since it started stepping (0: unknown, elapsed / step)
+
+
+@dataclass(frozen=True)
 class JobStatus:
     state: JobState
     progress: float  # 0..1, as far as the backend can tell
     message: str = ""
+    detail: TrainingProgress | None = None  # steps, epochs and the latest metric, where the backend knows them
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Job records live in `<storage root>/jobs/jobs.sqlite`, so any process (a Dagster run, a sensor, the CLI)
 can poll a job another one started. A job's process writes its exit code to a file when it ends; a job
-whose process vanished without one (the machine rebooted) is reported FAILED, never left RUNNING.
+whose process vanished without one (the machine rebooted) is reported FAILED, never left RUNNING. A job's
+status carries its progress as the trainer's progress file tells it (`trainer/runs.py`'s ProgressLog).
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from obs_platform.processes import process_alive
-from obs_platform.training.backend import BackendUnavailable, JobError, JobState, JobStatus, ModelArtifact, TrainingSpec
+from obs_platform.training.backend import (
+    BackendUnavailable,
+    JobError,
+    JobState,
+    JobStatus,
+    ModelArtifact,
+    TrainingProgress,
+    TrainingSpec,
+)
 
 LOG_TAIL_LINES = 20
+PROGRESS_FILE = "progress.jsonl"  # the trainer's (trainer.runs.PROGRESS_FILE), in its output folder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -95,13 +105,20 @@ class LocalSubprocessBackend:
 
     def status(self, job_id: str) -> JobStatus:
         row = self._row(job_id)
-        state = JobState(row["state"])
+        state, message, ended = JobState(row["state"]), row["message"], row["updated"]
         if state is JobState.RUNNING:
             state, message = self._observe(job_id, row)
             if state is not JobState.RUNNING:
                 self._update(job_id, state, message=message)
-            return JobStatus(state, 1.0 if state is JobState.SUCCEEDED else self._progress(job_id, row), message)
-        return JobStatus(state, 1.0 if state is JobState.SUCCEEDED else 0.0, row["message"])
+            ended = time.time()
+        detail = read_progress(Path(row["output_dir"]) / PROGRESS_FILE, elapsed=ended - row["created"])
+        if state is JobState.SUCCEEDED:
+            progress = 1.0
+        elif state is JobState.RUNNING:
+            progress = self._progress(row, detail)
+        else:
+            progress = 0.0
+        return JobStatus(state, progress, message, detail)
 
     def result(self, job_id: str) -> ModelArtifact:
         status = self.status(job_id)
@@ -162,9 +179,12 @@ class LocalSubprocessBackend:
             return JobState.FAILED, f"trainer process {row['pid']} vanished without an exit code"
         return JobState.RUNNING, ""
 
-    def _progress(self, job_id: str, row: sqlite3.Row) -> float:
-        """From the trainer's metrics log: tuning steps done over planned (a `train` line naming `steps`, as the
-        hybrid's encoder tuning writes), else finished epochs over planned epochs."""
+    def _progress(self, row: sqlite3.Row, detail: TrainingProgress) -> float:
+        """Steps done over planned, from the trainer's progress file; without one (a trainer older than it) from
+        its metrics log: tuning steps done over planned (a `train` line naming `steps`, as the hybrid's encoder
+        tuning writes), else finished epochs over planned epochs."""
+        if detail.total_steps > 0:
+            return min(detail.step / detail.total_steps, 0.99)
         metrics = Path(row["output_dir"]) / "metrics.jsonl"
         epochs = json.loads(row["spec"]).get("hyperparameters", {}).get("epochs", 4)
         if not metrics.exists():
@@ -177,9 +197,39 @@ class LocalSubprocessBackend:
         return min(evaluations / max(int(epochs), 1), 0.99)
 
 
+def read_progress(path: Path, elapsed: float) -> TrainingProgress:
+    """A job's progress from the trainer's progress file: the last line's step of the total and epoch, the latest
+    validation metric any line named, and the trainer's pace from its last `start` line to the line that reached
+    the last step (an evaluation after it is no step); only `elapsed`, the seconds since the job started, before
+    the trainer wrote a line."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:  # not written yet (the trainer is still loading), or the folder was removed
+        text = ""
+    lines = [line for line in map(_event, text.splitlines()) if isinstance(line.get("step"), int) and "time" in line]
+    if not lines:
+        return TrainingProgress(elapsed=elapsed)
+    last = lines[-1]
+    start = next((line for line in reversed(lines) if line.get("start")), lines[0])
+    measured = next((line for line in reversed(lines) if line.get("metric")), {})
+    reached = next(line for line in lines if line["step"] == last["step"] and line["time"] >= start["time"])
+    stepped = last["step"] - start["step"]
+    return TrainingProgress(
+        elapsed=elapsed,
+        step=last["step"],
+        total_steps=int(last.get("total_steps") or 0),
+        epoch=int(last.get("epoch") or 0),
+        epochs=int(last.get("epochs") or 0),
+        metric=str(measured.get("metric", "")),
+        value=measured.get("value"),
+        seconds_per_step=(reached["time"] - start["time"]) / stepped if stepped > 0 else 0.0,
+    )
+
+
 def _event(line: str) -> dict:
     """One metrics line; a line the trainer is still writing reads as no event."""
     try:
-        return json.loads(line)
+        event = json.loads(line)
     except ValueError:
         return {}
+    return event if isinstance(event, dict) else {}

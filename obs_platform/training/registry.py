@@ -1,10 +1,10 @@
 """A versioned model registry under the storage root.
 
 `models/<name>/v<N>/` holds a trained model's files (none for a managed model, such as a tuned Gemini, which is
-registered by its endpoint) and `version.json` (training manifest, dataset
-version, job id, registration time); `models/<name>/aliases.json` maps aliases (`champion`,
-`challenger`) to versions. Versions are never overwritten: registering the same job twice returns the
-version it already has.
+registered by its endpoint) and `version.json` (training manifest, dataset version, job id, registration time);
+`models/<name>/aliases.json` maps aliases (`champion`, `challenger`, and `tuned`: the version the newest tuning job
+gave) to versions. A version's calibration is one of its files (`calibration_path`), added after registration.
+Versions are never overwritten: registering the same job twice returns the version it already has.
 
 `version.json` names the version's files relative to the storage root, and a version's `uri` is resolved against
 the root it is read from, so a storage root copied or moved elsewhere serves its own files, never the original's
@@ -22,7 +22,9 @@ from typing import Any
 from obs_platform.storage import LocalStorage, Storage, storage_from_uri
 from obs_platform.training.backend import ModelArtifact
 
-ALIASES = ("champion", "challenger")
+TUNED = "tuned"  # the newest finished tuning job's version: a new one, or one reused for the same data and recipe
+ALIASES = ("champion", "challenger", TUNED)
+CALIBRATION_FILE = "calibration.json"  # a classifier version's calibration, among its files
 OSS_MODEL = "oss-classifier"  # the registry name of the LoRA-tuned open-source classifier
 OSS_SFT_MODEL = "oss-sft"  # a LoRA-tuned causal LM (the trainer's `sft` mode)
 GEMINI_MODEL = "gemini-tuned"  # Gemini tuned on Vertex AI, registered by its endpoint
@@ -138,6 +140,11 @@ class ModelRegistry:
             local.write_bytes(self.storage.read_bytes(path))
         return target
 
+    def calibration_path(self, version: ModelVersion) -> str:
+        """Where the version's calibration is (or goes), relative to the storage root: among its files, so a copy of
+        them (`local_files`, a Vertex upload) carries it."""
+        return f"{_files_path(version.folder)}/{CALIBRATION_FILE}"
+
     def find(self, name: str, *, dataset_version: str, spec: dict[str, Any]) -> ModelVersion | None:
         """The latest version trained on this dataset version with this exact spec, if any."""
         matching = [v for v in self.versions(name) if v.dataset_version == dataset_version and v.spec == spec]
@@ -168,6 +175,16 @@ class ModelRegistry:
     def champion(self, name: str) -> ModelVersion | None:
         aliases = self.aliases(name)
         return self.get(name, aliases["champion"]) if "champion" in aliases else None
+
+    def tuned(self, name: str) -> ModelVersion | None:
+        """The version the newest tuning job gave (the `tuned` alias, which the job-status sensor moves when it
+        reports a model, back to an older version when a job's data and recipe were trained before); on a registry
+        from before that alias, the newest version."""
+        aliases = self.aliases(name)
+        if TUNED in aliases:
+            return self.get(name, aliases[TUNED])
+        versions = self.versions(name)
+        return versions[-1] if versions else None
 
     def resolve(self, name: str, alias: str) -> ModelVersion:
         aliases = self.aliases(name)

@@ -28,7 +28,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from trainer.config import DEFAULT_ENCODER, TARGET_MODULES, TrainerConfig
 from trainer.data import Example, LabelMaps, read_training_examples
 from trainer.locations import OutputFolder
-from trainer.runs import MetricsLog, seed_everything, sha256_of
+from trainer.runs import PROGRESS_FILE, VALID_METRIC, MetricsLog, ProgressLog, seed_everything, sha256_of
 
 
 def resolve_base_model(name: str) -> str:
@@ -129,6 +129,9 @@ def train_classifier(config: TrainerConfig) -> dict[str, Any]:
     if state.step:
         metrics.write("resumed", epoch=state.epoch, batch=state.batch, step=state.step)
     batches_per_epoch = math.ceil(len(train) / config.batch_size)
+    progress_log = ProgressLog(work / PROGRESS_FILE)
+    total_steps = config.epochs * batches_per_epoch
+    progress_log.write(state.step, total_steps, min(state.epoch + 1, config.epochs), config.epochs, start=True)
 
     while state.epoch < config.epochs and not state.finished:
         order_in_epoch = random.Random(config.seed + state.epoch).sample(range(len(train)), len(train))
@@ -146,6 +149,7 @@ def train_classifier(config: TrainerConfig) -> dict[str, Any]:
             progress.update(1)
             if state.step % config.log_every == 0:
                 metrics.write("train", epoch=state.epoch, step=state.step, loss=round(loss.item(), 5))
+                progress_log.write(state.step, total_steps, state.epoch + 1, config.epochs)
             if config.max_steps and state.step >= config.max_steps and state.batch < batches_per_epoch:
                 _checkpoint(work, model, optimizer, state)
                 output.publish()
@@ -155,6 +159,9 @@ def train_classifier(config: TrainerConfig) -> dict[str, Any]:
         progress.close()
         evaluation = evaluate(model, tokenizer, valid or train, labels, config)
         metrics.write("eval", epoch=state.epoch, step=state.step, **evaluation)
+        progress_log.write(
+            state.step, total_steps, state.epoch + 1, config.epochs, metric=VALID_METRIC, value=evaluation[VALID_METRIC]
+        )
         if evaluation["valid_loss"] < state.best_valid_loss - 1e-4:
             state.best_valid_loss, state.best_epoch, state.epochs_without_improvement = (
                 evaluation["valid_loss"],

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
 
 # LoRA target modules by architecture: attention query and value projections (the seed's choice). On the
 # sample corpus every linear layer of the encoder (`--target-modules query key value dense`) lowered the
@@ -27,7 +26,8 @@ Mode = Literal["classifier", "sft"]
 # Classifier recipes: `hybrid` (TF-IDF and contrastively tuned MiniLM features, linear heads; the
 # cross-validated default, see trainer/hybrid.py) or `lora` (LoRA on MiniLM with heads on top, see
 # trainer/classifier.py).
-RECIPES = ("hybrid", "lora")
+Recipe = Literal["hybrid", "lora"]
+RECIPES: tuple[Recipe, ...] = get_args(Recipe)
 # What a setting left unset means in each mode: a chat line (system prompt, note, JSON answer) is several
 # times longer than a classifier input, and a causal LM wants a smaller step than fresh heads do.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -38,18 +38,31 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainerConfig:
-    mode: Mode = "classifier"  # `sft` (a causal LM, TRL's SFTTrainer) is for GPUs
-    recipe: str = "hybrid"  # classifier mode: one of RECIPES
-    train: str = ""
-    valid: str = ""
-    output: str = ""
-    taxonomy_texts: str = ""  # JSONL of the taxonomy's own labelled texts (split-record shape); "" for none
-    base_model: str = ""  # "" (and 0 below): the mode's default from MODE_DEFAULTS
+    """One run's settings; `python -m trainer` takes each as `--<name-with-dashes>` (see `from_args`)."""
+
+    mode: Mode = field(default="classifier", metadata={"help": "sft (a causal LM, TRL's SFTTrainer) is for GPUs"})
+    recipe: Recipe = field(default="hybrid", metadata={"help": "classifier mode's recipe"})
+    train: str = field(default="", metadata={"required": True, "help": "train split JSONL (path or gs:// URI)"})
+    valid: str = field(default="", metadata={"required": True, "help": "validation split JSONL (path or gs:// URI)"})
+    output: str = field(
+        default="", metadata={"required": True, "help": "output folder (path or gs:// URI); reused to resume"}
+    )
+    # JSONL of the taxonomy's own labelled texts (split-record shape); "" for none
+    taxonomy_texts: str = field(default="", metadata={"help": "taxonomy texts JSONL (hybrid recipe training rows)"})
+    # "" (and 0 below): the mode's default from MODE_DEFAULTS
+    base_model: str = field(
+        default="",
+        metadata={
+            "help": f"HF model folder or id, or packaged: {DEFAULT_ENCODER} (classifier), {DEFAULT_CAUSAL_LM} (sft)"
+        },
+    )
     epochs: int = 4
     lora_rank: int = 4
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=list)
+    target_modules: list[str] = field(
+        default_factory=list, metadata={"help": "LoRA targets (default: by architecture)"}
+    )
     learning_rate: float = 0.0
     head_learning_rate: float = 2e-3  # classifier heads
     batch_size: int = 0
@@ -89,60 +102,13 @@ class TrainerConfig:
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> TrainerConfig:
-        # The fields' own defaults (0 / "" for the mode-dependent ones), not a filled-in instance's.
-        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-        parser = argparse.ArgumentParser(prog="python -m trainer", description="Fine-tune with LoRA on the splits.")
-        parser.add_argument("--mode", choices=sorted(MODE_DEFAULTS), default=defaults["mode"])
-        parser.add_argument("--recipe", choices=RECIPES, default=defaults["recipe"], help="classifier mode's recipe")
-        parser.add_argument("--taxonomy-texts", default="", help="taxonomy texts JSONL (hybrid recipe training rows)")
-        parser.add_argument("--train", required=True, help="train split JSONL (path or gs:// URI)")
-        parser.add_argument("--valid", required=True, help="validation split JSONL (path or gs:// URI)")
-        parser.add_argument("--output", required=True, help="output folder (path or gs:// URI); reused to resume")
-        parser.add_argument(
-            "--base-model",
-            default=defaults["base_model"],
-            help=f"HF model folder or id, or packaged: {DEFAULT_ENCODER} (classifier), {DEFAULT_CAUSAL_LM} (sft)",
-        )
-        for name in (
-            "epochs",
-            "lora_rank",
-            "lora_alpha",
-            "batch_size",
-            "max_length",
-            "patience",
-            "seed",
-            "max_steps",
-            "log_every",
-            "max_new_tokens",
-            "eval_generations",
-            "word_ngrams",
-            "window_tokens",
-            "max_windows",
-            "encoder_tuning_steps",
-        ):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name])
-        for name in (
-            "lora_dropout",
-            "learning_rate",
-            "head_learning_rate",
-            "encoder_weight",
-            "age_weight",
-            "taxonomy_weight",
-            "inverse_regularisation",
-            "encoder_learning_rate",
-        ):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=defaults[name])
-        for name in ("char_ngrams", "balanced", "age_for_elg", "age_by_month"):
-            parser.add_argument(
-                f"--{name.replace('_', '-')}", type=_boolean, default=defaults[name], help="true or false"
-            )
-        parser.add_argument("--target-modules", nargs="*", default=[], help="LoRA targets (default: by architecture)")
-        return cls(**vars(parser.parse_args(argv)))
+        """The configuration of a command line, parsed by `transformers.HfArgumentParser` from the fields: each is
+        `--name-with-dashes` (or `--name_with_underscores`) with the field's type and default; a Literal takes its
+        values only, a bool `true` or `false` (`--flag` alone: true, `--no-flag`: false), a list one or more
+        values; `--train`, `--valid` and `--output` are required. The fields' own defaults (0 / "" for the
+        mode-dependent ones) are then filled in from MODE_DEFAULTS by `__post_init__`."""
+        from transformers import HfArgumentParser  # imported here: the platform reads MODE_DEFAULTS without it
 
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+        parser = HfArgumentParser(cls, prog="python -m trainer", description="Fine-tune on the splits.")
+        (config,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+        return config

@@ -42,7 +42,7 @@ from trainer.data import Example, LabelMaps, read_examples, read_training_exampl
 from trainer.inputs import model_input, split_model_input
 from trainer.locations import OutputFolder
 from trainer.pooling import TokenSums
-from trainer.runs import MetricsLog, seed_everything, sha256_of
+from trainer.runs import PROGRESS_FILE, VALID_METRIC, MetricsLog, ProgressLog, seed_everything, sha256_of
 
 RECIPE = "hybrid"
 FEATURES_FILE = "features.json"
@@ -452,6 +452,10 @@ def train_hybrid(config: TrainerConfig) -> dict[str, Any]:
     train, valid, labels = read_training_examples(config.train, config.valid, taxonomy_texts)
     recipe = HybridRecipe.of(config.to_dict())
     metrics = MetricsLog(work / "metrics.jsonl")
+    progress_log = ProgressLog(work / PROGRESS_FILE)
+    # The encoder's tuning steps are what can be counted; fitting the heads after them is not.
+    total_steps = recipe.encoder_tuning_steps if recipe.encoder_weight > 0 else 0
+    progress_log.write(0, total_steps, start=True)
 
     def log_step(step: int, loss: float) -> None:
         if step % config.log_every == 0 or step == recipe.encoder_tuning_steps:
@@ -462,6 +466,7 @@ def train_hybrid(config: TrainerConfig) -> dict[str, Any]:
                 loss=round(loss, 4),
                 seconds=round(time.monotonic() - started, 1),
             )
+            progress_log.write(step, total_steps)
 
     encoder = recipe_encoder(
         resolve_base_model(config.base_model), [*train, *taxonomy_texts], recipe, config.seed, log_step
@@ -469,6 +474,7 @@ def train_hybrid(config: TrainerConfig) -> dict[str, Any]:
     model = fit_hybrid(train, taxonomy_texts, labels, recipe, encoder)
     evaluation = evaluate_hybrid(model, valid)
     metrics.write("eval", epoch=0, **evaluation)
+    progress_log.write(total_steps, total_steps, metric=VALID_METRIC, value=evaluation.get(VALID_METRIC))
     model.save(work)
     summary = {
         "mode": "classifier",

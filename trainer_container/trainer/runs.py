@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from transformers import set_seed
 
 from trainer.locations import fetch_file
 
@@ -31,10 +29,43 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+PROGRESS_FILE = "progress.jsonl"
+# The classifier's validation metric the progress bar shows: the one promotion is judged on.
+VALID_METRIC = "attribute_accuracy"
+
+
+class ProgressLog:
+    """`progress.jsonl` in the output folder, what the platform's progress bar reads while the job runs: a line when
+    training starts (`start`), one per logged step (the step of the total, the epoch under way of the epochs, 1-based;
+    0 where the recipe has none) and one per evaluation naming the validation metric it measured."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(
+        self,
+        step: int,
+        total_steps: int,
+        epoch: int = 0,
+        epochs: int = 0,
+        *,
+        start: bool = False,
+        metric: str = "",
+        value: float | None = None,
+    ) -> None:
+        record: dict[str, Any] = {"time": round(time.time(), 3), "step": step, "total_steps": total_steps}
+        record |= {"epoch": epoch, "epochs": epochs}
+        if start:
+            record["start"] = True
+        if metric and value is not None:
+            record |= {"metric": metric, "value": value}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    """Python's, NumPy's and torch's generators (CUDA's too) from one seed: `transformers.set_seed`."""
+    set_seed(seed)
 
 
 def sha256_of(uri: str) -> str:

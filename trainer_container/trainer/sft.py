@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trainer.answers import LabelSpace, ReadAnswer, Tag, read_answer
 from trainer.config import DEFAULT_CAUSAL_LM, TARGET_MODULES, TrainerConfig
 from trainer.locations import OutputFolder, fetch_file
-from trainer.runs import MetricsLog, seed_everything, sha256_of
+from trainer.runs import PROGRESS_FILE, MetricsLog, ProgressLog, seed_everything, sha256_of
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,20 @@ def label_space_of(examples: list[ChatExample]) -> LabelSpace:
 
 
 class MetricsCallback(TrainerCallback):
-    """The Trainer's logs as JSON lines, and the output mirrored (gs://) whenever a checkpoint is saved."""
+    """The Trainer's logs as JSON lines (and its steps in the progress file), and the output mirrored (gs://)
+    whenever a checkpoint is saved."""
 
     def __init__(self, metrics: MetricsLog, output: OutputFolder):
         self.metrics, self.output = metrics, output
+        self.progress = ProgressLog(output.path / PROGRESS_FILE)
+
+    def _progress(self, args, state, **values) -> None:
+        epochs = math.ceil(args.num_train_epochs)
+        epoch = min(max(math.ceil(state.epoch or 0), 1), epochs)  # the epoch under way, 1-based
+        self.progress.write(state.global_step, state.max_steps, epoch, epochs, **values)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._progress(args, state, start=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
@@ -160,6 +171,10 @@ class MetricsCallback(TrainerCallback):
             )
             values = {k: v for k, v in logs.items() if k != "epoch"}
             self.metrics.write(event, epoch=round(state.epoch or 0, 3), step=state.global_step, **values)
+            if event == "eval":
+                self._progress(args, state, metric="eval_loss", value=logs.get("eval_loss"))
+            elif event == "train":
+                self._progress(args, state)
 
     def on_save(self, args, state, control, **kwargs):
         self.output.publish()

@@ -9,25 +9,27 @@ import dagster as dg
 
 from obs_platform.cloud.costs import Prices
 from obs_platform.cloud.vertex import ENV_VARIABLES, REQUIRED, VertexConfigError, VertexSettings
+from obs_platform.defs.config import env_or_value
 from obs_platform.settings import Settings
 
 
 class VertexResource(dg.ConfigurableResource):
     """Where and how tuning jobs run on Vertex AI (see `VertexSettings`)."""
 
+    # Required with OBS_PLATFORM_BACKEND=vertex (empty locally); the others default to VertexSettings'.
     project: str = ""
     region: str = ""
     staging_bucket: str = ""
     trainer_image_uri: str = ""
-    service_account: str = ""
-    machine_type: str = "n1-standard-8"
-    accelerator_type: str = "NVIDIA_TESLA_T4"
-    accelerator_count: int = 1
-    gemini_base_model: str = "gemini-2.5-flash"
-    serving_image_uri: str = ""
-    serving_machine_type: str = "n1-standard-2"
-    keep_deployed: int = 0
-    api_endpoint: str = ""
+    service_account: str = VertexSettings.service_account
+    machine_type: str = VertexSettings.machine_type
+    accelerator_type: str = VertexSettings.accelerator_type
+    accelerator_count: int = VertexSettings.accelerator_count
+    gemini_base_model: str = VertexSettings.gemini_base_model
+    serving_image_uri: str = VertexSettings.serving_image_uri
+    serving_machine_type: str = VertexSettings.serving_machine_type
+    keep_deployed: int = VertexSettings.keep_deployed
+    api_endpoint: str = VertexSettings.api_endpoint
     # The configured prices (`Prices`): cost estimates show dollars where one is set.
     tuning_usd_per_million_tokens: float | None = None
     batch_usd_per_million_input_tokens: float | None = None
@@ -50,7 +52,9 @@ class VertexResource(dg.ConfigurableResource):
 
 def configured_vertex(settings: Settings) -> VertexResource:
     """The Vertex resource of this deployment: empty locally; validated from the environment with
-    `OBS_PLATFORM_BACKEND=vertex` (every missing variable named, and the storage root must be a bucket)."""
+    `OBS_PLATFORM_BACKEND=vertex` (every missing or malformed variable named, and the storage root must be a
+    bucket), each field set by a variable configured with its `dg.EnvVar`. The prices are numbers with fractions,
+    which Dagster's config does not read from the environment: their validated values."""
     if settings.backend != "vertex":
         return VertexResource(**settings.prices.to_dict())
     if not settings.home.startswith("gs://"):
@@ -60,7 +64,7 @@ def configured_vertex(settings: Settings) -> VertexResource:
         )
     vertex = VertexSettings.from_env()
     return VertexResource(
-        **{name: getattr(vertex, name) for name in VertexSettings.__dataclass_fields__},
+        **{name: env_or_value(ENV_VARIABLES[name], getattr(vertex, name)) for name in ENV_VARIABLES},
         **settings.prices.to_dict(),
     )
 

@@ -132,8 +132,7 @@ def training_splits(
         pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
     )
     outcome = prepare.split_observations(redacted_observations, ledger)
-    files = prepare.split_files(outcome.frame) | prepare.taxonomy_text_file(taxonomy.load())
-    written = write_content_addressed(client, "splits", files)
+    written = write_content_addressed(client, prepare.SPLITS_BASE, prepare.split_bundle(outcome.frame, taxonomy.load()))
     if outcome.result.added_to_ledger:  # unchanged data leaves the ledger file as it is
         buffer = io.BytesIO()
         outcome.result.ledger.to_parquet(buffer, index=False)

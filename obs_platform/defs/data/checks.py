@@ -1,4 +1,8 @@
-"""Asset checks of the data layer: nothing lost, no names leaked, every training line valid."""
+"""Asset checks of the data layer: nothing lost, no names leaked, every training line valid. A check reads the
+checked asset's value (and the files it names), never its materialisation's metadata."""
+
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 import orjson
@@ -58,12 +62,18 @@ def _jsonl_texts(storage: StorageResource, files: TrainingFiles) -> dict[str, li
     return {name: client.read_bytes(f"{files.folder}/{name}").decode().splitlines() for name in files.files}
 
 
-def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str):
+def _no_personal_data_check(
+    asset: dg.AssetsDefinition,
+    name: str,
+    value_type: type,
+    written: Callable[[Any, TaxonomyResource], tuple[str, int]],
+):
     """One blocking check per JSONL asset: no name, e-mail address or phone number survives in any line.
 
     It reads the files themselves with the redactor's whole detector (the roster, the lexicon and the rules
     for names no list knows), not only the roster; on failure the bundle is removed, manifest first, so that
-    neither the next asset nor a person picks up the files (the next materialisation writes them anew)."""
+    neither the next asset nor a person picks up the files (the next materialisation writes them anew). Where the
+    files are and how many lines they hold come from the asset's value (`value_type`, through `written`)."""
 
     @dg.asset_check(
         asset=asset,
@@ -77,17 +87,15 @@ def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str)
         "files that fail are removed.",
     )
     def _check(
-        context: dg.AssetCheckExecutionContext,
         storage: StorageResource,
+        taxonomy: TaxonomyResource,
         canonical_observations: pd.DataFrame,
         quarantined_observations: pd.DataFrame,
+        checked: value_type,  # the checked asset's value
     ) -> dg.AssetCheckResult:
         redactor = Redactor(prepare.build_roster(canonical_observations, quarantined_observations))
-        written = context.instance.get_latest_materialization_event(context.check_specs[0].asset_key)
-        recorded = written.asset_materialization.metadata if written else {}
-        folder = _folder_from_metadata(storage, recorded)
-        files = _files_in(storage, folder) if folder else {}
-        expected_lines = recorded["dagster/row_count"].value if "dagster/row_count" in recorded else None
+        folder, expected_lines = written(checked, taxonomy)
+        files = _files_in(storage, folder)
         leaks: dict[str, dict[str, object]] = {}
         contacts: dict[str, int] = {}
         lines = 0
@@ -105,7 +113,7 @@ def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str)
                 contacts[file_name] = contact_lines
         # Every line must have been read: a check that found no files proves nothing.
         passed = not leaks and not contacts and lines == expected_lines
-        removed = _remove_bundle(storage, folder) if folder and files and (leaks or contacts) else []
+        removed = _remove_bundle(storage, folder) if files and (leaks or contacts) else []
         return dg.AssetCheckResult(
             passed=passed,
             metadata={
@@ -121,6 +129,15 @@ def _no_personal_data_check(asset: dg.AssetsDefinition | dg.AssetKey, name: str)
     return _check
 
 
+def _split_files_written(splits: pd.DataFrame, taxonomy: TaxonomyResource) -> tuple[str, int]:
+    """The split bundle of the frame and its rows (each row is one line of a split file)."""
+    return prepare.split_bundle_folder(splits, taxonomy.load()), len(splits)
+
+
+def _training_files_written(files: TrainingFiles, _taxonomy: TaxonomyResource) -> tuple[str, int]:
+    return files.folder, sum(files.rows.values())
+
+
 def _remove_bundle(storage: StorageResource, folder: str) -> list[str]:
     """Delete a leaking bundle: the manifest first, so that an interrupted removal leaves an incomplete
     bundle (never trusted, rewritten next time), then every file."""
@@ -131,17 +148,9 @@ def _remove_bundle(storage: StorageResource, folder: str) -> list[str]:
     return paths
 
 
-def _folder_from_metadata(storage: StorageResource, metadata: dict) -> str | None:
-    folder_value = metadata.get("folder_uri") or metadata.get("splits_uri")
-    if folder_value is None:
-        return None
-    root = storage.client().root_uri.rstrip("/") + "/"
-    return str(folder_value.value).removeprefix(root)
-
-
 def _files_in(storage: StorageResource, folder: str) -> dict[str, list[bytes]]:
-    """The JSONL files of observations in the asset's latest materialisation, line by line (not the taxonomy's
-    own texts beside the splits: written from the taxonomy file, they hold no observation)."""
+    """The JSONL files of observations in the folder, line by line (not the taxonomy's own texts beside the splits:
+    written from the taxonomy file, they hold no observation)."""
     client = storage.client()
     return {
         path.rsplit("/", 1)[-1]: client.read_bytes(path).splitlines()
@@ -150,9 +159,15 @@ def _files_in(storage: StorageResource, folder: str) -> dict[str, list[bytes]]:
     }
 
 
-splits_have_no_personal_data = _no_personal_data_check(training_splits, "no_personal_data")
-gemini_jsonl_has_no_personal_data = _no_personal_data_check(gemini_sft_jsonl, "no_personal_data")
-oss_jsonl_has_no_personal_data = _no_personal_data_check(oss_sft_jsonl, "no_personal_data")
+splits_have_no_personal_data = _no_personal_data_check(
+    training_splits, "no_personal_data", pd.DataFrame, _split_files_written
+)
+gemini_jsonl_has_no_personal_data = _no_personal_data_check(
+    gemini_sft_jsonl, "no_personal_data", TrainingFiles, _training_files_written
+)
+oss_jsonl_has_no_personal_data = _no_personal_data_check(
+    oss_sft_jsonl, "no_personal_data", TrainingFiles, _training_files_written
+)
 
 
 @dg.asset_check(

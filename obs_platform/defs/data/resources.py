@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from obs_platform.data.values import plain_value
+from obs_platform.defs.config import from_env
 from obs_platform.settings import Settings
 from obs_platform.storage import Storage, storage_from_uri
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
@@ -103,19 +104,19 @@ def _lists_restored(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def configured_storage() -> StorageResource:
-    """The storage root from the environment; every concern's resources share it."""
-    return StorageResource(root_uri=Settings.from_env().home)
+def configured_storage(settings: Settings | None = None) -> StorageResource:
+    """The storage root (`OBS_PLATFORM_HOME`, as a `dg.EnvVar` where set); every concern's resources share it."""
+    return StorageResource(root_uri=from_env(settings or Settings.from_env(), "home"))
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = Settings.from_env()
-    storage = configured_storage()
+    storage = configured_storage(settings)
     return dg.Definitions(
         resources={
             "storage": storage,
-            "taxonomy": TaxonomyResource(path=settings.taxonomy_path),
+            "taxonomy": TaxonomyResource(path=from_env(settings, "taxonomy_path")),
             "io_manager": StorageIOManager(storage=storage),
             "raw_io_manager": StorageIOManager(storage=storage, format="pickle"),
         }

@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -13,21 +12,19 @@ from obs_platform.data import prepare
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.resources import EvaluationResource
 from obs_platform.defs.metadata import table
-from obs_platform.defs.training.assets import latest_metadata, tuned_oss_model
+from obs_platform.defs.training.assets import tuned_oss_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
-from obs_platform.evaluation import gate, plots
-from obs_platform.evaluation.calibration import CALIBRATION_FILE, Calibration
-from obs_platform.evaluation.families import FamilySummary, summary_path
-from obs_platform.evaluation.metrics import domain_f1_table, macro_f1_difference_interval
-from obs_platform.evaluation.report import REPORT_FILE, build_report, comparison_table, markdown_summary
+from obs_platform.evaluation import gate
+from obs_platform.evaluation.evaluate import Cost, EvaluationOutcome, evaluate_version, external_section
+from obs_platform.evaluation.report import comparison_table
 from obs_platform.evaluation.runs import EvaluationSet, SystemResult, fit_calibration, score_baselines, score_model
 from obs_platform.evaluation.store import EvaluationStore
+from obs_platform.predictions import Calibration
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
 from obs_platform.serving.monitor import field_accuracy
 from obs_platform.serving.predictor import ClassifierPredictor, model_mode
-from obs_platform.storage import LocalStorage, Storage
-from obs_platform.taxonomy import Taxonomy
+from obs_platform.storage import LocalStorage
 from obs_platform.training.registry import ModelRegistry, ModelVersion
 
 GROUP = "evaluation"
@@ -99,12 +96,6 @@ def baselines(
     )
 
 
-def external_section(data: EvaluationSet, results: dict[str, SystemResult]) -> dict:
-    if not data.external:
-        return {"skipped": data.external_skipped}
-    return {"examples": len(data.external), "results": {n: r.external_metrics for n, r in results.items()}}
-
-
 def stored_baselines(store: EvaluationStore, evaluation: EvaluationResource, data_key: str) -> dict[str, SystemResult]:
     """Every configured baseline's results on the data, as `baselines` stored them."""
     found = {name: store.load(f"evaluation/baselines/{data_key}/{name}") for name in evaluation.baselines}
@@ -114,47 +105,19 @@ def stored_baselines(store: EvaluationStore, evaluation: EvaluationResource, dat
     return {name: result for name, result in found.items() if result is not None}
 
 
-def apply_decision(models: ModelRegistry, version: ModelVersion, outcome: gate.Outcome) -> None:
-    """The gate's verdict on the registry: a promoted version becomes its family's champion, a kept one a
-    challenger; a rejected one gets no alias."""
-    if outcome is gate.Outcome.PROMOTE:
-        models.set_alias(version.name, "champion", version.version)
-    elif outcome is gate.Outcome.KEEP:
-        models.set_alias(version.name, "challenger", version.version)
-
-
-def family_summary(
-    family: str,
-    version: ModelVersion,
-    data_key: str,
-    result: SystemResult,
-    invalid_rate: float,
-    usd_per_1000_predictions: float | None,
-    cost_basis: str,
-) -> FamilySummary:
-    metrics = result.test_metrics
-    return FamilySummary(
-        family=family,
-        model_version=version.label,
-        data_key=data_key,
-        test_examples=len(result.test_predictions),
-        attribute_macro_f1=metrics["attribute"]["macro_f1"],
-        attribute_accuracy=metrics["attribute"]["accuracy"],
-        domain_macro_f1=metrics["domain"]["macro_f1"],
-        invalid_rate=invalid_rate,
-        usd_per_1000_predictions=usd_per_1000_predictions,
-        cost_basis=cost_basis,
-    )
-
-
 # Reports follow a newly reported model; new data or new baselines alone re-evaluate nothing.
 REPORT_AUTOMATION = dg.AutomationCondition.eager().ignore(
     dg.AssetSelection.groups("data") | dg.AssetSelection.assets("baselines")
 )
 
 
-def _candidate(context: dg.AssetExecutionContext, registry: ModelRegistry) -> ModelVersion:
-    return registry.by_label(str(latest_metadata(context, tuned_oss_model.key)["model_version"]))
+def candidate(models: ModelRegistry, tuning: TuningBackendResource) -> ModelVersion:
+    """The version the newest tuning job gave (the registry's `tuned` alias, which the job-status sensor moves when
+    it reports `tuned_oss_model`)."""
+    version = models.tuned(tuning.model_name)
+    if version is None:
+        raise dg.Failure(f"there is no {tuning.model_name} model yet: `oss_tuning_job` trains one")
+    return version
 
 
 # New data alone does not re-calibrate the served model: only a newly reported model does.
@@ -165,19 +128,20 @@ def _candidate(context: dg.AssetExecutionContext, registry: ModelRegistry) -> Mo
     automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data")),
 )
 def model_calibration(
-    context: dg.AssetExecutionContext,
     training_splits: pd.DataFrame,
     storage: StorageResource,
     taxonomy: TaxonomyResource,
     registry: ModelRegistryResource,
     evaluation: EvaluationResource,
+    tuning: TuningBackendResource,
 ) -> dg.MaterializeResult:
     """Temperature scaling and per-domain confidence thresholds for the newest model version, fitted on the
-    validation split only and stored with the version (`calibration.json`), where the endpoint reads them."""
+    validation split only and stored with the version, among its files (`ModelRegistry.calibration_path`), where
+    the endpoint reads them."""
     models = registry.registry()
-    version = _candidate(context, models)
+    version = candidate(models, tuning)
     model_dir = _model_dir(models, version, evaluation_workspace(storage, evaluation))
-    path = f"{version.folder}/files/{CALIBRATION_FILE}"
+    path = models.calibration_path(version)
     if model_mode(model_dir) != "classifier":
         return dg.MaterializeResult(
             metadata={
@@ -249,14 +213,29 @@ def model_result(
     return result, folder
 
 
+PROMOTION_GATE = "promotion_gate"
+# A report's value: the gate's decision, stored as JSON by the I/O manager.
+DECISION = dg.PythonObjectDagsterType(gate.VersionDecision, name="VersionDecision")
+
+
 @dg.asset(
     group_name=GROUP,
     deps=[model_calibration, baselines],
     kinds={"scikitlearn", "matplotlib"},
     automation_condition=REPORT_AUTOMATION,
+    dagster_type=DECISION,
+    check_specs=[
+        dg.AssetCheckSpec(
+            PROMOTION_GATE,
+            asset="evaluation_report",
+            blocking=True,
+            description="Passes when the challenger is promoted; warns when the champion is kept (the challenger is "
+            "worse by more than the tolerance); fails, blocking the promotion, when the challenger is below the "
+            "baseline floor.",
+        )
+    ],
 )
 def evaluation_report(
-    context: dg.AssetExecutionContext,
     training_splits: pd.DataFrame,
     storage: StorageResource,
     taxonomy: TaxonomyResource,
@@ -266,134 +245,97 @@ def evaluation_report(
 ) -> dg.MaterializeResult:
     """The newest model version on the test split, through its endpoint, beside every baseline (and the champion
     when it is another version): metrics at each taxonomy level, confusion matrices, per-domain F1, calibration,
-    the external comment bank at the domain level, and the promotion decision the gate enforces."""
-    workspace, models = evaluation_workspace(storage, evaluation), registry.registry()
-    store = EvaluationStore(storage.client())
+    the external comment bank at the domain level, and the promotion decision: this asset's value (what
+    `champion_model` applies) and its blocking `promotion_gate` check, so a model below the bar never reaches the
+    champion alias."""
+    workspace, models, home = evaluation_workspace(storage, evaluation), registry.registry(), storage.client()
+    store = EvaluationStore(home)
     data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
-    version = _candidate(context, models)
-    result, folder = model_result(workspace, models, store, version, data, data_key, taxonomy)
-    system_results = {version.label: result}
-    system_results |= stored_baselines(store, evaluation, data_key)
-    champion = models.champion(version.name)
-    champion_f1 = None
-    if champion is not None and champion.version != version.version:
-        champion_result, _ = model_result(workspace, models, store, champion, data, data_key, taxonomy)
-        champion_f1 = champion_result.test_metrics["attribute"]["macro_f1"]
-        system_results[f"{champion.label} (champion)"] = champion_result
-    elif champion is not None:
-        champion_f1 = result.test_metrics["attribute"]["macro_f1"]
-    calibration_path = f"{version.folder}/files/{CALIBRATION_FILE}"
-    calibration = (
-        asdict(Calibration.from_json(models.storage.read_bytes(calibration_path)))
-        if models.storage.exists(calibration_path)
-        else None
-    )
-    served = {version.label: version.label} | ({f"{champion.label} (champion)": champion.label} if champion else {})
-    report = build_report(
-        model={
-            "label": version.label,
-            "dataset_version": version.dataset_version,
-            "data_key": data_key,
-            "test_examples": len(data.test),
-            "champion": champion.label if champion else None,
-        },
-        test={name: r.test_metrics for name, r in system_results.items()},
-        external=external_section(data, system_results),
-        calibration=calibration,
-        field=field_results(storage.client(), taxonomy.load(), served),
-    )
-    report["promotion"] = promotion_decision(report, system_results, version.label, champion_f1, evaluation).to_dict()
-    report_uri = store.write_json(f"{folder}/{REPORT_FILE}", report)
-    summary = family_summary(
-        "open-source",
-        version,
+    outcome = evaluate_version(
+        models,
+        candidate(models, tuning),
+        data,
         data_key,
-        result,
-        invalid_rate=float((result.test_predictions["pred_attribute"] == 0).mean()),  # an invalid answer's id
-        usd_per_1000_predictions=usd_per_1000_endpoint_predictions(ENDPOINT_REPLICAS, tuning.vertex.prices()),
-        cost_basis=f"a dedicated endpoint's machine-hours ({ENDPOINT_REPLICAS} replica) spread over the expected "
-        "predictions per hour; locally, no bill",
+        scores=lambda version: model_result(workspace, models, store, version, data, data_key, taxonomy),
+        baselines=stored_baselines(store, evaluation, data_key),
+        rule=gate.PromotionRule(evaluation.floor, evaluation.tolerance),
+        field_accuracy=lambda label: field_accuracy(home, taxonomy.load(), label),
+        cost=Cost(
+            usd_per_1000_endpoint_predictions(ENDPOINT_REPLICAS, tuning.vertex.prices()),
+            f"a dedicated endpoint's machine-hours ({ENDPOINT_REPLICAS} replica) spread over the expected "
+            "predictions per hour; locally, no bill",
+        ),
+        home=home,
     )
-    storage.client().write_bytes(summary_path(version.folder, data_key), summary.model_dump_json(indent=2).encode())
-    images = {}
-    for level in ("domain", "attribute", "level"):
-        matrix = result.test_metrics[level]["confusion_matrix"]
-        png = plots.confusion_matrix_png(matrix["matrix"], matrix["labels"], f"{version.label}: {level} (test)")
-        storage.client().write_bytes(f"{folder}/confusion_{level}.png", png)
-        images[level] = (storage.client().uri(f"{folder}/confusion_{level}.png"), png)
-    decision = report["promotion"]
     return dg.MaterializeResult(
+        value=outcome.verdict,
+        metadata=report_metadata(outcome),
+        check_results=[promotion_gate(outcome, PROMOTION_GATE, blocking=True)],
+    )
+
+
+def report_metadata(outcome: EvaluationOutcome) -> dict:
+    """What a person reads of an evaluation: the summary, the tables, the headline figures and the decision."""
+    metrics, decision, images = outcome.result.test_metrics, outcome.decision, outcome.confusion
+    shown = {
+        "model_version": outcome.version.label,
+        "summary": dg.MetadataValue.md(outcome.summary),
+        "comparison": table(outcome.comparison),
+        "domain_f1": table(outcome.domain_f1),
+        "test_attribute_macro_f1": metrics["attribute"]["macro_f1"],
+        "test_attribute_accuracy": metrics["attribute"]["accuracy"],
+        "external_domain_macro_f1": (outcome.result.external_metrics or {}).get("macro_f1"),
+        "promotion": decision.outcome.value,
+        "promotion_reason": decision.reason,
+        "versus_baseline_interval": dg.MetadataValue.json(list(decision.versus_baseline)),
+        "report": dg.MetadataValue.path(outcome.report_uri),
+        **{f"confusion_{level}": dg.MetadataValue.path(uri) for level, (uri, _) in images.items()},
+    }
+    if "domain" in images:
+        shown["confusion_domain_plot"] = dg.MetadataValue.md(
+            f"![domain confusion](data:image/png;base64,{base64.b64encode(images['domain'][1]).decode()})"
+        )
+    return shown
+
+
+def promotion_gate(outcome: EvaluationOutcome, name: str, *, blocking: bool) -> dg.AssetCheckResult:
+    """The gate's verdict as the report's check: passed when promoted; a kept champion warns; a rejected challenger
+    is an error when the check is `blocking` (what follows in the run is then skipped), else a warning."""
+    decision = outcome.decision
+    error = blocking and decision.outcome is gate.Outcome.REJECT
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=decision.outcome is gate.Outcome.PROMOTE,
+        severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+        description=f"{decision.outcome.value}: {decision.reason}",
         metadata={
-            "model_version": version.label,
-            "summary": dg.MetadataValue.md(markdown_summary(report)),
-            "comparison": table(comparison_table(report)),
-            "domain_f1": table(domain_f1_table(result.test_metrics)),
-            "test_attribute_macro_f1": result.test_metrics["attribute"]["macro_f1"],
-            "test_attribute_accuracy": result.test_metrics["attribute"]["accuracy"],
-            "external_domain_macro_f1": (result.external_metrics or {}).get("macro_f1"),
-            "promotion": decision["outcome"],
-            "promotion_reason": decision["reason"],
-            "versus_baseline_interval": dg.MetadataValue.json(list(decision["versus_baseline"])),
-            "report": dg.MetadataValue.path(report_uri),
-            **{f"confusion_{level}": dg.MetadataValue.path(uri) for level, (uri, _) in images.items()},
-            "confusion_domain_plot": dg.MetadataValue.md(
-                f"![domain confusion](data:image/png;base64,{base64.b64encode(images['domain'][1]).decode()})"
-            ),
-        }
+            "outcome": decision.outcome.value,
+            "model_version": outcome.version.label,
+            "test_attribute_macro_f1": decision.challenger_f1,
+            "reason": decision.reason,
+        },
     )
-
-
-def field_results(home: Storage, taxonomy: Taxonomy, served: dict[str, str]) -> dict[str, dict]:
-    """Each served system's accuracy on educators' feedback (`served`: system name → model version): a version
-    answers the endpoint's traffic only once promoted, so its feedback is all from after its promotion."""
-    results = {}
-    for system, label in served.items():
-        accuracy, feedback = field_accuracy(home, taxonomy, label)
-        if feedback:
-            results[system] = {"accuracy": accuracy, "feedback": feedback}
-    return results
-
-
-def promotion_decision(
-    report: dict,
-    results: dict[str, SystemResult],
-    label: str,
-    champion_f1: float | None,
-    evaluation: EvaluationResource,
-) -> gate.PromotionDecision:
-    challenger = results[label].test_predictions
-    challenger_f1 = report["test"][label]["attribute"]["macro_f1"]
-    if evaluation.floor == "none":
-        return gate.decide(challenger_f1, champion_f1, 0.0, evaluation.tolerance, (0.0, 0.0))
-    floor = results[evaluation.floor].test_predictions.set_index("observation_id").loc[challenger["observation_id"]]
-    interval = macro_f1_difference_interval(
-        challenger["true_attribute"], challenger["pred_attribute"], floor["pred_attribute"]
-    )
-    floor_f1 = report["test"][evaluation.floor]["attribute"]["macro_f1"]
-    return gate.decide(challenger_f1, champion_f1, floor_f1, evaluation.tolerance, interval)
 
 
 # Requested in the same run as the report: the blocking promotion gate skips it there when the model is rejected.
-@dg.asset(group_name=GROUP, deps=[evaluation_report], automation_condition=dg.AutomationCondition.eager())
+@dg.asset(group_name=GROUP, automation_condition=dg.AutomationCondition.eager())
 def champion_model(
-    context: dg.AssetExecutionContext, registry: ModelRegistryResource, tuning: TuningBackendResource
+    evaluation_report: gate.VersionDecision, registry: ModelRegistryResource, tuning: TuningBackendResource
 ) -> dg.MaterializeResult:
-    """Applies the promotion decision of the report (checked by the blocking `promotion_gate`): the challenger
+    """Applies the report's promotion decision (its value, checked by the blocking `promotion_gate`): the challenger
     becomes the champion, or stays a challenger while the champion keeps serving."""
     models = registry.registry()
-    report = latest_metadata(context, evaluation_report.key)
-    version = models.by_label(str(report["model_version"]))
-    outcome = gate.Outcome(str(report["promotion"]))
-    if outcome is gate.Outcome.REJECT:  # the gate blocks a rejected model before this runs; refuse if it did not
-        raise dg.Failure(f"{version.label} was rejected: {report['promotion_reason']}")
-    apply_decision(models, version, outcome)
+    version, decision = models.by_label(evaluation_report.model_version), evaluation_report.decision
+    if decision.outcome is gate.Outcome.REJECT:  # the gate blocks a rejected model before this runs; refuse if not
+        raise dg.Failure(f"{version.label} was rejected: {decision.reason}")
+    gate.apply_decision(models, version, decision.outcome)
     champion = models.champion(tuning.model_name)
     return dg.MaterializeResult(
         metadata={
             "champion": champion.label if champion else None,
             "candidate": version.label,
-            "outcome": outcome.value,
-            "reason": str(report["promotion_reason"]),
+            "outcome": decision.outcome.value,
+            "reason": decision.reason,
             "aliases": dg.MetadataValue.json(models.aliases(version.name)),
         }
     )

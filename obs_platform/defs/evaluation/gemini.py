@@ -23,15 +23,13 @@ from obs_platform.cloud.vertex import VertexConfigError, label_value
 from obs_platform.data.redaction import Roster
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import (
+    DECISION,
     REPORT_AUTOMATION,
-    apply_decision,
     baselines,
     evaluation_set,
     evaluation_workspace,
-    external_section,
-    family_summary,
     model_result,
-    promotion_decision,
+    promotion_gate,
     stored_baselines,
 )
 from obs_platform.defs.evaluation.resources import EvaluationResource
@@ -39,18 +37,12 @@ from obs_platform.defs.metadata import table
 from obs_platform.defs.training.assets import tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.evaluation import gate
-from obs_platform.evaluation.families import (
-    summary_path,
-)
-from obs_platform.evaluation.frames import LabelledObservation, prediction_frame
-from obs_platform.evaluation.metrics import evaluate_domains, evaluate_predictions
-from obs_platform.evaluation.report import REPORT_FILE, build_report, comparison_table, markdown_summary
-from obs_platform.evaluation.runs import EvaluationSet, SystemResult
+from obs_platform.evaluation.evaluate import Cost, evaluate_answers
+from obs_platform.evaluation.frames import LabelledObservation
+from obs_platform.evaluation.runs import EvaluationSet
 from obs_platform.evaluation.store import EvaluationStore
-from obs_platform.serving.results import Prediction
 from obs_platform.settings import ROSTER_PATH
 from obs_platform.storage import Storage
-from obs_platform.taxonomy import Taxonomy
 from obs_platform.training.registry import GEMINI_MODEL, ModelRegistry, ModelVersion
 
 GROUP = "evaluation"
@@ -58,11 +50,13 @@ BATCH_BACKEND = "vertex-gemini-batch"
 GEMINI_CHECK = "gemini_promotion_gate"
 
 
-def _newest_gemini(models: ModelRegistry) -> ModelVersion:
-    versions = models.versions(GEMINI_MODEL)
-    if not versions:
+def newest_gemini(models: ModelRegistry) -> ModelVersion:
+    """The tuned Gemini the newest tuning job gave (the registry's `tuned` alias, which the job-status sensor moves
+    when it reports `tuned_gemini_model`)."""
+    version = models.tuned(GEMINI_MODEL)
+    if version is None:
         raise dg.Failure("there is no tuned Gemini yet: `gemini_tuning_job` tunes one")
-    return versions[-1]
+    return version
 
 
 def _batch_folder(version: ModelVersion, data_key: str) -> str:
@@ -99,7 +93,7 @@ def gemini_batch_job(
     written to the bucket, the job is submitted and this returns at once, with the estimated tokens and cost.
     `tuning_job_sensor` polls it and reports `gemini_predictions`."""
     home, models = storage.client(), registry.registry()
-    version = _newest_gemini(models)
+    version = newest_gemini(models)
     data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
     requests = batch_requests([o.instance() for o in _observations(data)], taxonomy.load(), _roster(home))
     folder = _batch_folder(version, data_key)
@@ -163,8 +157,16 @@ gemini_predictions = dg.AssetSpec(
     group_name=GROUP,
     deps=[gemini_predictions, baselines],
     kinds={"gemini", "scikitlearn"},
-    check_specs=[dg.AssetCheckSpec(GEMINI_CHECK, asset="gemini_evaluation_report")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            GEMINI_CHECK,
+            asset="gemini_evaluation_report",
+            description="Passes when the tuned Gemini is promoted; warns when it is kept or rejected (the other "
+            "family may still serve).",
+        )
+    ],
     automation_condition=REPORT_AUTOMATION,
+    dagster_type=DECISION,
 )
 def gemini_evaluation_report(
     context: dg.AssetExecutionContext,
@@ -179,11 +181,11 @@ def gemini_evaluation_report(
     answer counts as wrong) and scored as the open-source model is: every metric at every level on the test split,
     the external set at the domain level, beside the baselines and the open-source champion of the same data. The
     same gate decides for the Gemini family (strict rule, baseline floor): promoted, the version becomes the
-    family's champion. The check reports the verdict without blocking: a rejected Gemini leaves the served-model
-    decision to the other family."""
+    family's champion. The decision is this asset's value; the check reports it without blocking: a rejected Gemini
+    leaves the served-model decision to the other family."""
     home, models = storage.client(), registry.registry()
     store, workspace = EvaluationStore(home), evaluation_workspace(storage, evaluation)
-    version = _newest_gemini(models)
+    version = newest_gemini(models)
     data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
     folder = _batch_folder(version, data_key)
     outputs = [p for p in home.list_files(f"{folder}/output") if p.endswith(f"/{PREDICTIONS_FILE}")]
@@ -192,97 +194,55 @@ def gemini_evaluation_report(
     keys = submitted_keys(home.read_bytes(f"{folder}/{REQUESTS_FILE}"))
     lines = [line for path in outputs for line in home.read_bytes(path).splitlines()]
     answers = read_batch_answers(lines, keys, taxonomy.load())
-    result = _scored(data, list(answers.predictions), taxonomy.load())
-    store.save(f"{version.folder}/evaluation/{data_key}", result)
-
-    results = {version.label: result}
-    results |= stored_baselines(store, evaluation, data_key)
+    others = {}
     oss_champion = models.champion(tuning.model_name)
     if oss_champion is not None:
         oss_result, _ = model_result(workspace, models, store, oss_champion, data, data_key, taxonomy)
-        results[f"{oss_champion.label} (open-source champion)"] = oss_result
-    champion = models.champion(GEMINI_MODEL)
-    champion_result = (
-        store.load(f"{champion.folder}/evaluation/{data_key}") if champion and champion != version else None
-    )
-    if champion_result is not None:
-        results[f"{champion.label} (champion)"] = champion_result
-    champion_f1 = (champion_result or result).test_metrics["attribute"]["macro_f1"] if champion else None
-
+        others[f"{oss_champion.label} (open-source champion)"] = oss_result
     counted = max(len(answers.predictions), 1)
-    answer_stats = {
-        **answers.rates(),
-        "failed_requests": answers.failed,
-        "unanswered_requests": answers.unanswered,
-        "input_tokens": answers.input_tokens,
-        "output_tokens": answers.output_tokens,
-    }
     prices = tuning.vertex.prices()
-    per_1000 = usd_per_1000_gemini_predictions(answers.input_tokens / counted, answers.output_tokens / counted, prices)
-    report = build_report(
-        model={
-            "label": version.label,
-            "dataset_version": version.dataset_version,
-            "data_key": data_key,
-            "test_examples": len(data.test),
-            "champion": champion.label if champion else None,
-        },
-        test={name: r.test_metrics for name, r in results.items()},
-        external=external_section(data, results),
-        calibration=None,
-    )
-    decision = promotion_decision(report, results, version.label, champion_f1, evaluation)
-    report |= {
-        "answers": answer_stats,
-        "promotion": decision.to_dict(),
-        "usd_per_1000_predictions": per_1000,
-        "batch_usd": _batch_usd(answers.input_tokens, answers.output_tokens, prices),
-    }
-    report_uri = store.write_json(f"{version.folder}/evaluation/{data_key}/{REPORT_FILE}", report)
-    apply_decision(models, version, decision.outcome)
-    metrics = result.test_metrics
-    summary = family_summary(
-        "gemini",
+    outcome = evaluate_answers(
+        models,
         version,
+        data,
         data_key,
-        result,
-        answers.rates()["invalid_rate"],
-        per_1000,
-        "tokens per request measured in the batch job × the online price per token",
+        list(answers.predictions),
+        taxonomy.load(),
+        baselines=stored_baselines(store, evaluation, data_key),
+        others=others,
+        rule=gate.PromotionRule(evaluation.floor, evaluation.tolerance),
+        answers={
+            **answers.rates(),
+            "failed_requests": answers.failed,
+            "unanswered_requests": answers.unanswered,
+            "input_tokens": answers.input_tokens,
+            "output_tokens": answers.output_tokens,
+        },
+        cost=Cost(
+            usd_per_1000_gemini_predictions(answers.input_tokens / counted, answers.output_tokens / counted, prices),
+            "tokens per request measured in the batch job × the online price per token",
+        ),
+        batch_usd=_batch_usd(answers.input_tokens, answers.output_tokens, prices),
+        home=home,
     )
-    home.write_bytes(summary_path(version.folder, data_key), summary.model_dump_json(indent=2).encode())
-    context.log.info(f"{version.label}: {decision.outcome.value} ({decision.reason})")
+    gate.apply_decision(models, version, outcome.decision.outcome)
+    context.log.info(f"{version.label}: {outcome.decision.outcome.value} ({outcome.decision.reason})")
+    report = outcome.report
     return dg.MaterializeResult(
+        value=outcome.verdict,
         metadata={
             "model_version": version.label,
-            "summary": dg.MetadataValue.md(markdown_summary(report)),
-            "comparison": table(comparison_table(report)),
-            "answers": dg.MetadataValue.json(answer_stats),
-            "invalid_rate": answer_stats["invalid_rate"],
-            "repaired_rate": answer_stats["repaired_rate"],
-            "test_attribute_macro_f1": metrics["attribute"]["macro_f1"],
-            "promotion": decision.outcome.value,
-            "promotion_reason": decision.reason,
-            "usd_per_1000_predictions": per_1000,
+            "summary": dg.MetadataValue.md(outcome.summary),
+            "comparison": table(outcome.comparison),
+            "answers": dg.MetadataValue.json(report["answers"]),
+            "invalid_rate": report["answers"]["invalid_rate"],
+            "repaired_rate": report["answers"]["repaired_rate"],
+            "test_attribute_macro_f1": outcome.result.test_metrics["attribute"]["macro_f1"],
+            "promotion": outcome.decision.outcome.value,
+            "promotion_reason": outcome.decision.reason,
+            "usd_per_1000_predictions": report["usd_per_1000_predictions"],
             "batch_usd": report["batch_usd"],
-            "report": dg.MetadataValue.path(report_uri),
+            "report": dg.MetadataValue.path(outcome.report_uri),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=GEMINI_CHECK,
-                passed=decision.outcome is gate.Outcome.PROMOTE,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{decision.outcome.value}: {decision.reason}",
-                metadata={"outcome": decision.outcome.value, "test_attribute_macro_f1": decision.challenger_f1},
-            )
-        ],
+        check_results=[promotion_gate(outcome, GEMINI_CHECK, blocking=False)],
     )
-
-
-def _scored(data: EvaluationSet, predictions: list[Prediction], taxonomy: Taxonomy) -> SystemResult:
-    """The batch's predictions (test split first, then the external set) scored as `evaluation.runs.score` does."""
-    test = prediction_frame(data.test, predictions[: len(data.test)], taxonomy)
-    if not data.external:
-        return SystemResult(evaluate_predictions(test, taxonomy), test)
-    external = prediction_frame(data.external, predictions[len(data.test) :], taxonomy)
-    return SystemResult(evaluate_predictions(test, taxonomy), test, evaluate_domains(external, taxonomy), external)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from obs_platform.defs.config import default, from_env
 from obs_platform.evaluation.baselines import BaselineModel, MiniLMEmbeddings, all_baselines
 from obs_platform.evaluation.external import ExternalSetError, load_comment_bank
 from obs_platform.evaluation.frames import LabelledObservation
@@ -12,16 +13,18 @@ from obs_platform.taxonomy import Taxonomy
 
 
 class EvaluationResource(dg.ConfigurableResource):
-    """How models are judged: promotion `tolerance` (macro-F1 a challenger may lose against the champion),
-    the baseline it must never fall below (`floor`: a baseline's name, or `none`), which `baselines` run,
-    the precision a `confident` tag must reach on validation, and the external set (evaluation only)."""
+    """How models are judged: promotion `tolerance` (macro-F1 a challenger may lose against the champion,
+    `OBS_PLATFORM_PROMOTION_TOLERANCE`), the baseline it must never fall below (`floor`: a baseline's name, or
+    `none`; `OBS_PLATFORM_PROMOTION_FLOOR`), which `baselines` run (`OBS_PLATFORM_BASELINES`), the precision a
+    `confident` tag must reach on validation, and the external set (evaluation only; `OBS_PLATFORM_EXTERNAL_EVAL`).
+    Its defaults are the settings' (`obs_platform.settings.Settings`), which the definitions configure it from."""
 
-    tolerance: float = 0.01
-    floor: str = "tfidf_logistic"
-    baselines: list[str] = ["majority", "tfidf_logistic", "frozen_minilm_logistic"]
+    tolerance: float = default("promotion_tolerance")
+    floor: str = default("promotion_floor")
+    baselines: list[str] = list(default("baselines"))
     target_precision: float = 0.8
-    external_path: str = ""
-    work_dir: str = ""  # a bucket-backed deployment's local folder for model copies and the evaluation endpoint
+    external_path: str = default("external_eval_path")  # "": none
+    work_dir: str = default("work_dir")  # a bucket-backed deployment's local folder: model copies, evaluation endpoint
 
     def baseline_models(self, taxonomy: Taxonomy) -> list[BaselineModel]:
         embed = MiniLMEmbeddings() if "frozen_minilm_logistic" in self.baselines else None
@@ -47,10 +50,10 @@ def resources() -> dg.Definitions:
         resources={
             "evaluation": EvaluationResource(
                 tolerance=settings.promotion_tolerance,
-                floor=settings.promotion_floor,
+                floor=from_env(settings, "promotion_floor"),
                 baselines=list(settings.baselines),
-                external_path=settings.external_eval_path,
-                work_dir=settings.work_dir,
+                external_path=from_env(settings, "external_eval_path"),
+                work_dir=from_env(settings, "work_dir"),
             )
         }
     )

@@ -1,8 +1,6 @@
 """The endpoint assets: the champion served (on loopback, or on a Vertex endpoint), the tuned Gemini served on
 Vertex AI, and which of the two families the inference client uses by default."""
 
-from dataclasses import replace
-
 import dagster as dg
 import pandas as pd
 
@@ -11,15 +9,16 @@ from obs_platform.data.redaction import Roster
 from obs_platform.defs.cloud.resources import VertexResource
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import champion_model, evaluation_set
-from obs_platform.defs.evaluation.gemini import gemini_evaluation_report
+from obs_platform.defs.evaluation.gemini import gemini_evaluation_report, newest_gemini
 from obs_platform.defs.evaluation.resources import EvaluationResource
 from obs_platform.defs.metadata import table
 from obs_platform.defs.serving.resources import ServingResource
-from obs_platform.defs.training.assets import latest_metadata, tuned_gemini_model
+from obs_platform.defs.training.assets import tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
-from obs_platform.evaluation.families import SERVED_MODEL_PATH, FamilySummary, decide_served_model, summary_path
+from obs_platform.evaluation.families import FamilySummary, decide_served_model, summary_path
 from obs_platform.evaluation.store import EvaluationStore
 from obs_platform.serving.client import ObservationClassifier
+from obs_platform.serving.served import SERVED_MODEL_PATH, ServedModelDecision
 from obs_platform.settings import ROSTER_PATH
 from obs_platform.training.registry import GEMINI_MODEL
 
@@ -64,16 +63,16 @@ def oss_endpoint(
     automation_condition=dg.AutomationCondition.eager(),
 )
 def gemini_endpoint(
-    context: dg.AssetExecutionContext,
     storage: StorageResource,
     registry: ModelRegistryResource,
     taxonomy: TaxonomyResource,
     vertex: VertexResource,
 ) -> dg.MaterializeResult:
-    """The newest tuned Gemini, served where its tuning job deployed it (a Vertex endpoint of its own, recorded as
-    is), asked the example observation through the inference client: requests are redacted with the data set's
-    roster, and the JSON answer is read against the taxonomy (an invalid one is reported, not raised)."""
-    version = registry.registry().by_label(str(latest_metadata(context, tuned_gemini_model.key)["model_version"]))
+    """The newest tuned Gemini (the registry's), served where its tuning job deployed it (a Vertex endpoint of its
+    own, recorded as is), asked the example observation through the inference client: requests are redacted with
+    the data set's roster, and the JSON answer is read against the taxonomy (an invalid one is reported, not
+    raised)."""
+    version = newest_gemini(registry.registry())
     home = storage.client()
     roster_bytes = home.read_bytes(ROSTER_PATH) if home.exists(ROSTER_PATH) else None
     transport = GeminiTransport(
@@ -131,13 +130,13 @@ def served_model(
             champions.append(FamilySummary.model_validate_json(home.read_bytes(path)))
     if not champions:
         raise dg.Failure(f"no family has a champion evaluated on data {data_key}: evaluate a model first")
-    decision = decide_served_model(champions, evaluation.tolerance)
-    chosen = models.by_label(decision.model_version)
+    choice = decide_served_model(champions, evaluation.tolerance)
+    chosen = models.by_label(choice.model_version)
     # A tuned Gemini answers on the endpoint its tuning job made; the open-source champion where `oss_endpoint`
     # serves it (asked again, which changes nothing when it already serves that version).
     host = serving.host(storage, taxonomy, models)
     address = chosen.uri if chosen.name == GEMINI_MODEL else host.serve(chosen).address
-    decision = replace(decision, address=address)
+    decision = ServedModelDecision(choice.family, choice.model_version, choice.reason, choice.compared, address)
     EvaluationStore(home).write_json(SERVED_MODEL_PATH, decision.to_dict())
     context.log.info(f"serving {decision.family} by default: {decision.reason}")
     return dg.MaterializeResult(

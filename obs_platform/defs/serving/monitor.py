@@ -13,8 +13,8 @@ from obs_platform.defs.metadata import table
 from obs_platform.defs.serving.assets import served_model
 from obs_platform.defs.serving.resources import MonitorResource
 from obs_platform.evaluation import plots
-from obs_platform.evaluation.families import SERVED_MODEL_PATH, ServedModelDecision
 from obs_platform.serving.monitor import CheckVerdict, monitor_report
+from obs_platform.serving.served import SERVED_MODEL_PATH, ServedModelDecision
 
 DRIFT_CHECK = "prediction_drift"
 ACCEPTANCE_CHECK = "field_acceptance"

@@ -4,6 +4,7 @@ Vertex AI endpoint."""
 import dagster as dg
 
 from obs_platform.defs.cloud.resources import VertexResource, configured_vertex
+from obs_platform.defs.config import default, from_env
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.serving.hosts import LocalModelHost, ModelHost
 from obs_platform.serving.monitor import MonitorSettings
@@ -17,7 +18,7 @@ class ServingResource(dg.ConfigurableResource):
     `endpoint_display_name`, each version uploaded as a Model once per calibration and deployed to it."""
 
     vertex: dg.ResourceDependency[VertexResource]
-    kind: str = "local"
+    kind: str = default("backend")
     endpoint_display_name: str = "obs-platform-oss"
 
     def host(self, storage: StorageResource, taxonomy: TaxonomyResource, models: ModelRegistry) -> ModelHost:
@@ -34,11 +35,13 @@ class ServingResource(dg.ConfigurableResource):
 
 class MonitorResource(dg.ConfigurableResource):
     """When the serving monitor warns: the predicted ELGs' PSI against the training split above `drift_threshold`,
-    or top-1 acceptance more than `acceptance_margin` below the test accuracy, over the last `window_days` days."""
+    or top-1 acceptance more than `acceptance_margin` below the test accuracy, over the last `window_days` days
+    (`OBS_PLATFORM_MONITOR_DRIFT_THRESHOLD`, `OBS_PLATFORM_MONITOR_ACCEPTANCE_MARGIN`,
+    `OBS_PLATFORM_MONITOR_WINDOW_DAYS`)."""
 
-    drift_threshold: float = 0.2
-    acceptance_margin: float = 0.10
-    window_days: int = 7
+    drift_threshold: float = default("monitor_drift_threshold")
+    acceptance_margin: float = default("monitor_acceptance_margin")
+    window_days: int = default("monitor_window_days")
 
     def settings(self) -> MonitorSettings:
         return MonitorSettings(self.drift_threshold, self.acceptance_margin, self.window_days)
@@ -49,11 +52,11 @@ def resources() -> dg.Definitions:
     settings = Settings.from_env()
     return dg.Definitions(
         resources={
-            "serving": ServingResource(vertex=configured_vertex(settings), kind=settings.backend),
+            "serving": ServingResource(vertex=configured_vertex(settings), kind=from_env(settings, "backend")),
             "monitor": MonitorResource(
                 drift_threshold=settings.monitor_drift_threshold,
                 acceptance_margin=settings.monitor_acceptance_margin,
-                window_days=settings.monitor_window_days,
+                window_days=from_env(settings, "monitor_window_days"),
             ),
         }
     )

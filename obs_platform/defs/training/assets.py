@@ -4,45 +4,55 @@ job-status sensor reports."""
 import time
 
 import dagster as dg
+import pandas as pd
 
 from obs_platform.cloud.costs import estimate_tuning_cost
 from obs_platform.cloud.vertex import VertexConfigError
-from obs_platform.data.prepare import TAXONOMY_TEXTS_FILE
-from obs_platform.defs.data.assets import gemini_sft_jsonl, oss_sft_jsonl, training_splits
-from obs_platform.defs.data.resources import StorageResource
+from obs_platform.data.artifacts import TrainingFiles
+from obs_platform.data.prepare import TAXONOMY_TEXTS_FILE, split_bundle_folder
+from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
+from obs_platform.defs.event_log import own_previous_metadata
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.storage import storage_from_uri
+from obs_platform.storage.base import MANIFEST
 from obs_platform.training.backend import BackendUnavailable, JobError, TrainingSpec, TuningBackend
 from obs_platform.training.registry import GEMINI_MODEL, ModelRegistry, ModelVersion
 
 GROUP = "model"
 
 
-def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict:
-    event = context.instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{key.to_user_string()} has not been materialised yet")
-    return {name: value.value for name, value in event.asset_materialization.metadata.items()}
-
-
-def training_spec(context: dg.AssetExecutionContext, tuning: TuningBackendResource) -> TrainingSpec:
-    """What the next job trains: the newest split files (or chat files in `sft` mode) with the configured recipe."""
+def training_spec(
+    splits: pd.DataFrame,
+    chat_files: TrainingFiles,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    tuning: TuningBackendResource,
+) -> TrainingSpec:
+    """What the next job trains: the split files of these splits (or the chat files in `sft` mode) with the configured
+    recipe."""
     if tuning.mode == "sft":
-        files = latest_metadata(context, oss_sft_jsonl.key)
-        folder, dataset_version = str(files["folder_uri"]), str(files["dataset_version"])
-    else:
-        splits = latest_metadata(context, training_splits.key)
-        folder, dataset_version = str(splits["splits_uri"]), str(splits["dataset_version"])
-        return tuning.spec(
-            f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version, f"{folder}/{TAXONOMY_TEXTS_FILE}"
+        folder, dataset_version = chat_files.folder_uri, chat_files.version
+        return tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
+    client = storage.client()
+    bundle = split_bundle_folder(splits, taxonomy.load())
+    if not client.exists(f"{bundle}/{MANIFEST}"):
+        raise dg.Failure(
+            f"the split files of these splits are not under {client.uri(bundle)} (removed by a failed check, or the "
+            "taxonomy changed since): materialise `training_splits` again"
         )
-    return tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
+    folder, dataset_version = client.uri(bundle), bundle.rsplit("/", 1)[-1]
+    return tuning.spec(
+        f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version, f"{folder}/{TAXONOMY_TEXTS_FILE}"
+    )
 
 
-@dg.asset(group_name=GROUP, deps=[training_splits, oss_sft_jsonl], kinds={"pytorch", "huggingface"})
+@dg.asset(group_name=GROUP, kinds={"pytorch", "huggingface"})
 def oss_tuning_job(
     context: dg.AssetExecutionContext,
+    training_splits: pd.DataFrame,
+    oss_sft_jsonl: TrainingFiles,
     storage: StorageResource,
+    taxonomy: TaxonomyResource,
     tuning: TuningBackendResource,
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
@@ -53,20 +63,22 @@ def oss_tuning_job(
     `tuned_oss_model` when it ends. Nothing is submitted when a version was already trained on this dataset
     version with this recipe (that version is reported instead), nor while the same job still runs. Not
     automated: on Vertex a job costs money, so it starts from the landing sensor, the weekly schedule or the UI."""
-    spec = training_spec(context, tuning)
+    spec = training_spec(training_splits, oss_sft_jsonl, storage, taxonomy, tuning)
     return _submit_once(context, tuning.backend(storage), registry.registry(), tuning.model_name, spec, {})
 
 
-@dg.asset(group_name=GROUP, deps=[gemini_sft_jsonl], kinds={"gemini", "googlecloud"})
+@dg.asset(group_name=GROUP, kinds={"gemini", "googlecloud"})
 def gemini_tuning_job(
-    context: dg.AssetExecutionContext, tuning: TuningBackendResource, registry: ModelRegistryResource
+    context: dg.AssetExecutionContext,
+    gemini_sft_jsonl: TrainingFiles,
+    tuning: TuningBackendResource,
+    registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
     """A managed supervised-tuning job of Gemini on Vertex AI, on the newest Gemini JSONL files (which must be in
     the deployment's bucket), with a cost estimate (training tokens × epochs × the configured price) in its
     metadata. Submitted and returned at once, like `oss_tuning_job`; `tuning_job_sensor` reports
     `tuned_gemini_model`. Vertex AI only: locally it fails and names what to set."""
-    files = latest_metadata(context, gemini_sft_jsonl.key)
-    folder, dataset_version = str(files["folder_uri"]), str(files["dataset_version"])
+    folder, dataset_version = gemini_sft_jsonl.folder_uri, gemini_sft_jsonl.version
     try:
         backend = tuning.gemini_backend()
     except VertexConfigError as exc:
@@ -125,11 +137,9 @@ def _submit_once(
 
 def _running_job(context: dg.AssetExecutionContext, backend: TuningBackend, spec: TrainingSpec) -> dict | None:
     """The job this asset's previous materialisation submitted (id, backend, submission time), when it trains the
-    same spec and has not ended."""
-    event = context.instance.get_latest_materialization_event(context.asset_key)
-    if event is None or event.asset_materialization is None:
-        return None
-    previous = {name: value.value for name, value in event.asset_materialization.metadata.items()}
+    same spec and has not ended: the asset's own state, kept in the event log where the job-status sensor finds
+    every submission."""
+    previous = own_previous_metadata(context) or {}
     if "job_id" not in previous or previous.get("backend") != backend.name or previous.get("spec") != spec.to_dict():
         return None
     try:

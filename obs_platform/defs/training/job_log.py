@@ -4,15 +4,14 @@ materialisation of a job asset in `TRACKS` naming its job, an ending an observat
 and its state, and a success's cost is on the materialisation of what the job produced.
 """
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 
+from obs_platform.defs.event_log import metadata_history
 from obs_platform.defs.training.sensors import TRACKS
 
 SUBMITTED = "SUBMITTED"  # the state of a job whose ending is not recorded yet
-PAGE = 1000  # events read per query
 
 
 @dataclass(frozen=True)
@@ -37,14 +36,14 @@ def job_records(instance: dg.DagsterInstance) -> list[JobRecord]:
     """Every job submitted through a job asset, oldest first (a job asked for again while it ran is one job)."""
     records = []
     for job_key, result_key in TRACKS.items():
-        endings = {str(m["job_id"]): m for m in _metadata(instance.fetch_observations, job_key) if "job_id" in m}
+        endings = {str(m["job_id"]): m for m in metadata_history(instance, job_key, "observations") if "job_id" in m}
         costs = {
             str(m["job_id"]): m["estimated_usd"]
-            for m in _metadata(instance.fetch_materializations, result_key)
+            for m in metadata_history(instance, result_key, "materializations")
             if "job_id" in m and m.get("estimated_usd") is not None
         }
         submissions: dict[str, dict] = {}
-        for metadata in _metadata(instance.fetch_materializations, job_key):
+        for metadata in metadata_history(instance, job_key, "materializations"):
             if "job_id" in metadata:
                 submissions.setdefault(str(metadata["job_id"]), metadata)
         for job_id, submitted in submissions.items():
@@ -62,18 +61,3 @@ def job_records(instance: dg.DagsterInstance) -> list[JobRecord]:
                 )
             )
     return sorted(records, key=lambda record: record.submitted_at)
-
-
-def _metadata(fetch: Callable[..., dg.EventRecordsResult], key: dg.AssetKey) -> Iterator[dict]:
-    """The metadata values of every event `fetch` (materialisations or observations) finds for the asset, oldest
-    first, read a page at a time."""
-    cursor = None
-    while True:
-        page = fetch(key, limit=PAGE, cursor=cursor, ascending=True)
-        for record in page.records:
-            event = record.asset_materialization or record.asset_observation
-            if event is not None:
-                yield {name: value.value for name, value in event.metadata.items()}
-        if not page.has_more:
-            return
-        cursor = page.cursor

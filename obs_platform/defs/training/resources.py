@@ -4,11 +4,12 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 from trainer import source_fingerprint
-from trainer.config import MODE_DEFAULTS
+from trainer.config import MODE_DEFAULTS, TrainerConfig
 
 from obs_platform.defs.cloud.resources import VertexResource, configured_vertex
+from obs_platform.defs.config import default, from_env
 from obs_platform.defs.data.resources import StorageResource, configured_storage
-from obs_platform.settings import Settings
+from obs_platform.settings import TRAIN_OPTIONS, Settings
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import TrainingSpec, TuningBackend
 from obs_platform.training.local import LocalSubprocessBackend
@@ -22,26 +23,27 @@ class TuningBackendResource(dg.ConfigurableResource):
     """Where tuning jobs run (`OBS_PLATFORM_BACKEND`: `local`, the trainer as a subprocess; `vertex`, a Vertex AI
     custom job, and managed Gemini tuning beside it), what they train
     (`mode`: the `classifier` on CPU, or `sft`, a causal LM for GPUs) and with what hyper-parameters (the seed
-    system's defaults; an empty base model, batch size or length means the mode's default). In `classifier`
+    system's defaults, the trainer's; an empty base model, batch size or length means the mode's default;
+    `OBS_PLATFORM_BASE_MODEL` and the `OBS_PLATFORM_TRAIN_*` variables set them). In `classifier`
     mode `recipe` picks `hybrid` (TF-IDF and contrastively tuned MiniLM features, linear heads: the
-    cross-validated default; `encoder_tuning_steps` applies to it, 0 for the trainer's default) or `lora` (LoRA on
+    cross-validated default; `encoder_tuning_steps` applies to it, None for the trainer's default) or `lora` (LoRA on
     MiniLM; epochs, rank, batch size, length and learning rate apply to it)."""
 
     vertex: dg.ResourceDependency[VertexResource]
-    kind: str = "local"
-    mode: str = "classifier"
-    recipe: str = "hybrid"
+    kind: str = default("backend")
+    mode: str = default("train_mode")
+    recipe: str = default("train_recipe")
     base_model: str = ""
-    epochs: int = 4
-    lora_rank: int = 4
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
+    epochs: int = TrainerConfig.epochs
+    lora_rank: int = TrainerConfig.lora_rank
+    lora_alpha: int = TrainerConfig.lora_alpha
+    lora_dropout: float = TrainerConfig.lora_dropout
     batch_size: int = 0
     max_length: int = 0
     learning_rate: float = 0.0
-    encoder_tuning_steps: int = 0
+    encoder_tuning_steps: int | None = None  # None: the trainer's default; 0: a frozen encoder
     poll_seconds: float = 5.0  # how often `obs-platform run`, waiting without a daemon, asks about its job
-    timeout_seconds: float = 6 * 3600
+    timeout_seconds: float = default("tuning_timeout_seconds")
 
     def backend(self, storage: StorageResource) -> TuningBackend:
         """Where the open-source trainer runs: a local subprocess, or a Vertex AI custom job."""
@@ -81,7 +83,7 @@ class TuningBackendResource(dg.ConfigurableResource):
         defaults = MODE_DEFAULTS[self.mode]
         hybrid = self.mode == "classifier" and self.recipe == "hybrid"
         hyperparameters: dict[str, object] = {"recipe": self.recipe} if self.mode == "classifier" else {}
-        if hybrid and self.encoder_tuning_steps:
+        if hybrid and self.encoder_tuning_steps is not None:
             hyperparameters["encoder_tuning_steps"] = self.encoder_tuning_steps
         if not hybrid:  # the hybrid has no epochs, adapter, batches or learning rate
             hyperparameters |= {
@@ -132,13 +134,13 @@ def resources() -> dg.Definitions:
         resources={
             "tuning": TuningBackendResource(
                 vertex=configured_vertex(settings),
-                kind=settings.backend,
-                mode=settings.train_mode,
-                recipe=settings.train_recipe,
-                base_model=settings.base_model,
+                kind=from_env(settings, "backend"),
+                mode=from_env(settings, "train_mode"),
+                recipe=from_env(settings, "train_recipe"),
+                base_model=from_env(settings, "base_model"),
                 timeout_seconds=settings.tuning_timeout_seconds,
-                **settings.train_options,
+                **{option: from_env(settings, TRAIN_OPTIONS[option]) for option in settings.train_options},
             ),
-            "registry": ModelRegistryResource(storage=configured_storage()),
+            "registry": ModelRegistryResource(storage=configured_storage(settings)),
         }
     )

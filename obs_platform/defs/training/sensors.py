@@ -3,13 +3,14 @@
 Why a sensor returning `SensorResult(asset_events=...)` rather than a run request: `tuned_oss_model` is produced
 by the tuning job, outside Dagster, so it is declared as an `AssetSpec` Dagster never executes, and the sensor
 records its materialisation the moment the job's result is registered; no run is launched only to copy metadata.
-Evaluation and serving follow it by declarative automation (`obs_platform/defs/automation.py`).
+Evaluation and serving follow it by declarative automation (`obs_platform/defs/automation.py`), and find the version
+in the model registry (its `tuned` alias, which the sensor moves), not in the materialisation's metadata.
 
-What is waited for comes from the event log (each tuning-job materialisation names its job); the cursor
-holds the last event read and the open jobs with their back-off state, so a restarted daemon neither loses a job
-nor starts again from the beginning. A tick that crashed after its events were stored but before its cursor was
-(Dagster stores the cursor last) finds the job's outcome already on the tuning-job asset and does not report it
-twice.
+What is waited for comes from the event log, read through `obs_platform.defs.event_log` (each tuning-job
+materialisation names its job); the cursor holds the last event read and the open jobs with their back-off state,
+so a restarted daemon neither loses a job nor starts again from the beginning. A tick that crashed after its
+events were stored but before its cursor was (Dagster stores the cursor last) finds the job's outcome already on
+the tuning-job asset and does not report it twice.
 """
 
 import time
@@ -18,6 +19,7 @@ import dagster as dg
 
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.evaluation.gemini import gemini_batch_job, gemini_predictions
+from obs_platform.defs.event_log import latest_materialization_metadata, materializations_after, recent_observations
 from obs_platform.defs.training.assets import (
     gemini_tuning_job,
     oss_tuning_job,
@@ -29,7 +31,7 @@ from obs_platform.defs.training.resources import ModelRegistryResource, TuningBa
 from obs_platform.settings import Settings
 from obs_platform.training.backend import JobState
 from obs_platform.training.monitor import Backoff, JobOutcome, JobWatch, WatchedJob
-from obs_platform.training.registry import ModelRegistry
+from obs_platform.training.registry import TUNED, ModelRegistry
 
 SENSOR_NAME = "tuning_job_sensor"
 # Each tuning-job asset and the model asset its jobs produce.
@@ -96,27 +98,19 @@ def _new_requests(instance: dg.DagsterInstance, watch: JobWatch) -> list[tuple[d
     """The tuning-job materialisations after the cursor's bookmark, oldest first, with their metadata; the bookmark
     moves past them. Storage ids are shared by all assets, so one bookmark serves every tuning-job asset; when one
     asset has more new events than a tick reads, the others wait at the same point."""
-    batches = {
-        key: instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=watch.after or None),
-            limit=READ_PER_TICK,
-            ascending=True,
-        ).records
-        for key in TRACKS
-    }
-    full = [records[-1].storage_id for records in batches.values() if len(records) == READ_PER_TICK]
+    batches = {key: materializations_after(instance, key, watch.after, READ_PER_TICK) for key in TRACKS}
+    full = [records[-1][0] for records in batches.values() if len(records) == READ_PER_TICK]
     horizon = min(full) if full else None
     found = sorted(
-        ((record.storage_id, key, record) for key, records in batches.items() for record in records),
+        ((storage_id, key, metadata) for key, records in batches.items() for storage_id, metadata in records),
         key=lambda item: item[0],
     )
     requests = []
-    for storage_id, key, record in found:
+    for storage_id, key, metadata in found:
         if horizon is not None and storage_id > horizon:
             break
         watch.after = max(watch.after, storage_id)
-        if record.asset_materialization is not None:
-            requests.append((key, {k: v.value for k, v in record.asset_materialization.metadata.items()}))
+        requests.append((key, metadata))
     return requests
 
 
@@ -133,23 +127,23 @@ def _watched(job_key: dg.AssetKey, requested: dict) -> WatchedJob:
 
 def _reported_jobs(instance: dg.DagsterInstance) -> set[str]:
     return {
-        str(record.asset_observation.metadata["job_id"].value)
+        str(metadata["job_id"])
         for key in TRACKS
-        for record in instance.fetch_observations(key, limit=OUTCOMES_REMEMBERED).records
-        if record.asset_observation is not None and "job_id" in record.asset_observation.metadata
+        for metadata in recent_observations(instance, key, OUTCOMES_REMEMBERED)
+        if "job_id" in metadata
     }
 
 
 def _reused(
     instance: dg.DagsterInstance, models: ModelRegistry, model_key: dg.AssetKey, requested: dict
 ) -> list[dg.AssetMaterialization]:
-    """A reused version becomes the tuned model again, unless it already is (then nothing downstream re-runs)."""
-    event = instance.get_latest_materialization_event(model_key)
-    if event is not None and event.asset_materialization is not None:
-        current = event.asset_materialization.metadata.get("model_version")
-        if current is not None and current.value == requested["model_version"]:
-            return []
+    """A reused version becomes the tuned model again (the registry's `tuned` alias moves back to it), unless it
+    already is (then nothing downstream re-runs)."""
     version = models.by_label(str(requested["model_version"]))
+    models.set_alias(version.name, TUNED, version.version)
+    current = latest_materialization_metadata(instance, model_key) or {}
+    if current.get("model_version") == version.label:
+        return []
     return [dg.AssetMaterialization(model_key, metadata={**version_metadata(models, version), "reused": True})]
 
 
@@ -177,6 +171,7 @@ def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMateriali
     if outcome.version is None:
         message = dg.MetadataValue.md(f"```\n{outcome.message or '(no message)'}\n```")
         return [dg.AssetObservation(job_key, metadata={**facts, "message": message})]
+    models.set_alias(outcome.version.name, TUNED, outcome.version.version)  # what evaluation and serving follow
     return [
         dg.AssetObservation(job_key, metadata={**facts, "model_version": outcome.version.label}),
         dg.AssetMaterialization(

@@ -1,11 +1,16 @@
-"""What a prediction is, on both sides of the wire: the predictor returns these, the client parses them.
+"""What a prediction is, on both sides of the wire and on both sides of the platform: the predictor returns these,
+the client parses them, evaluation scores them; and the calibration a classifier version carries, which
+evaluation fits and the predictor applies (its file's place in a version is the registry's,
+`ModelRegistry.calibration_path`).
 
-Kept free of torch so an app that only calls the endpoint never imports the model stack.
+Kept free of torch so an app that only calls the endpoint never imports the model stack, and free of both serving
+and evaluation, which meet here without importing each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 from obs_platform.taxonomy import Taxonomy
 
@@ -80,3 +85,26 @@ class Prediction:
     @classmethod
     def invalid(cls, problem: str) -> Prediction:
         return cls("", "", "", 0, "", 0.0, 0.0, [], status="invalid", problem=problem)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperatures and per-domain confidence thresholds of one classifier version (fitted on the validation split
+    by `obs_platform.evaluation.calibration`)."""
+
+    attribute_temperature: float
+    level_temperature: float
+    thresholds: dict[str, float]  # domain key → calibrated probability from which a suggestion is confident
+    target_precision: float
+    validation: dict[str, float] = field(default_factory=dict)  # ECE before/after, examples
+    test: dict[str, float | None] = field(default_factory=dict)  # how it carries over (reported, never fitted)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Calibration:
+        return cls(**json.loads(data))
+
+    def threshold(self, domain: str) -> float:
+        return self.thresholds.get(domain, 1.01)
