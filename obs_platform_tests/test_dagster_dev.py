@@ -1,8 +1,8 @@
 """The loop under a real `dagster dev` (webserver and daemon): a tuning job submitted before it starts is
 reported by the job-status sensor, and declarative automation evaluates, gates and serves the model, with
 nobody switching anything on. Then the UI in a real browser (Debian's Chromium, headless, driven by Playwright):
-the whole lineage shown, the data group materialised by a click, the evaluation report's table and confusion
-matrix found; screenshots are kept in `test-artifacts/ui/`."""
+the whole lineage shown (group by group, then on one graph), the data group materialised by a click, the
+evaluation report's table and confusion matrix found; screenshots are kept in `test-artifacts/ui/`."""
 
 import os
 import shutil
@@ -159,12 +159,6 @@ def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, t
                 page.wait_for_timeout(3000)  # the nodes' latest events load after the graph: for the picture
                 page.screenshot(path=str(SCREENSHOTS / f"group-{group}.png"))
 
-            # The whole lineage on one graph (the README's picture).
-            page.goto(f"{url}/asset-groups")
-            expect(page.get_by_text("training_splits", exact=True).first).to_be_visible()
-            page.wait_for_timeout(3000)
-            page.screenshot(path=str(SCREENSHOTS / "lineage.png"))
-
             # The data group materialised from the UI: a click, then the run is waited for.
             before = {run.run_id for run in instance.get_runs()}
             page.goto(f"{url}/locations/obs_platform/asset-groups/data")
@@ -186,11 +180,28 @@ def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, t
                 page.wait_for_timeout(1000)  # the dialog fades in: for the picture
                 page.screenshot(path=str(SCREENSHOTS / picture))
                 dialog.get_by_role("button", name="Close").click()
+            draw_the_global_lineage(page, url)
         except Exception:
             page.screenshot(path=str(SCREENSHOTS / "failure.png"))
             raise
         finally:
             browser.close()
+
+
+def draw_the_global_lineage(page, url: str) -> None:
+    """The whole graph on one page, every group expanded, without the side bars (the README's picture)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/asset-groups")
+    expect(page.get_by_text("Global asset lineage")).to_be_visible()
+    page.get_by_text("Hide navigation").click()
+    page.mouse.click(1200, 850, button="right")  # the graph's own menu
+    page.get_by_role("menuitem", name="Expand all groups").click()
+    page.reload()  # laid out again to fit, expanded
+    expect(page.get_by_text("training_splits", exact=True).first).to_be_visible()
+    page.get_by_placeholder("Jump to…").locator("xpath=following::button[1]").click()  # the asset list's toggle
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(SCREENSHOTS / "lineage.png"))
 
 
 def wait_for_new_run(instance: dg.DagsterInstance, before: set[str], timeout: float = 300) -> dg.DagsterRun:
