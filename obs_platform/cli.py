@@ -290,9 +290,11 @@ def _echo_logged_job_status(job_id: str) -> None:
     typer.echo(f"{job_id}: {record.state} ({record.backend})")
     if record.open:
         from obs_platform.definitions import defs
-        from obs_platform.local_run import job_backends, progress_line
+        from obs_platform.local_run import job_backends, progress_line, tuning_resources
 
-        typer.echo(progress_line(job_backends(defs).get(record.backend), job_id, record.submitted_at))
+        with tuning_resources(defs) as resources:
+            backend = job_backends(resources).get(record.backend)
+            typer.echo(progress_line(backend, job_id, record.submitted_at))
 
 
 def _with_local_states(records: "list[JobRecord]") -> "list[JobRecord]":

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
@@ -84,8 +85,27 @@ def wait_for_tuning_job(
     display = display or ProgressDisplay(echo)
     [latest] = instance.fetch_materializations(TUNING_JOB, limit=1).records
     cursor = JobWatch(after=latest.storage_id - 1).to_cursor()
-    tuning = defs.resources["tuning"]
-    backends = job_backends(defs)
+    with tuning_resources(defs) as resources:
+        return _wait(defs, instance, echo, display, cursor, resources.tuning, job_backends(resources))
+
+
+@contextlib.contextmanager
+def tuning_resources(defs: dg.Definitions) -> Iterator[Any]:
+    """The tuning and storage resources resolved as a run resolves them: a field configured with `dg.EnvVar` is
+    read now (used as they are, outside a run, such a field is an unresolved `EnvVar`)."""
+    with dg.build_resources({"tuning": defs.resources["tuning"], "storage": defs.resources["storage"]}) as resources:
+        yield resources
+
+
+def _wait(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    echo: Callable[[str], None],
+    display: ProgressDisplay,
+    cursor: str,
+    tuning: Any,
+    backends: dict[str, TuningBackend],
+) -> str:
     failure, announced = "", set()
     while True:
         result = tick_sensor(defs, instance, SENSOR_NAME, cursor)
@@ -113,11 +133,11 @@ def wait_for_tuning_job(
         time.sleep(tuning.poll_seconds)
 
 
-def job_backends(defs: dg.Definitions) -> dict[str, TuningBackend]:
+def job_backends(resources: Any) -> dict[str, TuningBackend]:
     """The backends the job-status sensor polls, by name, to ask them how far their jobs have come; none where they
     cannot be made (the sensor's tick says why)."""
     try:
-        return defs.resources["tuning"].backends(defs.resources["storage"])
+        return resources.tuning.backends(resources.storage)
     except Exception:  # a progress line is no reason to stop waiting
         return {}
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from obs_platform.defs.event_log import latest_materialization_metadata
 
+NOT_MATERIALISED = "not materialised"
 SHOWN_KEYS = (
     "dagster/row_count",
     "dataset_version",
@@ -37,7 +38,7 @@ def asset_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple
     for key in graph.toposorted_asset_keys:
         metadata = latest_materialization_metadata(instance, key)
         if metadata is None:
-            rows.append((key.to_user_string(), "not materialised"))
+            rows.append((key.to_user_string(), NOT_MATERIALISED))
             continue
         parts = []
         for name in SHOWN_KEYS:
@@ -49,11 +50,16 @@ def asset_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple
 
 
 def print_summary(instance: dg.DagsterInstance, defs: dg.Definitions, echo: Callable[[str], None]) -> None:
+    """A line per materialised asset, then the ones never materialised here in one line (locally: the Gemini
+    family, which runs on Vertex AI, and the serving monitor, which runs daily or on demand)."""
     rows = asset_rows(instance, defs)
-    width = max(len(name) for name, _ in rows)
+    shown = [(name, description) for name, description in rows if description != NOT_MATERIALISED]
+    width = max((len(name) for name, _ in shown), default=0)
     echo("")
-    for name, description in rows:
+    for name, description in shown:
         echo(f"  {name.ljust(width)}  {description}")
+    if missing := [name for name, description in rows if description == NOT_MATERIALISED]:
+        echo(f"  not materialised: {', '.join(missing)}")
     report = latest_materialization_metadata(instance, dg.AssetKey("evaluation_report"))
     if report and "summary" in report:
         echo("")

@@ -204,3 +204,16 @@ def test_jobs_status_prints_the_progress_bar(monkeypatch, tmp_path, sleeping_job
 
     missing = CliRunner().invoke(app, ["jobs", "--status", "local-nope"])
     assert missing.exit_code == 1 and "no local job 'local-nope'" in missing.output
+
+
+def test_the_waiting_command_asks_the_backends_of_the_loaded_definitions(monkeypatch, tmp_path):
+    """`obs-platform run` uses the definitions' resources outside a run: fields configured with `dg.EnvVar` (the
+    storage root here) must be resolved first, or no backend can be asked and the bar never shows."""
+    from obs_platform.local_run import job_backends, tuning_resources
+
+    from .test_data_assets import load_defs
+
+    defs = load_defs(monkeypatch, tmp_path)  # OBS_PLATFORM_HOME set: the storage resource holds an EnvVar
+    with tuning_resources(defs) as resources:
+        backends = job_backends(resources)
+        assert isinstance(backends["local"], LocalSubprocessBackend) and resources.tuning.poll_seconds > 0

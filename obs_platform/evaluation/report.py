@@ -58,9 +58,15 @@ def build_report(
 
 
 def _shown_comparison(report: dict[str, Any]) -> pd.DataFrame:
-    """The comparison table, without the field columns while no version has feedback."""
+    """The comparison table, without the field columns while no version has feedback, and blank where a system
+    was never served."""
     table = comparison_table(report)
-    return table if report.get("field") else table.drop(columns=["field_accuracy", "field_feedback"])
+    if not report.get("field"):
+        return table.drop(columns=["field_accuracy", "field_feedback"])
+    served = table["field_feedback"] > 0
+    table["field_accuracy"] = [f"{a:.3f}" if s else "" for a, s in zip(table["field_accuracy"], served)]
+    table["field_feedback"] = [str(n) if s else "" for n, s in zip(table["field_feedback"], served)]
+    return table
 
 
 def markdown_summary(report: dict[str, Any]) -> str:
