@@ -19,6 +19,7 @@ import pytest
 from obs_platform.cli import sample_data_files
 from obs_platform.serving import endpoint
 
+from .browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 from .conftest import free_port
 from .test_data_assets import PROJECT_ROOT, load_defs, metadata
 
@@ -116,32 +117,19 @@ def test_the_daemon_reports_the_job_and_automation_deploys_the_model(monkeypatch
         assert metadata(instance, "champion_model")["champion"] == "oss-classifier/v1"
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
-
-
 def drive_the_ui(url: str, instance: dg.DagsterInstance, defs: dg.Definitions, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (Debian: apt-get install chromium); the daemon part passed")
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
     graph = defs.resolve_asset_graph()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=args,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1600, "height": 1000},
         )
         page = browser.new_page()

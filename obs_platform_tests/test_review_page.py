@@ -5,7 +5,6 @@ to an ELG picked from the taxonomy, and both notes in the landing area. And the 
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,12 +14,10 @@ from obs_platform.serving.app import create_app
 from obs_platform.serving.feedback import FeedbackStore
 from obs_platform.serving.prediction_log import PredictionLog
 
+from .browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 from .endpoint_harness import served
-from .test_data_assets import PROJECT_ROOT
 from .test_feedback import TOKEN, SuggestingPredictor, exported_rows
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
 AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
 NOTES = [
     "Listened to the whole Gruffalo story and said why the mouse was clever.",
@@ -86,15 +83,6 @@ def test_an_educator_accepts_and_corrects_on_a_phone(review_endpoint, tmp_path, 
     expect = sync_api.expect
     url, store = review_endpoint
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
     suggested, corrected_to = eyfs.attributes[:3], eyfs.attributes[5]
     predicted_level = suggested[0].label_levels[0].title
     errors: list[str] = []
@@ -103,7 +91,7 @@ def test_an_educator_accepts_and_corrects_on_a_phone(review_endpoint, tmp_path, 
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=args,
+            args=CHROMIUM_ARGS,
             viewport={"width": 390, "height": 844},
             is_mobile=True,
             has_touch=True,
