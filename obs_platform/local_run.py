@@ -3,8 +3,9 @@
 It plays the daemon's part with the project's own definitions: the `train` job (data → baselines → a tuning job
 submitted); then ticks of the job-status sensor until the job ends, their events recorded exactly as the daemon
 records a sensor's; then the `deploy` job the automation sensor would request (calibration → evaluation → gate →
-champion → endpoint). Under `dagster dev` the same steps happen on their own. While the tuning job trains, a progress
-line shows how far it has come (redrawn in place on a terminal, a line every 30 s elsewhere).
+champion → endpoint), and the `analytics` job after it (the archive scored by the champion, the evaluation history,
+in the DuckDB warehouse). Under `dagster dev` the same steps happen on their own. While the tuning job trains, a
+progress line shows how far it has come (redrawn in place on a terminal, a line every 30 s elsewhere).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from obs_platform.defs.jobs import DEPLOY_JOB, TRAIN_JOB
+from obs_platform.defs.jobs import ANALYTICS_JOB, DEPLOY_JOB, TRAIN_JOB
 from obs_platform.defs.training.sensors import SENSOR_NAME
 from obs_platform.training.backend import JobState, TrainingProgress, TuningBackend
 from obs_platform.training.monitor import JobWatch
@@ -59,8 +60,8 @@ def run_whole_graph(
 
     if run(TRAIN_JOB):
         graph.failure = wait_for_tuning_job(defs, instance, echo, display)
-        if graph.success:
-            run(DEPLOY_JOB)
+        if graph.success and run(DEPLOY_JOB):
+            run(ANALYTICS_JOB)  # what `analytics_automation` requests after the champion
     return graph
 
 

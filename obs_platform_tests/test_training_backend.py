@@ -183,7 +183,7 @@ def test_a_copied_storage_root_serves_its_own_model_files(tmp_path):
 
 
 def whole_graph(defs, instance):
-    """What `obs-platform run` does: train → wait for the tuning job (sensor ticks) → deploy."""
+    """What `obs-platform run` does: train → wait for the tuning job (sensor ticks) → deploy → analytics."""
     return run_whole_graph(defs, instance, echo=lambda line: None)
 
 
@@ -252,6 +252,14 @@ def test_the_whole_graph_trains_evaluates_gates_and_serves(monkeypatch, landed_s
         assert len(listed) == 2 and all(record.state == "SUCCEEDED" for record in listed)
         assert {record.model_version for record in listed} == {"oss-classifier/v1", "oss-classifier/v2"}
         assert metadata(instance, "served_model")["served_family"] == "open-source"  # locally the only family
+        # `obs-platform run` builds the warehouse after the champion, as `analytics_automation` would.
+        import duckdb
+
+        with duckdb.connect(str(landed_storage.root / "warehouse.duckdb"), read_only=True) as warehouse:
+            scored = warehouse.execute("SELECT count(*), any_value(model_version) FROM analytics.scored_observations")
+            assert scored.fetchone() == (splits["dagster/row_count"], "oss-classifier/v2")
+            versions = warehouse.execute("SELECT count(DISTINCT model_version) FROM analytics.evaluation_history")
+            assert versions.fetchone() == (2,)  # the rejected version's evaluation is history too
 
 
 @pytest.mark.slow  # a whole-graph run (about 45 s): `make test` runs it, `make test-fast` does not

@@ -11,6 +11,8 @@ DATA_JOB = "data"
 REFRESH_JOB = "refresh"
 EVALUATE_JOB = "evaluate"
 MONITOR_JOB = "monitor"
+ANALYTICS_JOB = "analytics"
+ANALYTICS = dg.AssetSelection.groups("analytics")  # the warehouse tables: their own run, after the champion
 SERVING_MONITOR = dg.AssetKey("serving_monitor")
 
 TUNED_MODEL = dg.AssetKey("tuned_oss_model")
@@ -34,9 +36,16 @@ def jobs() -> dg.Definitions:
             dg.define_asset_job(
                 DEPLOY_JOB,
                 selection=dg.AssetSelection.assets(TUNED_MODEL).downstream(include_self=False)
-                - dg.AssetSelection.assets(SERVING_MONITOR),
+                - dg.AssetSelection.assets(SERVING_MONITOR)
+                - ANALYTICS,
                 description="Everything after the tuned model: calibration, evaluation report, promotion gate, "
                 "champion and endpoint. Automation runs it when a model lands; run it by hand to re-deploy.",
+            ),
+            dg.define_asset_job(
+                ANALYTICS_JOB,
+                selection=ANALYTICS,
+                description="The warehouse tables analysts query with SQL: every observation scored by the champion "
+                "and every version's evaluation history. Automation runs it after the champion changes.",
             ),
             dg.define_asset_job(
                 EVALUATE_JOB,

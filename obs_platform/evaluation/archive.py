@@ -1,0 +1,196 @@
+"""The archive scored by the champion, and every version's evaluation, as tables for analysts.
+
+`score_archive` runs every canonical observation (its redacted note and the child's age, never a name) through a
+predictor in batches: one row per observation with the educator's tag beside the model's top three, where the
+two disagree. `evaluation_history` flattens every stored evaluation report of every version into one long table
+(version, set, system, level, metric, value), so "how has ELG macro-F1 moved since March" is one query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from obs_platform.evaluation.report import REPORT_FILE
+from obs_platform.predictions import Instance, Prediction
+from obs_platform.taxonomy import Taxonomy
+from obs_platform.training.registry import ModelRegistry
+
+TOP_K = 3
+SCORED_COLUMNS = [
+    "observation_id",
+    "setting",
+    "observation_date",
+    "child_age_months",
+    "given_domain",
+    "given_domain_name",
+    "given_elg_id",
+    "given_elg",
+    "given_level",
+    "predicted_domain",
+    "predicted_domain_name",
+    *(f"top{rank}_{part}" for rank in range(1, TOP_K + 1) for part in ("elg_id", "elg", "probability")),
+    "predicted_level",
+    "level_confidence",
+    "confidence",
+    "confident",
+    "agrees",
+    "given_in_top3",
+    "model_version",
+]
+HISTORY_COLUMNS = [
+    "model_version",
+    "registered_at",
+    "data_key",
+    "calibration",
+    "evaluated_on",
+    "system",
+    "is_model",
+    "level",
+    "metric",
+    "value",
+]
+HISTORY_LEVELS = ("domain", "attribute", "level", "tags", "calibration")
+
+# (observations done, total, seconds since scoring started), after every batch
+Progress = Callable[[int, int, float], None]
+
+
+def score_archive(
+    observations: pd.DataFrame,
+    predict: Callable[[list[Instance]], list[Prediction]],
+    taxonomy: Taxonomy,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    model_version: str = "",
+) -> pd.DataFrame:
+    """Every redacted observation (`redacted_observations`' columns: `text` and `child_age_months` are what the model
+    reads) with the educator's primary tag, the model's top three ELGs with their probabilities, its level and
+    confidence, and whether the two agree (`agrees`: the given ELG is the model's first; `given_in_top3`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    texts = observations["text"].tolist()
+    ages = [None if pd.isna(age) else float(age) for age in observations["child_age_months"].tolist()]
+    total, started = len(texts), time.monotonic()
+    predictions: list[Prediction] = []
+    for start in range(0, total, batch_size):
+        batch = [
+            Instance(notes=t, child_age_months=a)
+            for t, a in zip(texts[start : start + batch_size], ages[start : start + batch_size])
+        ]
+        answered = predict(batch)
+        if len(answered) != len(batch):
+            raise ValueError(f"the predictor answered {len(answered)} of a batch of {len(batch)} observations")
+        predictions.extend(answered)
+        if progress is not None:
+            progress(len(predictions), total, time.monotonic() - started)
+    rows = [
+        {**_given(row, taxonomy), **_predicted(prediction), "model_version": model_version}
+        for row, prediction in zip(observations.itertuples(index=False), predictions)
+    ]
+    frame = pd.DataFrame(rows, columns=SCORED_COLUMNS)
+    frame["agrees"] = frame["given_elg_id"] == frame["top1_elg_id"]
+    top3 = frame[[f"top{rank}_elg_id" for rank in range(1, TOP_K + 1)]]
+    frame["given_in_top3"] = top3.eq(frame["given_elg_id"], axis=0).any(axis=1)
+    frame["observation_date"] = pd.to_datetime(frame["observation_date"])
+    return frame.astype({"agrees": bool, "given_in_top3": bool, "confident": bool})
+
+
+def _given(row: Any, taxonomy: Taxonomy) -> dict[str, Any]:
+    attribute_id = int(row.attribute_id)
+    domain = taxonomy.domain(taxonomy.attribute(attribute_id).domain_id)
+    return {
+        "observation_id": str(row.observation_id),
+        "setting": None if pd.isna(row.setting) else str(row.setting),
+        "observation_date": row.observation_date,
+        "child_age_months": None if pd.isna(row.child_age_months) else float(row.child_age_months),
+        "given_domain": domain.key,
+        "given_domain_name": domain.name,
+        "given_elg_id": attribute_id,
+        "given_elg": taxonomy.attribute(attribute_id).name,
+        "given_level": None if pd.isna(row.progression_title) else str(row.progression_title),
+    }
+
+
+def _predicted(prediction: Prediction) -> dict[str, Any]:
+    ranked = list(prediction.top_k)
+    row: dict[str, Any] = {
+        "predicted_domain": prediction.domain or None,
+        "predicted_domain_name": prediction.domain_name or None,
+        "predicted_level": prediction.level or None,
+        "level_confidence": float(prediction.level_confidence),
+        "confidence": float(prediction.confidence),
+        "confident": bool(prediction.confident),
+    }
+    if not ranked and prediction.attribute_id:  # a generative answer names one label
+        row.update(top1_elg_id=prediction.attribute_id, top1_elg=prediction.attribute, top1_probability=None)
+    for rank, suggestion in enumerate(ranked[:TOP_K], start=1):
+        row[f"top{rank}_elg_id"] = suggestion.attribute_id
+        row[f"top{rank}_elg"] = suggestion.attribute
+        row[f"top{rank}_probability"] = float(suggestion.probability)
+    return row
+
+
+def evaluation_history(registry: ModelRegistry, names: Iterable[str]) -> pd.DataFrame:
+    """Every stored evaluation report (`{version folder}/evaluation/<data key>-<calibration>/report.json`) of every
+    version of the models `names`, one row per set evaluated on (`evaluated_on`: `test`, `external`), system, level
+    and scalar metric. `system` is the report's row: the version itself (`is_model`), a baseline, or the champion it
+    was compared with; filter on `is_model` for the version's own figures."""
+    rows: list[dict[str, Any]] = []
+    storage = registry.storage
+    for name in names:
+        for version in registry.versions(name):
+            prefix = f"{version.folder}/evaluation/"
+            for path in sorted(storage.list_files(f"{version.folder}/evaluation")):
+                if not path.endswith(f"/{REPORT_FILE}") or path.count("/") != prefix.count("/") + 1:
+                    continue
+                report = json.loads(storage.read_bytes(path))
+                folder = path.removeprefix(prefix).removesuffix(f"/{REPORT_FILE}")
+                data_key, _, calibration = folder.partition("-")
+                base = {
+                    "model_version": version.label,
+                    "registered_at": _timestamp(version.registered_at),
+                    "data_key": report.get("model", {}).get("data_key") or data_key,
+                    "calibration": calibration,
+                }
+                rows.extend(_report_rows(report, version.label, base))
+    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    return frame.astype({"registered_at": "datetime64[ns, UTC]", "is_model": bool, "value": float})
+
+
+def _timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), tz=UTC)
+
+
+def _report_rows(report: dict[str, Any], label: str, base: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    def row(evaluated_on: str, system: str, level: str, metric: str, value: float) -> dict[str, Any]:
+        return {
+            **base,
+            "evaluated_on": evaluated_on,
+            "system": system,
+            "is_model": system == label,
+            "level": level,
+            "metric": metric,
+            "value": value,
+        }
+
+    for system, metrics in report.get("test", {}).items():
+        for level in HISTORY_LEVELS:
+            for metric, value in _scalars(metrics.get(level)):
+                yield row("test", system, level, metric, value)
+    for system, metrics in (report.get("external", {}).get("results") or {}).items():
+        for metric, value in _scalars(metrics):  # the external set is scored at the domain level only
+            yield row("external", system, "domain", metric, value)
+
+
+def _scalars(metrics: Any) -> Iterable[tuple[str, float]]:
+    if not isinstance(metrics, dict):
+        return
+    for metric, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and metric != "count":
+            yield metric, float(value)
