@@ -24,6 +24,7 @@ from obs_platform.serving.feedback import Feedback, FeedbackStore
 from obs_platform.serving.monitor import (
     MonitorSettings,
     drift_judgeable,
+    feedback_frame,
     feedback_table,
     field_accuracy,
     monitor_report,
@@ -160,8 +161,9 @@ def test_acceptance_warns_only_when_clearly_below_the_test_accuracy(tmp_path, ey
     domain = eyfs.domain(eyfs.attributes[0].domain_id).key
     [row] = report.acceptance_by_domain.to_dict("records")
     assert (row["domain"], row["feedback"], row["accepted_top1"], row["corrected"]) == (domain, 120, 57, 63)
-    assert field_accuracy(storage, eyfs, "m/v1") == (pytest.approx(57 / 120), 120)
-    assert field_accuracy(storage, eyfs, "m/v2") == (None, 0)
+    feedback = feedback_frame(storage, eyfs)
+    assert field_accuracy(feedback, "m/v1") == (pytest.approx(57 / 120), 120)
+    assert field_accuracy(feedback, "m/v2") == (None, 0)
 
 
 def test_the_report_has_a_field_column_for_served_versions():

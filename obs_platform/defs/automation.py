@@ -14,6 +14,9 @@ from obs_platform.defs.jobs import ANALYTICS, TUNED_GEMINI_MODEL, TUNED_MODEL
 from obs_platform.settings import Settings
 
 SENSOR_NAME = "model_automation"
+# What follows a model reacts to a newly reported model or champion, never to new data alone (a new data version
+# reaches the model through training, and a billed or slow step must not run for it).
+AFTER_NEW_MODELS = dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data"))
 ANALYTICS_SENSOR_NAME = "analytics_automation"
 
 

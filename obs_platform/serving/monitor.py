@@ -133,10 +133,9 @@ def feedback_table(storage: Storage, taxonomy: Taxonomy) -> pd.DataFrame:
     return acceptance_table(feedback_frame(storage, taxonomy), ["model_version", "domain"])
 
 
-def field_accuracy(storage: Storage, taxonomy: Taxonomy, model_version: str) -> tuple[float | None, int]:
-    """A version's accuracy in the field: the share of educators' feedback on its predictions that accepted its
-    first suggestion (None with no feedback), and how much feedback that is."""
-    feedback = feedback_frame(storage, taxonomy)
+def field_accuracy(feedback: pd.DataFrame, model_version: str) -> tuple[float | None, int]:
+    """A version's accuracy in the field, from `feedback_frame`: the share of educators' feedback on its
+    predictions that accepted its first suggestion (None with no feedback), and how much feedback that is."""
     mine = feedback[feedback["model_version"] == model_version]
     return (float(mine["accepted_top1"].mean()) if len(mine) else None), len(mine)
 

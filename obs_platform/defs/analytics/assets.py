@@ -11,6 +11,7 @@ import pandas as pd
 
 from obs_platform.data.reports import markdown_preview
 from obs_platform.defs.analytics.resources import AnalyticsResource
+from obs_platform.defs.automation import AFTER_NEW_MODELS
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import champion_model, evaluation_workspace
 from obs_platform.defs.evaluation.resources import EvaluationResource
@@ -24,8 +25,6 @@ from obs_platform.training.registry import GEMINI_MODEL, OSS_MODEL, OSS_SFT_MODE
 
 GROUP = "analytics"
 WAREHOUSE = "warehouse_io_manager"
-# Refreshed when the champion changes; new data alone re-scores nothing (the next champion will).
-ANALYTICS_AUTOMATION = dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data"))
 DISAGREEMENT_COLUMNS = ["observation_id", "given_elg", "top1_elg", "confidence"]
 
 
@@ -49,7 +48,7 @@ class ProgressLog:
     deps=[champion_model],
     kinds={"duckdb", "pytorch"},
     io_manager_key=WAREHOUSE,
-    automation_condition=ANALYTICS_AUTOMATION,
+    automation_condition=AFTER_NEW_MODELS,  # refreshed when the champion changes, not for new data alone
 )
 def scored_observations(
     context: dg.AssetExecutionContext,
@@ -110,7 +109,7 @@ def scored_observations(
     deps=[champion_model],
     kinds={"duckdb"},
     io_manager_key=WAREHOUSE,
-    automation_condition=ANALYTICS_AUTOMATION,
+    automation_condition=AFTER_NEW_MODELS,  # refreshed when the champion changes, not for new data alone
 )
 def evaluation_history(registry: ModelRegistryResource) -> dg.Output[pd.DataFrame]:
     """Every stored evaluation report of every model version: one row per version, data, set evaluated on (test,

@@ -9,6 +9,7 @@ import pandas as pd
 
 from obs_platform.cloud.costs import usd_per_1000_endpoint_predictions
 from obs_platform.data import prepare
+from obs_platform.defs.automation import AFTER_NEW_MODELS
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.resources import EvaluationResource
 from obs_platform.defs.metadata import table
@@ -22,7 +23,7 @@ from obs_platform.evaluation.store import EvaluationStore
 from obs_platform.predictions import Calibration
 from obs_platform.serving import endpoint
 from obs_platform.serving.client import ObservationClassifier
-from obs_platform.serving.monitor import field_accuracy
+from obs_platform.serving.monitor import feedback_frame, field_accuracy
 from obs_platform.serving.predictor import ClassifierPredictor, model_mode
 from obs_platform.storage import LocalStorage
 from obs_platform.training.registry import ModelRegistry, ModelVersion
@@ -125,7 +126,7 @@ def candidate(models: ModelRegistry, tuning: TuningBackendResource) -> ModelVers
     group_name=GROUP,
     deps=[tuned_oss_model],
     kinds={"pytorch"},
-    automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data")),
+    automation_condition=AFTER_NEW_MODELS,
 )
 def model_calibration(
     training_splits: pd.DataFrame,
@@ -251,6 +252,7 @@ def evaluation_report(
     workspace, models, home = evaluation_workspace(storage, evaluation), registry.registry(), storage.client()
     store = EvaluationStore(home)
     data, data_key = evaluation_set(training_splits, evaluation, taxonomy)
+    feedback = feedback_frame(home, taxonomy.load())  # the logs read once, for every served version
     outcome = evaluate_version(
         models,
         candidate(models, tuning),
@@ -259,7 +261,7 @@ def evaluation_report(
         scores=lambda version: model_result(workspace, models, store, version, data, data_key, taxonomy),
         baselines=stored_baselines(store, evaluation, data_key),
         rule=gate.PromotionRule(evaluation.floor, evaluation.tolerance),
-        field_accuracy=lambda label: field_accuracy(home, taxonomy.load(), label),
+        field_accuracy=lambda label: field_accuracy(feedback, label),
         cost=Cost(
             usd_per_1000_endpoint_predictions(ENDPOINT_REPLICAS, tuning.vertex.prices()),
             f"a dedicated endpoint's machine-hours ({ENDPOINT_REPLICAS} replica) spread over the expected "

@@ -21,6 +21,7 @@ from obs_platform.cloud.gemini_batch import (
 )
 from obs_platform.cloud.vertex import VertexConfigError, label_value
 from obs_platform.data.redaction import Roster
+from obs_platform.defs.automation import AFTER_NEW_MODELS
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import (
     DECISION,
@@ -77,7 +78,7 @@ def _roster(home: Storage) -> Roster | None:
     group_name=GROUP,
     deps=[tuned_gemini_model],
     kinds={"gemini", "googlecloud"},
-    automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.groups("data")),
+    automation_condition=AFTER_NEW_MODELS,
 )
 def gemini_batch_job(
     context: dg.AssetExecutionContext,
