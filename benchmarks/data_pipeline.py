@@ -1,12 +1,14 @@
-"""Benchmark the data pipeline (raw exports → canonical → redacted → splits → JSONL) at 10k, 100k and 1M rows.
+"""Benchmark the data pipeline (landed exports → canonical → redacted → splits → JSONL) at 10k, 100k and 1M rows:
+from nothing (an empty cache), then a drop of 10k new rows in one new export onto what was just processed.
 
 Raw observations are built by resampling the shipped corpus: every row gets a new id and a child drawn from
 a roster of 500 invented names, written into the note in place of the original child, so notes are not
 copies of each other and redaction has a realistic roster to look up. Each size runs in a fresh process so
-its peak memory is its own; a sampler thread records the peak RSS of every stage.
+its peak memory is its own; a sampler thread records the peak RSS of every stage, worker processes included.
 
-    python benchmarks/data_pipeline.py                 # 10k, 100k, 1M
-    python benchmarks/data_pipeline.py --sizes 10000   # one size
+    python benchmarks/data_pipeline.py                       # 10k, 100k, 1M, each with a 10k drop
+    python benchmarks/data_pipeline.py --sizes 1000000       # one size
+    python benchmarks/data_pipeline.py --drop 0              # from nothing only
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import orjson
 import pandas as pd
@@ -29,17 +31,19 @@ from tqdm import tqdm
 
 from obs_platform.cli import sample_data_files
 from obs_platform.data import prepare
-from obs_platform.data.canonical import canonicalise
-from obs_platform.data.raw import read_landing
+from obs_platform.data.parts import canonical_from_parts, snapshot_landing
+from obs_platform.data.redaction_cache import redact_with_cache
 from obs_platform.storage import LocalStorage, write_content_addressed
-from obs_platform.taxonomy import load_taxonomy
+from obs_platform.taxonomy import Taxonomy, load_taxonomy
 
 ROSTER_SIZE = 500
 EXPORT_FILES = 10
+LEDGER = "splits/ledger.parquet"
 
 
 class PeakSampler:
-    """Samples this process's RSS every 20 ms; `peak()` is the highest seen since the last reset."""
+    """Samples the RSS of this process and its children every 20 ms; `peak()` is the highest seen since the last
+    reset."""
 
     def __init__(self) -> None:
         self._process = psutil.Process()
@@ -50,14 +54,21 @@ class PeakSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._peak = max(self._peak, self._process.memory_info().rss)
+            self._peak = max(self._peak, self._rss())
             time.sleep(0.02)
 
+    def _rss(self) -> int:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            with suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+
     def reset(self) -> None:
-        self._peak = self._process.memory_info().rss
+        self._peak = self._rss()
 
     def peak(self) -> int:
-        return max(self._peak, self._process.memory_info().rss)
+        return max(self._peak, self._rss())
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,15 +91,15 @@ def invented_roster(records: list[dict], size: int, rng: random.Random) -> list[
     return sorted(names)
 
 
-def write_landing(storage: LocalStorage, rows: int, seed: int = 7) -> None:
-    """`rows` resampled observations in EXPORT_FILES JSONL exports."""
-    rng = random.Random(seed)
+def write_landing(storage: LocalStorage, rows: int, files: int, first: int = 0, seed: int = 7) -> None:
+    """`rows` resampled observations (ids from `first` on) in `files` JSONL exports."""
+    rng = random.Random(seed + first)
     records = corpus_records()
-    roster = invented_roster(records, ROSTER_SIZE, rng)
-    per_file = -(-rows // EXPORT_FILES)
-    for file_index in range(EXPORT_FILES):
+    roster = invented_roster(records, ROSTER_SIZE, random.Random(seed))
+    per_file = -(-rows // files)
+    for file_index in range(files):
         lines = []
-        for i in range(file_index * per_file, min(rows, (file_index + 1) * per_file)):
+        for i in range(first + file_index * per_file, first + min(rows, (file_index + 1) * per_file)):
             source = records[rng.randrange(len(records))]
             child = roster[rng.randrange(ROSTER_SIZE)]
             original_first = source["childName"].split()[0]
@@ -102,7 +113,7 @@ def write_landing(storage: LocalStorage, rows: int, seed: int = 7) -> None:
                     }
                 )
             )
-        storage.write_bytes(f"landing/export-{file_index:02d}.jsonl", b"\n".join(lines) + b"\n")
+        storage.write_bytes(f"landing/export-{first + file_index:08d}.jsonl", b"\n".join(lines) + b"\n")
 
 
 @contextmanager
@@ -113,85 +124,111 @@ def stage(name: str, sampler: PeakSampler, results: list[dict]) -> Iterator[None
     results.append({"stage": name, "seconds": time.perf_counter() - start, "peak_rss_mb": sampler.peak() / 2**20})
 
 
-def run_worker(rows: int) -> list[dict]:
-    taxonomy = load_taxonomy()
+def pipeline_steps(storage: LocalStorage, taxonomy: Taxonomy, state: dict) -> list[tuple[str, Callable[[], None]]]:
+    """What the data assets do, in order, through the same library calls (landing → split JSONL), then the two
+    training formats."""
+
+    def canonical() -> None:
+        state["canonical"] = canonical_from_parts(storage, snapshot_landing(storage, "landing"), taxonomy)
+
+    def redact() -> None:
+        result = state["canonical"].result
+        roster = prepare.build_roster(result.canonical, result.quarantined)
+        texts, state["redaction"] = redact_with_cache(storage, result.canonical, roster)
+        state["redacted"] = prepare.with_redacted_text(result.canonical, texts)
+
+    def split() -> None:
+        ledger = pd.read_parquet(storage.local_path(LEDGER)) if storage.exists(LEDGER) else None
+        state["splits"] = prepare.split_observations(state.pop("redacted"), ledger)
+
+    def write_splits() -> None:
+        write_content_addressed(storage, "splits", prepare.split_bundle(state["splits"].frame, taxonomy))
+        state["splits"].result.ledger.to_parquet(storage.local_path(LEDGER), index=False)
+
+    return [
+        ("landing → canonical", canonical),
+        ("redact", redact),
+        ("assign splits", split),
+        ("write split JSONL", write_splits),
+        (
+            "write Gemini JSONL",
+            lambda: write_content_addressed(storage, "gemini", prepare.gemini_files(state["splits"].frame, taxonomy)),
+        ),
+        (
+            "write chat JSONL",
+            lambda: write_content_addressed(storage, "chat", prepare.chat_files(state["splits"].frame, taxonomy)),
+        ),
+    ]
+
+
+def run_scenario(storage: LocalStorage, taxonomy: Taxonomy, label: str) -> list[dict]:
+    sampler = PeakSampler()
     results: list[dict] = []
+    state: dict = {}
+    steps = pipeline_steps(storage, taxonomy, state)
+    start = time.perf_counter()
+    for name, step in tqdm(steps, desc=label, leave=False, file=sys.stderr):
+        with stage(name, sampler, results):
+            step()
+        if name == "write split JSONL":
+            results.append(
+                {
+                    "stage": "= to split JSONL",
+                    "seconds": time.perf_counter() - start,
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                }
+            )
+    results.append(
+        {
+            "stage": "= total",
+            "seconds": time.perf_counter() - start,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        }
+    )
+    sampler.stop()
+    parts, reuse = state["canonical"], state["redaction"]
+    for row in results:
+        row.update(
+            scenario=label,
+            exports_reused=f"{len(parts.reused)}/{len(parts.parts)}",
+            notes_redacted=reuse.new + reuse.redone,
+        )
+    return results
+
+
+def run_worker(rows: int, drop: int) -> list[dict]:
+    taxonomy = load_taxonomy()
     with tempfile.TemporaryDirectory(prefix="obs-bench-") as root:
         storage = LocalStorage(root)
-        write_landing(storage, rows)
-        sampler = PeakSampler()
-        steps: list[tuple[str, Callable[[], None]]] = []
-        state: dict = {}
-        steps.append(("read exports", lambda: state.update(raw=read_landing(storage, "landing").table)))
-        steps.append(("canonicalise + validate", lambda: state.update(result=canonicalise(state.pop("raw"), taxonomy))))
-        steps.append(
-            (
-                "redact",
-                lambda: state.update(
-                    redacted=prepare.redact_observations(
-                        state["result"].canonical,
-                        prepare.build_roster(state["result"].canonical, state["result"].quarantined),
-                    )
-                ),
-            )
-        )
-        steps.append(
-            ("assign splits", lambda: state.update(splits=prepare.split_observations(state.pop("redacted"), None)))
-        )
-        steps.append(
-            (
-                "write split JSONL",
-                lambda: write_content_addressed(storage, "splits", prepare.split_files(state["splits"].frame)),
-            )
-        )
-        steps.append(
-            (
-                "write Gemini JSONL",
-                lambda: write_content_addressed(
-                    storage, "gemini", prepare.gemini_files(state["splits"].frame, taxonomy)
-                ),
-            )
-        )
-        steps.append(
-            (
-                "write chat JSONL",
-                lambda: write_content_addressed(storage, "chat", prepare.chat_files(state["splits"].frame, taxonomy)),
-            )
-        )
-        total_start = time.perf_counter()
-        for name, step in tqdm(steps, desc=f"{rows:,} rows", leave=False, file=sys.stderr):
-            with stage(name, sampler, results):
-                step()
-        results.append(
-            {
-                "stage": "total",
-                "seconds": time.perf_counter() - total_start,
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            }
-        )
-        sampler.stop()
-        assert len(state["result"].canonical) == rows, "every resampled row must be canonical"
+        write_landing(storage, rows, EXPORT_FILES)
+        results = run_scenario(storage, taxonomy, f"{rows:,} from nothing")
+        if drop:
+            write_landing(storage, drop, 1, first=rows)
+            results += run_scenario(storage, taxonomy, f"+{drop:,} onto {rows:,}")
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--drop", type=int, default=10_000, help="rows in the new export landed afterwards (0: none)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(args.worker)))
+        print(json.dumps(run_worker(args.worker, args.drop)))
         return
     table = []
     for rows in args.sizes:
         done = subprocess.run(
-            [sys.executable, __file__, "--worker", str(rows)], capture_output=True, text=True, check=False
+            [sys.executable, __file__, "--worker", str(rows), "--drop", str(args.drop)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             sys.exit(f"{rows} rows failed:\n{done.stderr[-3000:]}")
-        for row in json.loads(done.stdout.strip().splitlines()[-1]):
-            table.append({"rows": f"{rows:,}", **row})
-    frame = pd.DataFrame(table)
+        table += json.loads(done.stdout.strip().splitlines()[-1])
+    frame = pd.DataFrame(table)[["scenario", "stage", "seconds", "peak_rss_mb", "exports_reused", "notes_redacted"]]
     frame["seconds"] = frame["seconds"].round(2)
     frame["peak_rss_mb"] = frame["peak_rss_mb"].round(0).astype(int)
     print(f"data pipeline on {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")

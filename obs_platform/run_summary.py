@@ -10,6 +10,9 @@ from obs_platform.defs.event_log import latest_materialization_metadata
 NOT_MATERIALISED = "not materialised"
 SHOWN_KEYS = (
     "dagster/row_count",
+    "exports",
+    "exports_reused",
+    "notes_reused",
     "dataset_version",
     "splits_uri",
     "folder_uri",

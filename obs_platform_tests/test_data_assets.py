@@ -64,7 +64,8 @@ def test_whole_data_group_on_the_sample_corpus(monkeypatch, landed_storage):
 
         raw, canonical = metadata(instance, "raw_observations"), metadata(instance, "canonical_observations")
         quarantined = metadata(instance, "quarantined_observations")
-        assert raw["dagster/row_count"] == canonical["dagster/row_count"] + quarantined["dagster/row_count"]
+        assert raw["exports"] == 5 and canonical["exports_reused"] == 0
+        assert canonical["raw_rows"] == canonical["dagster/row_count"] + quarantined["dagster/row_count"]
         assert canonical["dagster/row_count"] >= 600 and quarantined["dagster/row_count"] == 33
         reasons = {row.data["reason_code"] for row in quarantined["reasons"].records}
         assert len(reasons) >= 12
@@ -83,6 +84,8 @@ def test_whole_data_group_on_the_sample_corpus(monkeypatch, landed_storage):
         ledger_before = (landed_storage.root / "splits" / "ledger.parquet").read_bytes()
         assert run_data_group(defs, instance).success
         assert metadata(instance, "gemini_sft_jsonl")["written"] is False
+        assert metadata(instance, "canonical_observations")["exports_reused"] == 5
+        assert metadata(instance, "redacted_observations")["notes_reused"] == canonical["dagster/row_count"]
         assert metadata(instance, "training_splits")["dataset_version"] == splits["dataset_version"]
         assert (landed_storage.root / "splits" / "ledger.parquet").read_bytes() == ledger_before
         assert len(list((landed_storage.root / "training-data" / "gemini").iterdir())) == 1
@@ -114,6 +117,12 @@ def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
         assert len(after) == len(before) + 60
         assert (after.loc[before.index, "split"] == before["split"]).all()
         assert metadata(instance, "gemini_sft_jsonl")["written"] is True
+        # only the new export was read and redacted (the drop names no new child: the roster is the same)
+        canonical = metadata(instance, "canonical_observations")
+        assert canonical["exports_processed"] == ["landing/new_drop.jsonl"] and canonical["exports_reused"] == 5
+        redacted = metadata(instance, "redacted_observations")
+        assert (redacted["notes_redacted_new"], redacted["notes_redacted_again"]) == (60, 0)
+        assert redacted["notes_reused"] == len(before)
 
 
 def test_the_data_group_runs_on_gcs(monkeypatch, gcs_emulator, tmp_path):
@@ -184,7 +193,7 @@ def test_empty_landing_area_runs_the_whole_graph(monkeypatch, storage):
         result = run_data_group(defs, instance)
         assert result.success
         assert all(e.passed for e in result.get_asset_check_evaluations())
-        assert metadata(instance, "raw_observations")["dagster/row_count"] == 0
+        assert metadata(instance, "raw_observations")["exports"] == 0
         assert metadata(instance, "gemini_sft_jsonl")["dagster/row_count"] == 0
 
 

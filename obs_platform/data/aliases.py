@@ -3,11 +3,10 @@ columns of a clean export turned into pandas values."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from obs_platform.data.values import arrow_lists
 
 # canonical column → accepted source names, first match wins
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -54,23 +53,6 @@ def from_arrow(column: pd.Series) -> pd.Series:
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         return column.astype("datetime64[ns]")
     return pd.Series(arrow_lists(column), index=column.index, dtype=object)
-
-
-def arrow_lists(column: pd.Series) -> list[Any]:
-    """Python values of an Arrow list column, converting only the (few) non-empty lists element by element."""
-    array = pa.array(column)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
-        return array.to_pylist()
-    offsets = np.asarray(array.offsets)
-    lengths = np.diff(offsets)
-    values = array.values.to_pylist()
-    valid = np.asarray(array.is_valid())
-    out: list[Any] = [[] if ok else None for ok in valid.tolist()]
-    for row in np.flatnonzero(lengths).tolist():
-        out[row] = values[offsets[row] : offsets[row + 1]]
-    return out
 
 
 def map_aliases(parsed: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,8 @@ rejected row goes to the quarantine with all its reasons (`quarantine`).
 Duplicate rule: copies of an observation id with identical content are one observation (the first
 by source file and line is kept, the other copies are quarantined as `duplicate_exact`); copies with
 different content are all quarantined as `duplicate_id_conflict`, because the platform cannot know
-which label is right and a wrong label is worse than a missing one.
+which label is right and a wrong label is worse than a missing one. Exports canonicalised one by one
+(`parts`) apply the rule within each export, then across exports (`resolve_duplicates_across_exports`).
 """
 
 from __future__ import annotations
@@ -203,6 +204,18 @@ def _resolve_duplicates(valid: pd.DataFrame, reasons: Reasons) -> pd.DataFrame:
             reasons.add(group.index, "observation_id", "duplicate_id_conflict", message)
             drop.extend(group.index)
     return valid.drop(index=drop)
+
+
+def resolve_duplicates_across_exports(canonical: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The duplicate rule over the canonical rows of several exports, each already free of its own copies:
+    the rows kept, and the quarantine rows of the others (their `raw_text` is the canonical record, the
+    export's own text being in its file)."""
+    if not canonical["observation_id"].duplicated().any():
+        return canonical, quarantine_table(canonical, canonical, Reasons().frame())
+    reasons = Reasons()
+    kept = _resolve_duplicates(canonical, reasons)
+    quarantined = quarantine_table(canonical.assign(raw_text=None), canonical, reasons.frame())
+    return kept.reset_index(drop=True), quarantined
 
 
 def _with_names(frame: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:

@@ -67,9 +67,14 @@ def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
 @without_gc_pauses
 def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame:
     """Notes become `text` with names, e-mails and phone numbers replaced; name fields are dropped."""
-    redactor = Redactor(roster)
-    text = redactor.redact_many(canonical["notes"], canonical["child_name"].tolist())
-    return canonical.assign(text=text)[REDACTED_COLUMNS].reset_index(drop=True)
+    return with_redacted_text(
+        canonical, Redactor(roster).redact_many(canonical["notes"], canonical["child_name"].tolist())
+    )
+
+
+def with_redacted_text(canonical: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
+    """The redacted records: `texts` (the notes redacted, row for row) as `text`, the name fields dropped."""
+    return canonical.assign(text=texts)[REDACTED_COLUMNS].reset_index(drop=True)
 
 
 @dataclass

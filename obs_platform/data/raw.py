@@ -104,15 +104,15 @@ def read_landing(storage: Storage, prefix: str, fallback_encoding: str = FALLBAC
         try:
             frame = parse_export(path, read_export_bytes(storage, path), fallback_encoding)
         except UnreadableExport as unreadable:
-            frame = _unreadable_file_row(path, unreadable)
+            frame = unreadable_file_row(path, unreadable)
         frames.append(frame)
         if len(frame) == 1 and pd.isna(frame["source_line"].iloc[0]):
             result.unreadable_files[path] = frame["parse_error"].iloc[0]
         elif len(frame):
             result.encodings[path] = frame["source_encoding"].iloc[0]
-    for link in _linked_folders(storage, prefix):
-        unreadable = UnreadableExport("symlink_refused", _link_message(storage, link))
-        frames.append(_unreadable_file_row(link, unreadable))
+    for link in linked_folders(storage, prefix):
+        unreadable = UnreadableExport("symlink_refused", link_message(storage, link))
+        frames.append(unreadable_file_row(link, unreadable))
         result.unreadable_files[link] = str(unreadable)
     frames = [frame for frame in frames if len(frame)]  # an empty file adds no rows (nor column dtypes)
     if frames:
@@ -126,19 +126,19 @@ def read_export_bytes(storage: Storage, path: str) -> bytes:
     """A landed file's bytes; a symbolic link is refused, whatever it points at, so nothing outside the
     landing area is ever read through it."""
     if isinstance(storage, LocalStorage) and storage.local_path(path).is_symlink():
-        raise UnreadableExport("symlink_refused", _link_message(storage, path))
+        raise UnreadableExport("symlink_refused", link_message(storage, path))
     try:
         return storage.read_bytes(path)
     except StorageError as exc:
         raise UnreadableExport("unreadable_file", str(exc)) from exc
 
 
-def _link_message(storage: Storage, path: str) -> str:
+def link_message(storage: Storage, path: str) -> str:
     target = os.readlink(storage.local_path(path)) if isinstance(storage, LocalStorage) else "?"
     return f"{path} is a symbolic link (to {target}); only regular files in the landing area are read"
 
 
-def _linked_folders(storage: Storage, prefix: str) -> list[str]:
+def linked_folders(storage: Storage, prefix: str) -> list[str]:
     """Symbolically linked folders below the landing area: not followed, so reported here."""
     if not isinstance(storage, LocalStorage):
         return []
@@ -154,7 +154,7 @@ def empty_raw_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in PROVENANCE_COLUMNS})
 
 
-def _unreadable_file_row(name: str, unreadable: UnreadableExport) -> pd.DataFrame:
+def unreadable_file_row(name: str, unreadable: UnreadableExport) -> pd.DataFrame:
     row = {"source_file": name, "source_line": pd.NA, "source_encoding": None, "parse_error": str(unreadable)}
     return pd.DataFrame([{**row, "raw_text": ""}], columns=PROVENANCE_COLUMNS).astype({"source_line": "Int64"})
 
@@ -207,7 +207,7 @@ def parse_export(name: str, data: bytes, fallback_encoding: str = FALLBACK_ENCOD
             rows = _csv_rows(decoded) if lowered.endswith(".csv") else _json_document_rows(decoded)
             frame, encoding = _records_frame(rows), decoded.encoding
     except UnreadableExport as unreadable:
-        return _unreadable_file_row(name, unreadable)
+        return unreadable_file_row(name, unreadable)
     frame["source_file"] = name
     frame["source_encoding"] = encoding
     return frame

@@ -18,6 +18,7 @@ process taking every other chunk on a machine with cores to spare.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -141,6 +142,32 @@ class Roster:
     def __len__(self) -> int:
         return len(self.people)
 
+    def person_of(self) -> dict[str, tuple[str, ...]]:
+        """Each token → the person it names; a token shared by several people (two Amaras) identifies none of
+        them and is keyed by itself."""
+        found: dict[str, tuple[str, ...]] = {}
+        for person in self.people:
+            for token in person:
+                found[token] = person if token not in found else (token,)
+        return found
+
+    def changed_tokens(self, other: Roster) -> frozenset[str]:
+        """Tokens the two rosters treat differently (in one only, a child in one and an adult in the other, or
+        another person's): a note's redaction depends on the roster only through the tokens it contains, so a
+        note holding none of these is redacted the same with either roster."""
+        mine, theirs = self.person_of(), other.person_of()
+        tokens = mine.keys() | theirs.keys() | self.children | other.children | self.adults | other.adults
+        return frozenset(
+            t
+            for t in tokens
+            if (t in self.children, t in self.adults, mine.get(t))
+            != (t in other.children, t in other.adults, theirs.get(t))
+        )
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json()).hexdigest()
+
     def to_json(self) -> bytes:
         """The data set's names, for the endpoint to load."""
         body = {
@@ -204,11 +231,7 @@ class Redactor:
         self._marked_form: dict[str, str] = {}
         self._states: dict[str, Verdict | bool] = {}
         self._endings: dict[str, tuple[str, str]] = {}
-        self._person_of: dict[str, tuple[str, ...]] = {}
-        for person in roster.people:
-            for token in person:
-                # A token shared by several people (two Amaras) identifies none of them: key it by itself.
-                self._person_of[token] = person if token not in self._person_of else (token,)
+        self._person_of = roster.person_of()
 
     @property
     def known_tokens(self) -> frozenset[str]:

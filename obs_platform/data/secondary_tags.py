@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from obs_platform.data.aliases import TAG_ALIASES, arrow_lists, from_arrow
+from obs_platform.data.aliases import TAG_ALIASES, from_arrow
 from obs_platform.data.quarantine import Reasons, is_missing, wrong_type
+from obs_platform.data.values import arrow_lists
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.taxonomy.model import normalise_level_title
 

@@ -8,8 +8,8 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from obs_platform.data import prepare, reports
 from obs_platform.data.artifacts import TrainingFiles
-from obs_platform.data.canonical import canonicalise
-from obs_platform.data.raw import read_landing
+from obs_platform.data.parts import LandingSnapshot, canonical_from_parts, snapshot_landing
+from obs_platform.data.redaction_cache import redact_with_cache
 from obs_platform.data.schema import CanonicalObservationsSchema
 from obs_platform.data.splits import empty_ledger
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
@@ -22,30 +22,27 @@ LEDGER_PATH = "splits/ledger.parquet"
 CanonicalObservations = pandera_schema_to_dagster_type(CanonicalObservationsSchema)
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"}, io_manager_key="raw_io_manager")
-def raw_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> pd.DataFrame:
-    """Every CSV/JSON/JSONL export in the landing area, one row per record with its source file, line and
-    encoding; unreadable lines are rows too, and so is a file that cannot be read at all, so nothing is lost
-    before quarantine."""
+@dg.asset(group_name=GROUP, kinds={"json"})
+def raw_observations(context: dg.AssetExecutionContext, storage: StorageResource) -> LandingSnapshot:
+    """What the landing area holds: every CSV/JSON/JSONL export with its size and sha256 (a changed file is a new
+    file to read), the files that are not exports, and linked folders, which are never followed."""
     client = storage.client()
-    result = read_landing(client, LANDING_PREFIX)
-    if not result.files:
+    snapshot = snapshot_landing(client, LANDING_PREFIX)
+    if not snapshot.exports:
         context.log.warning(
             f"no exports under {client.uri(LANDING_PREFIX)}: run `obs-platform init --with-sample-data`"
         )
-    for path, reason in result.unreadable_files.items():
-        context.log.warning(f"{path} cannot be read and is quarantined whole: {reason}")
     context.add_output_metadata(
         {
-            "dagster/row_count": len(result.table),
+            "exports": len(snapshot.exports),
+            "bytes": sum(e.size for e in snapshot.exports),
             "landing_uri": dg.MetadataValue.path(client.uri(LANDING_PREFIX)),
-            "rows_per_file": table(reports.rows_per_file(result.table)),
-            "ignored_files": dg.MetadataValue.json(result.ignored_files),
-            "encodings": dg.MetadataValue.json(result.encodings),
-            "unreadable_files": dg.MetadataValue.json(result.unreadable_files),
+            "ignored_files": dg.MetadataValue.json(snapshot.ignored_files),
+            "unreadable_files": dg.MetadataValue.json({e.path: e.unreadable for e in snapshot.exports if e.unreadable}),
+            "linked_folders": dg.MetadataValue.json(snapshot.linked_folders),
         }
     )
-    return result.table
+    return snapshot
 
 
 @dg.multi_asset(
@@ -54,26 +51,44 @@ def raw_observations(context: dg.AssetExecutionContext, storage: StorageResource
         "canonical_observations": dg.AssetOut(dagster_type=CanonicalObservations, kinds={"pandas"}),
         "quarantined_observations": dg.AssetOut(kinds={"pandas"}),
     },
+    check_specs=[
+        dg.AssetCheckSpec(
+            "raw_rows_accounted_for",
+            asset="quarantined_observations",
+            blocking=True,
+            description="Every row read from an export is either canonical or quarantined, exactly once.",
+        )
+    ],
 )
 def canonical_and_quarantined_observations(
-    context: dg.AssetExecutionContext, raw_observations: pd.DataFrame, taxonomy: TaxonomyResource
+    context: dg.AssetExecutionContext,
+    raw_observations: LandingSnapshot,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
 ):
-    """Alias mapping, type coercion and the taxonomy-bound pandera schema; rejected rows go to quarantine
-    with every reason, duplicates are resolved by the rule in `obs_platform.data.canonical`."""
+    """Alias mapping, type coercion and the taxonomy-bound pandera schema, export by export; rejected rows go to
+    quarantine with every reason, duplicates are resolved by the rule in `obs_platform.data.canonical`. An export
+    canonicalised before (same content, taxonomy and code) is taken from the cache (`obs_platform.data.parts`)."""
     tax = taxonomy.load()
-    result = canonicalise(raw_observations, tax)
-    canonical, quarantined = result.canonical, result.quarantined
+    built = canonical_from_parts(storage.client(), raw_observations, tax)
+    canonical, quarantined = built.result.canonical, built.result.quarantined
+    accounting = built.accounting()
+    read = int(accounting["read"].sum())
     yield dg.Output(
         canonical,
         output_name="canonical_observations",
         metadata={
             "dagster/row_count": len(canonical),
+            "raw_rows": read,
             "taxonomy": tax.source,
             "taxonomy_sha256": tax.sha256[:16],
+            "exports_reused": len(built.reused),
+            "exports_processed": dg.MetadataValue.json(built.processed),
+            "rows_per_file": table(built.rows_per_file()),
             "labels": table(reports.label_distribution(canonical)),
             "levels": table(reports.level_distribution(canonical)),
             "with_secondary_tags": int(canonical["secondary_tags"].map(len).gt(0).sum()),
-            "invisible_characters_removed": dg.MetadataValue.json(result.invisible_characters_removed),
+            "invisible_characters_removed": dg.MetadataValue.json(built.result.invisible_characters_removed),
             "preview": dg.MetadataValue.md(
                 reports.markdown_preview(canonical, ["observation_id", "notes", "attribute_name", "progression_title"])
             ),
@@ -84,11 +99,24 @@ def canonical_and_quarantined_observations(
         output_name="quarantined_observations",
         metadata={
             "dagster/row_count": len(quarantined),
-            "share_of_raw": round(len(quarantined) / max(len(raw_observations), 1), 4),
+            "share_of_raw": round(len(quarantined) / max(read, 1), 4),
+            "duplicates_across_exports": built.duplicates_across_exports,
             "reasons": table(reports.quarantine_reasons(quarantined)),
             "preview": dg.MetadataValue.md(
                 reports.markdown_preview(quarantined, ["source_file", "source_line", "reasons"], rows=10, width=100)
             ),
+        },
+    )
+    wrong = accounting[(accounting["missing"] != 0) | (accounting["held_twice"] != 0)]
+    yield dg.AssetCheckResult(
+        asset_key="quarantined_observations",
+        check_name="raw_rows_accounted_for",
+        passed=wrong.empty,
+        metadata={
+            "raw": read,
+            "canonical": len(canonical),
+            "quarantined": len(quarantined),
+            "exports_not_accounted_for": table(wrong),
         },
     )
 
@@ -101,15 +129,22 @@ def redacted_observations(
     storage: StorageResource,
 ) -> pd.DataFrame:
     """Names (from the roster of every name in the data set), e-mail addresses and phone numbers replaced
-    by placeholders; the name fields are dropped. Nothing downstream of this asset sees personal data."""
+    by placeholders; the name fields are dropped. Nothing downstream of this asset sees personal data. Notes
+    redacted before are reused, and redacted again only where the roster's change could alter them
+    (`obs_platform.data.redaction_cache`)."""
+    client = storage.client()
     roster = prepare.build_roster(canonical_observations, quarantined_observations)
-    redacted = prepare.redact_observations(canonical_observations, roster)
-    storage.client().write_bytes(ROSTER_PATH, roster.to_json())  # the endpoint redacts requests with it
+    texts, reuse = redact_with_cache(client, canonical_observations, roster)
+    redacted = prepare.with_redacted_text(canonical_observations, texts)
+    client.write_bytes(ROSTER_PATH, roster.to_json())  # the endpoint redacts requests with it
     changed = int((redacted["text"] != canonical_observations["notes"].reset_index(drop=True)).sum())
     context.add_output_metadata(
         {
             "dagster/row_count": len(redacted),
             "roster_people": len(roster),
+            "notes_reused": reuse.reused,
+            "notes_redacted_again": reuse.redone,
+            "notes_redacted_new": reuse.new,
             "notes_changed": changed,
             "preview": dg.MetadataValue.md(reports.markdown_preview(redacted, ["observation_id", "text"], width=120)),
         }

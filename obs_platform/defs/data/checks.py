@@ -22,41 +22,6 @@ from obs_platform.defs.metadata import table
 from obs_platform.storage.base import MANIFEST
 
 
-@dg.asset_check(
-    asset=dg.AssetKey("quarantined_observations"),
-    additional_ins={
-        "raw_observations": dg.AssetIn("raw_observations"),
-        "canonical_observations": dg.AssetIn("canonical_observations"),
-    },
-    blocking=True,
-    description="Every raw row is either canonical or quarantined, exactly once.",
-)
-def raw_rows_accounted_for(
-    quarantined_observations: pd.DataFrame, raw_observations: pd.DataFrame, canonical_observations: pd.DataFrame
-) -> dg.AssetCheckResult:
-    def places(frame: pd.DataFrame) -> pd.Series:
-        return frame["source_file"].astype(str) + ":" + frame["source_line"].astype(str)
-
-    raw, canonical, quarantined = (
-        places(raw_observations),
-        places(canonical_observations),
-        places(quarantined_observations),
-    )
-    both = set(canonical) & set(quarantined)
-    unaccounted = set(raw) - set(canonical) - set(quarantined)
-    passed = len(raw) == len(canonical) + len(quarantined) and not both and not unaccounted
-    return dg.AssetCheckResult(
-        passed=passed,
-        metadata={
-            "raw": len(raw),
-            "canonical": len(canonical),
-            "quarantined": len(quarantined),
-            "in_both": dg.MetadataValue.json(sorted(both)[:20]),
-            "unaccounted": dg.MetadataValue.json(sorted(unaccounted)[:20]),
-        },
-    )
-
-
 def _jsonl_texts(storage: StorageResource, files: TrainingFiles) -> dict[str, list[str]]:
     client = storage.client()
     return {name: client.read_bytes(f"{files.folder}/{name}").decode().splitlines() for name in files.files}

@@ -1,17 +1,14 @@
 """Resources of the data layer: the storage root, the taxonomy in use, and an IO manager on storage."""
 
 import io
-import pickle
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from obs_platform.data.values import plain_value
+from obs_platform.data.values import frame_from_parquet
 from obs_platform.defs.config import from_env
 from obs_platform.settings import Settings
 from obs_platform.storage import Storage, storage_from_uri
@@ -51,13 +48,10 @@ class StorageIOManager(dg.ConfigurableIOManager):
     """Asset values live under the storage root (`assets/<key>.parquet` or `.json`), beside the data files,
     so the local and the GCS deployment keep everything in one place.
 
-    Tables are parquet, readable by any analyst's tool. `format="pickle"` is for the one table whose
-    columns hold whatever the exports held (raw rows: an age that is an int in one row and "three" in the
-    next), which parquet's typed columns cannot store without changing the values.
+    Tables are parquet, readable by any analyst's tool; pydantic models are JSON.
     """
 
     storage: dg.ResourceDependency[StorageResource]
-    format: Literal["parquet", "pickle"] = "parquet"
 
     def _base(self, key: dg.AssetKey) -> str:
         return "assets/" + "/".join(key.path)
@@ -66,10 +60,7 @@ class StorageIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         storage, base = self.storage.client(), self._base(context.asset_key)
-        if isinstance(obj, pd.DataFrame) and self.format == "pickle":
-            storage.write_bytes(f"{base}.pkl", pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-            context.add_output_metadata({"stored_at": dg.MetadataValue.path(storage.uri(f"{base}.pkl"))})
-        elif isinstance(obj, pd.DataFrame):
+        if isinstance(obj, pd.DataFrame):
             buffer = io.BytesIO()
             obj.to_parquet(buffer, index=False)
             storage.write_bytes(f"{base}.parquet", buffer.getvalue())
@@ -81,10 +72,8 @@ class StorageIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> object:
         storage, base = self.storage.client(), self._base(context.asset_key)
-        if self.format == "pickle" and storage.exists(f"{base}.pkl"):
-            return pickle.loads(storage.read_bytes(f"{base}.pkl"))
         if storage.exists(f"{base}.parquet"):
-            return _lists_restored(pd.read_parquet(io.BytesIO(storage.read_bytes(f"{base}.parquet"))))
+            return frame_from_parquet(storage.read_bytes(f"{base}.parquet"))
         if storage.exists(f"{base}.json"):
             model = context.dagster_type.typing_type
             if isinstance(model, type) and issubclass(model, BaseModel):
@@ -93,15 +82,6 @@ class StorageIOManager(dg.ConfigurableIOManager):
         raise FileNotFoundError(
             f"{context.asset_key.to_user_string()} has not been materialised under {storage.root_uri} yet"
         )
-
-
-def _lists_restored(frame: pd.DataFrame) -> pd.DataFrame:
-    """Parquet hands list columns back as numpy arrays; the library works with plain lists."""
-    for column in frame.columns[[dtype == np.dtype(object) for dtype in frame.dtypes]]:
-        first = frame[column].dropna().head(1)
-        if len(first) and isinstance(first.iloc[0], np.ndarray):
-            frame[column] = frame[column].map(plain_value)
-    return frame
 
 
 def configured_storage(settings: Settings | None = None) -> StorageResource:
@@ -118,6 +98,5 @@ def resources() -> dg.Definitions:
             "storage": storage,
             "taxonomy": TaxonomyResource(path=from_env(settings, "taxonomy_path")),
             "io_manager": StorageIOManager(storage=storage),
-            "raw_io_manager": StorageIOManager(storage=storage, format="pickle"),
         }
     )

@@ -1,0 +1,335 @@
+"""Canonical observations built export by export, each export's result kept, so that a drop of new exports
+processes only the new files.
+
+The landing area is first taken as a snapshot: every export's path, size and sha256. An export's canonical and
+quarantined rows are stored under `cache/canonical/<key>/`, the key a digest of the export's path and content,
+the taxonomy's sha256 and `CODE_VERSION` (the source of every module that turns raw rows into canonical ones):
+a changed file, taxonomy or canonicalisation code gives new keys, so nothing stale is reused. The canonical set
+and the quarantine are the parts put together in landing order, with copies of an observation across exports
+resolved by the same rule as within one (`canonical.resolve_duplicates_across_exports`).
+
+One thing depends on the day: a date after tomorrow is quarantined. A part holding such a verdict is made
+again on a later day, so a note dated ahead is accepted once its day comes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import multiprocessing
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import pyarrow.feather as feather
+from pydantic import BaseModel
+
+from obs_platform.data import aliases, canonical, coercion, quarantine, raw, schema, secondary_tags, values
+from obs_platform.data.canonical import CanonicalResult, canonicalise, resolve_duplicates_across_exports
+from obs_platform.data.raw import (
+    FALLBACK_ENCODING,
+    SUPPORTED_SUFFIXES,
+    UnreadableExport,
+    empty_raw_table,
+    linked_folders,
+    parse_export,
+    read_export_bytes,
+    unreadable_file_row,
+)
+from obs_platform.data.values import frame_from_arrow
+from obs_platform.gc_pause import without_gc_pauses
+from obs_platform.storage import LocalStorage, Storage
+from obs_platform.taxonomy import Taxonomy
+
+CACHE_PREFIX = "cache/canonical"
+_INFO = "part.json"  # written last: a part without it is incomplete and made again
+_DATE_VERDICT = "implausible_date"
+MIN_BYTES_FOR_WORKERS = 20 * 2**20  # below this, starting worker processes costs more than it saves
+
+
+def _code_version(modules: Iterable[object]) -> str:
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CODE_VERSION = _code_version([aliases, canonical, coercion, quarantine, raw, schema, secondary_tags, values])
+
+
+class LandedExport(BaseModel, frozen=True):
+    path: str
+    size: int
+    sha256: str | None  # None: the file cannot be read at all (`unreadable` says why)
+    unreadable: str | None = None
+
+
+class LandingSnapshot(BaseModel, frozen=True):
+    """What the landing area holds: the exports to read, the files that are not exports, and linked folders
+    (never followed)."""
+
+    prefix: str
+    exports: list[LandedExport]
+    ignored_files: list[str] = []
+    linked_folders: list[str] = []
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def snapshot_landing(storage: Storage, prefix: str) -> LandingSnapshot:
+    """Every file below `prefix`, hashed (reading is the only way to know a file changed)."""
+    exports, ignored = [], []
+    for path in storage.list_files(prefix):
+        if not path.lower().endswith(SUPPORTED_SUFFIXES):
+            ignored.append(path)
+            continue
+        try:
+            data = read_export_bytes(storage, path)
+        except UnreadableExport as unreadable:
+            exports.append(LandedExport(path=path, size=0, sha256=None, unreadable=str(unreadable)))
+            continue
+        exports.append(LandedExport(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    return LandingSnapshot(
+        prefix=prefix, exports=exports, ignored_files=ignored, linked_folders=linked_folders(storage, prefix)
+    )
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One export's result: what it held and whether this run reused it."""
+
+    path: str
+    raw_rows: int
+    canonical_rows: int
+    quarantined_rows: int
+    encoding: str | None
+    unreadable: str | None
+    unparseable_rows: int
+    invisible_characters_removed: dict[str, int]
+    judged_on: str  # the day its dates were judged
+    reused: bool = False
+
+
+@dataclass
+class IncrementalCanonical:
+    result: CanonicalResult
+    parts: list[PartInfo]
+    duplicates_across_exports: int  # rows quarantined because another export holds the same observation id
+
+    @property
+    def reused(self) -> list[str]:
+        return [p.path for p in self.parts if p.reused]
+
+    @property
+    def processed(self) -> list[str]:
+        return [p.path for p in self.parts if not p.reused]
+
+    def accounting(self) -> pd.DataFrame:
+        """Per export: the rows read and where they went; `missing` counts rows read that neither table holds
+        (below zero: held more often than read), `held_twice` rows held by both tables or twice by one."""
+        result = self.result
+        canonical = result.canonical["source_file"].astype(str).value_counts()
+        quarantined = result.quarantined["source_file"].astype(str).value_counts()
+        frame = pd.DataFrame(
+            {
+                "source_file": [p.path for p in self.parts],
+                "read": [p.raw_rows for p in self.parts],
+            }
+        )
+        frame["canonical"] = frame["source_file"].map(canonical).fillna(0).astype(int)
+        frame["quarantined"] = frame["source_file"].map(quarantined).fillna(0).astype(int)
+        frame["missing"] = frame["read"] - frame["canonical"] - frame["quarantined"]
+        places = pd.concat([_places(result.canonical), _places(result.quarantined)])
+        twice = places[places.duplicated()]
+        twice_per_file = (twice.str.rsplit(":", n=1).str[0] if len(twice) else twice).value_counts()
+        frame["held_twice"] = frame["source_file"].map(twice_per_file).fillna(0).astype(int)
+        return frame
+
+    def rows_per_file(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "source_file": p.path,
+                    "rows": p.raw_rows,
+                    "unparseable": p.unparseable_rows,
+                    "canonical": p.canonical_rows,
+                    "quarantined": p.quarantined_rows,
+                    "reused": p.reused,
+                }
+                for p in self.parts
+            ],
+            columns=["source_file", "rows", "unparseable", "canonical", "quarantined", "reused"],
+        )
+
+
+def _places(frame: pd.DataFrame) -> pd.Series:
+    return frame["source_file"].astype(str) + ":" + frame["source_line"].astype(str)
+
+
+def part_key(export: LandedExport, taxonomy: Taxonomy, fallback_encoding: str = FALLBACK_ENCODING) -> str:
+    identity = f"{export.path}\0{export.sha256}\0{taxonomy.sha256}\0{CODE_VERSION}\0{fallback_encoding}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+@without_gc_pauses
+def canonical_from_parts(
+    storage: Storage,
+    snapshot: LandingSnapshot,
+    taxonomy: Taxonomy,
+    *,
+    workers: int | None = None,
+    today: dt.date | None = None,
+) -> IncrementalCanonical:
+    """The canonical set and the quarantine of everything landed, making only the parts not made before (in
+    worker processes when there is enough to share)."""
+    today_text = (today or dt.date.today()).isoformat()
+    keys = {e.path: part_key(e, taxonomy) for e in snapshot.exports if e.sha256}
+    cached = {path: info for path, key in keys.items() if (info := _cached_info(storage, key, today_text))}
+    todo = [e for e in snapshot.exports if e.sha256 and e.path not in cached]
+    made = _make_parts(storage, todo, keys, taxonomy, workers)
+
+    infos: list[PartInfo] = []
+    canonical_frames, quarantined_frames = [], []
+    for export in snapshot.exports:
+        if export.sha256 is None:  # unreadable: one quarantine row of its own, nothing to cache
+            rows = canonicalise(
+                unreadable_file_row(export.path, UnreadableExport(*_code_and_message(export))), taxonomy
+            )
+            quarantined_frames.append(rows.quarantined)
+            infos.append(PartInfo(export.path, 1, 0, 1, None, export.unreadable, 1, {}, today_text))
+            continue
+        key = keys[export.path]
+        canonical_frames.append(_read_frame(storage, f"{CACHE_PREFIX}/{key}/canonical.arrow"))
+        quarantined_frames.append(_read_frame(storage, f"{CACHE_PREFIX}/{key}/quarantined.arrow"))
+        infos.append(cached.get(export.path) or made[export.path])
+    for link in snapshot.linked_folders:
+        unreadable = UnreadableExport("symlink_refused", raw.link_message(storage, link))
+        quarantined_frames.append(canonicalise(unreadable_file_row(link, unreadable), taxonomy).quarantined)
+        infos.append(PartInfo(link, 1, 0, 1, None, str(unreadable), 1, {}, today_text))
+
+    empty = canonicalise(empty_raw_table(), taxonomy)  # the typed empty tables
+    canonical_frames = [f for f in canonical_frames if len(f)]
+    combined = pd.concat(canonical_frames, ignore_index=True) if canonical_frames else empty.canonical
+    kept, across = resolve_duplicates_across_exports(combined) if len(combined) else (combined, None)
+    quarantined_frames = [f for f in [*quarantined_frames, across] if f is not None and len(f)]
+    quarantined = pd.concat(quarantined_frames, ignore_index=True) if quarantined_frames else empty.quarantined
+    removed: dict[str, int] = {}
+    for info in infos:
+        for field, count in info.invisible_characters_removed.items():
+            removed[field] = removed.get(field, 0) + count
+    return IncrementalCanonical(
+        result=CanonicalResult(canonical=kept, quarantined=quarantined, invisible_characters_removed=removed),
+        parts=infos,
+        duplicates_across_exports=0 if across is None else len(across),
+    )
+
+
+def _code_and_message(export: LandedExport) -> tuple[str, str]:
+    code, _, message = (export.unreadable or "unreadable_file: ").partition(":")
+    return code, message.strip()
+
+
+def _cached_info(storage: Storage, key: str, today: str) -> PartInfo | None:
+    path = f"{CACHE_PREFIX}/{key}/{_INFO}"
+    if not storage.exists(path):
+        return None
+    body = orjson.loads(storage.read_bytes(path))
+    if body["dated"] and body["info"]["judged_on"] != today:
+        return None  # it quarantined a date in the future: judge again today
+    return PartInfo(**{**body["info"], "reused": True})
+
+
+def _read_frame(storage: Storage, path: str) -> pd.DataFrame:
+    return frame_from_arrow(feather.read_table(io.BytesIO(storage.read_bytes(path))))
+
+
+def _make_parts(
+    storage: Storage,
+    todo: list[LandedExport],
+    keys: dict[str, str],
+    taxonomy: Taxonomy,
+    workers: int | None,
+) -> dict[str, PartInfo]:
+    workers = min(workers or os.cpu_count() or 1, len(todo))
+    big_enough = sum(e.size for e in todo) >= MIN_BYTES_FOR_WORKERS
+    made: dict[str, PartInfo] = {}
+    if workers < 2 or not big_enough:
+        for export in todo:
+            made[export.path] = _store_part(storage, keys[export.path], *_make_part(export.path, storage, taxonomy))
+        return made
+    # Forked (no import of the caller's main module, no start-up cost); each worker reads its file itself
+    # when the storage is a local folder, so only the finished part crosses between processes.
+    local_root = str(storage.root) if isinstance(storage, LocalStorage) else None
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {
+            e.path: pool.submit(
+                _make_part_in_worker,
+                e.path,
+                local_root,
+                None if local_root else read_export_bytes(storage, e.path),
+                taxonomy,
+            )
+            for e in sorted(todo, key=lambda e: -e.size)  # the largest first: the workers finish together
+        }
+        for path, future in futures.items():
+            made[path] = _store_part(storage, keys[path], *future.result())
+    return made
+
+
+def _make_part_in_worker(
+    path: str, local_root: str | None, data: bytes | None, taxonomy: Taxonomy
+) -> tuple[bytes, bytes, dict]:
+    storage = LocalStorage(local_root) if local_root else None
+    return _make_part(path, storage, taxonomy, data)
+
+
+def _make_part(
+    path: str, storage: Storage | None, taxonomy: Taxonomy, data: bytes | None = None
+) -> tuple[bytes, bytes, dict]:
+    """Read and canonicalise one export: its canonical and quarantined rows as parquet, and what it held."""
+    if data is None:
+        assert storage is not None
+        data = read_export_bytes(storage, path)
+    rows = parse_export(path, data)
+    result = canonicalise(rows, taxonomy)
+    unparseable = int(rows["parse_error"].notna().sum()) if "parse_error" in rows else 0
+    encoding = rows["source_encoding"].dropna().iloc[0] if len(rows) and rows["source_encoding"].notna().any() else None
+    whole_file = len(rows) == 1 and pd.isna(rows["source_line"].iloc[0])
+    codes = {c for codes in result.quarantined["reason_codes"] for c in codes}
+    info = {
+        "path": path,
+        "raw_rows": len(rows),
+        "canonical_rows": len(result.canonical),
+        "quarantined_rows": len(result.quarantined),
+        "encoding": None if whole_file else encoding,
+        "unreadable": rows["parse_error"].iloc[0] if whole_file else None,
+        "unparseable_rows": unparseable,
+        "invisible_characters_removed": result.invisible_characters_removed,
+        "judged_on": dt.date.today().isoformat(),
+        "dated": _DATE_VERDICT in codes,
+    }
+    return _arrow_file(result.canonical), _arrow_file(result.quarantined), info
+
+
+def _arrow_file(frame: pd.DataFrame) -> bytes:
+    """An Arrow IPC file, LZ4-compressed: read back several times faster than parquet (the cache is read on
+    every run, and is no analyst's table)."""
+    buffer = io.BytesIO()
+    feather.write_feather(frame.reset_index(drop=True), buffer, compression="lz4")
+    return buffer.getvalue()
+
+
+def _store_part(storage: Storage, key: str, canonical_bytes: bytes, quarantined_bytes: bytes, info: dict) -> PartInfo:
+    folder = f"{CACHE_PREFIX}/{key}"
+    storage.write_bytes(f"{folder}/canonical.arrow", canonical_bytes)
+    storage.write_bytes(f"{folder}/quarantined.arrow", quarantined_bytes)
+    dated = info.pop("dated")
+    storage.write_bytes(f"{folder}/{_INFO}", orjson.dumps({"info": info, "dated": dated}))
+    return PartInfo(**info)

@@ -1,0 +1,178 @@
+"""Data work that grows with new data only: exports canonicalised one by one and kept, redaction kept per export
+and redone only where the roster's change reaches; the results equal doing everything again."""
+
+import dataclasses
+import datetime as dt
+import os
+
+import orjson
+import pandas as pd
+import pytest
+
+from obs_platform.data import parts, prepare
+from obs_platform.data.canonical import canonicalise
+from obs_platform.data.parts import canonical_from_parts, snapshot_landing
+from obs_platform.data.raw import read_landing
+from obs_platform.data.redaction import Roster
+from obs_platform.data.redaction_cache import redact_with_cache
+from obs_platform.taxonomy import load_taxonomy
+
+from .conftest import record
+
+TAXONOMY = load_taxonomy()
+
+
+def whole(storage):
+    """Everything read and canonicalised at once: what the parts must add up to."""
+    return canonicalise(read_landing(storage, "landing").table, TAXONOMY)
+
+
+def built(storage, **kwargs):
+    return canonical_from_parts(storage, snapshot_landing(storage, "landing"), TAXONOMY, **kwargs)
+
+
+def assert_same(expected, result):
+    pd.testing.assert_frame_equal(expected.canonical.reset_index(drop=True), result.canonical)
+    # the quarantine in landing order; `raw_text` of a row is written from its own export's columns, not from the
+    # columns of every export read together, so it is compared where the two are read the same way
+    order = ["source_file", "source_line"]
+    left = expected.quarantined.sort_values(order).reset_index(drop=True)
+    right = result.quarantined.sort_values(order).reset_index(drop=True)
+    left, right = (f.drop(columns="raw_text").astype(object) for f in (left, right))
+    pd.testing.assert_frame_equal(left.where(left.notna(), None), right.where(right.notna(), None))
+
+
+def jsonl(*records) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def test_parts_add_up_to_the_whole_and_are_reused(landed_storage):
+    expected = whole(landed_storage)
+    first = built(landed_storage)
+    assert_same(expected, first.result)
+    assert len(first.processed) == 5 and first.reused == []
+    assert (first.accounting()[["missing", "held_twice"]] == 0).all().all()
+
+    second = built(landed_storage)
+    assert_same(expected, second.result)
+    assert len(second.reused) == 5 and second.processed == []
+
+    # a changed export is read again, and only it
+    path = "landing/setting_export_2025-26.jsonl"
+    lines = landed_storage.read_bytes(path).splitlines()
+    landed_storage.write_bytes(path, b"\n".join(lines[:-10]) + b"\n")
+    third = built(landed_storage)
+    assert third.processed == [path] and len(third.reused) == 4
+    assert_same(whole(landed_storage), third.result)
+
+
+def test_a_new_taxonomy_or_canonicalisation_code_reads_everything_again(landed_storage, monkeypatch):
+    built(landed_storage)
+    monkeypatch.setattr(parts, "CODE_VERSION", "changed-code")
+    assert len(built(landed_storage).processed) == 5
+    export = snapshot_landing(landed_storage, "landing").exports[0]
+    edited = dataclasses.replace(TAXONOMY, sha256="0" * 64)
+    assert parts.part_key(export, edited) != parts.part_key(export, TAXONOMY)
+
+
+def test_copies_across_exports_follow_the_duplicate_rule(storage):
+    same = record(observationId="obs-dup")
+    storage.write_bytes("landing/a.jsonl", jsonl(same, record(observationId="obs-conflict")))
+    storage.write_bytes(
+        "landing/b.jsonl",
+        jsonl(same, record(observationId="obs-conflict", observationNotes="Another note entirely.")),
+    )
+    result = built(storage)
+    assert_same(whole(storage), result.result)
+    quarantined = result.result.quarantined
+    found = set(zip(quarantined["source_file"], quarantined["observation_id"], quarantined["reason_codes"].map(tuple)))
+    assert result.result.canonical["observation_id"].tolist() == ["obs-dup"]
+    assert result.duplicates_across_exports == 3
+    assert found == {
+        ("landing/b.jsonl", "obs-dup", ("duplicate_exact",)),
+        ("landing/a.jsonl", "obs-conflict", ("duplicate_id_conflict",)),
+        ("landing/b.jsonl", "obs-conflict", ("duplicate_id_conflict",)),
+    }
+    assert (result.accounting()[["missing", "held_twice"]] == 0).all().all()
+
+
+def test_unreadable_files_and_linked_folders_are_quarantined_whole(storage, tmp_path):
+    storage.write_bytes("landing/good.jsonl", jsonl(record()))
+    storage.write_bytes("landing/binary.jsonl", b"\x00\x01\x02\xff" * 10)
+    storage.write_bytes("landing/notes.txt", b"not an export")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.jsonl").write_bytes(jsonl(record(observationId="obs-outside")))
+    os.symlink(outside, storage.local_path("landing/linked"))
+    os.symlink(outside / "x.jsonl", storage.local_path("landing/link.jsonl"))
+
+    snapshot = snapshot_landing(storage, "landing")
+    assert snapshot.ignored_files == ["landing/notes.txt"] and snapshot.linked_folders == ["landing/linked"]
+    assert {e.path for e in snapshot.exports if e.unreadable} == {"landing/link.jsonl"}
+    result = built(storage)
+    assert_same(whole(storage), result.result)
+    reasons = dict(zip(result.result.quarantined["source_file"], result.result.quarantined["reason_codes"]))
+    assert reasons == {
+        "landing/binary.jsonl": ["invalid_json"],  # as when read with everything else
+        "landing/link.jsonl": ["symlink_refused"],
+        "landing/linked": ["symlink_refused"],
+    }
+    assert "obs-outside" not in result.result.canonical["observation_id"].tolist()
+
+
+def test_a_future_date_is_judged_again_on_a_later_day(storage):
+    ahead = (dt.date.today() + dt.timedelta(days=3)).isoformat()
+    storage.write_bytes("landing/ahead.jsonl", jsonl(record(observationId="obs-ahead", observationDate=ahead)))
+    storage.write_bytes("landing/fine.jsonl", jsonl(record(observationId="obs-fine")))
+    first = built(storage)
+    assert first.result.quarantined["reason_codes"].tolist() == [["implausible_date"]]
+    assert built(storage).processed == []  # the same day: the verdict stands
+    later = built(storage, today=dt.date.today() + dt.timedelta(days=3))
+    assert later.processed == ["landing/ahead.jsonl"] and later.reused == ["landing/fine.jsonl"]
+
+
+def test_worker_processes_give_the_same_parts(landed_storage, monkeypatch):
+    monkeypatch.setattr(parts, "MIN_BYTES_FOR_WORKERS", 0)
+    result = built(landed_storage, workers=2)
+    assert len(result.processed) == 5
+    assert_same(whole(landed_storage), result.result)
+
+
+@pytest.fixture
+def canonical(landed_storage):
+    return built(landed_storage).result
+
+
+def test_cached_redaction_equals_redacting_everything_whatever_the_roster_did(landed_storage, canonical):
+    frame = canonical.canonical
+    full = prepare.build_roster(frame, canonical.quarantined)
+    children, adults = sorted(set(frame["child_name"].dropna())), sorted(set(frame["educator_name"].dropna()))
+    half = Roster.from_names(children[::2], adults[1::2])
+
+    texts, reuse = redact_with_cache(landed_storage, frame, half)
+    assert texts == prepare.redact_observations(frame, half)["text"].tolist()
+    assert (reuse.new, reuse.reused, reuse.redone) == (len(frame), 0, 0)
+
+    # the roster grows: only notes holding a token it now treats differently are redacted again
+    texts, reuse = redact_with_cache(landed_storage, frame, full)
+    assert texts == prepare.redact_observations(frame, full)["text"].tolist()
+    assert reuse.new == 0 and 0 < reuse.redone < len(frame) and reuse.reused + reuse.redone == len(frame)
+
+    texts, reuse = redact_with_cache(landed_storage, frame, full)
+    assert (reuse.reused, reuse.redone) == (len(frame), 0)
+
+    # and shrinks again (an export deleted): the names it no longer holds are given back where they are words
+    texts, _ = redact_with_cache(landed_storage, frame, half)
+    assert texts == prepare.redact_observations(frame, half)["text"].tolist()
+
+
+def test_a_new_child_redacts_only_the_notes_that_name_them(landed_storage, canonical):
+    frame = canonical.canonical
+    roster = prepare.build_roster(frame, canonical.quarantined)
+    redact_with_cache(landed_storage, frame, roster)
+    newcomer = canonical.quarantined.iloc[:1].assign(child_name="Zephyrine Okonkwo-Barker")
+    grown = prepare.build_roster(frame, pd.concat([canonical.quarantined, newcomer]))
+    assert {"zephyrine", "okonkwo-barker", "barker"} <= roster.changed_tokens(grown)
+    texts, reuse = redact_with_cache(landed_storage, frame, grown)
+    assert texts == prepare.redact_observations(frame, grown)["text"].tolist()
+    assert reuse.redone < 0.05 * len(frame)  # notes holding "okonkwo", "barker" and the like
