@@ -42,8 +42,8 @@ LEDGER = "splits/ledger.parquet"
 
 
 class PeakSampler:
-    """Samples the RSS of this process and its children every 20 ms; `peak()` is the highest seen since the last
-    reset."""
+    """Samples the memory of this process (RSS) and its worker processes (their own pages, USS) every 20 ms;
+    `peak()` is the highest seen since the last reset."""
 
     def __init__(self) -> None:
         self._process = psutil.Process()
@@ -60,8 +60,8 @@ class PeakSampler:
     def _rss(self) -> int:
         total = self._process.memory_info().rss
         for child in self._process.children(recursive=True):
-            with suppress(psutil.Error):
-                total += child.memory_info().rss
+            with suppress(psutil.Error):  # a forked child shares this process's pages: count what is its own
+                total += child.memory_full_info().uss
         return total
 
     def reset(self) -> None:
@@ -134,8 +134,9 @@ def pipeline_steps(storage: LocalStorage, taxonomy: Taxonomy, state: dict) -> li
     def redact() -> None:
         result = state["canonical"].result
         roster = prepare.build_roster(result.canonical, result.quarantined)
-        texts, state["redaction"] = redact_with_cache(storage, result.canonical, roster)
-        state["redacted"] = prepare.with_redacted_text(result.canonical, texts)
+        cached = redact_with_cache(storage, result.canonical, roster)
+        state["redaction"] = cached.reuse
+        state["redacted"] = prepare.with_redacted_text(result.canonical, cached.texts, cached.group_keys)
 
     def split() -> None:
         ledger = pd.read_parquet(storage.local_path(LEDGER)) if storage.exists(LEDGER) else None

@@ -15,6 +15,7 @@ from obs_platform.data.parts import canonical_from_parts, snapshot_landing
 from obs_platform.data.raw import read_landing
 from obs_platform.data.redaction import Roster
 from obs_platform.data.redaction_cache import redact_with_cache
+from obs_platform.data.splits import group_keys
 from obs_platform.taxonomy import load_taxonomy
 
 from .conftest import record
@@ -143,36 +144,57 @@ def canonical(landed_storage):
     return built(landed_storage).result
 
 
+def redacted(storage, frame, roster):
+    cached = redact_with_cache(storage, frame, roster)
+    # the kept fingerprints are those of the texts
+    assert (cached.group_keys == group_keys(pd.Series(cached.texts, dtype=object)).to_numpy()).all()
+    return cached.texts, cached.reuse
+
+
 def test_cached_redaction_equals_redacting_everything_whatever_the_roster_did(landed_storage, canonical):
     frame = canonical.canonical
     full = prepare.build_roster(frame, canonical.quarantined)
     children, adults = sorted(set(frame["child_name"].dropna())), sorted(set(frame["educator_name"].dropna()))
     half = Roster.from_names(children[::2], adults[1::2])
 
-    texts, reuse = redact_with_cache(landed_storage, frame, half)
+    texts, reuse = redacted(landed_storage, frame, half)
     assert texts == prepare.redact_observations(frame, half)["text"].tolist()
     assert (reuse.new, reuse.reused, reuse.redone) == (len(frame), 0, 0)
 
     # the roster grows: only notes holding a token it now treats differently are redacted again
-    texts, reuse = redact_with_cache(landed_storage, frame, full)
+    texts, reuse = redacted(landed_storage, frame, full)
     assert texts == prepare.redact_observations(frame, full)["text"].tolist()
     assert reuse.new == 0 and 0 < reuse.redone < len(frame) and reuse.reused + reuse.redone == len(frame)
 
-    texts, reuse = redact_with_cache(landed_storage, frame, full)
+    texts, reuse = redacted(landed_storage, frame, full)
     assert (reuse.reused, reuse.redone) == (len(frame), 0)
 
     # and shrinks again (an export deleted): the names it no longer holds are given back where they are words
-    texts, _ = redact_with_cache(landed_storage, frame, half)
+    texts, _ = redacted(landed_storage, frame, half)
     assert texts == prepare.redact_observations(frame, half)["text"].tolist()
 
 
 def test_a_new_child_redacts_only_the_notes_that_name_them(landed_storage, canonical):
     frame = canonical.canonical
     roster = prepare.build_roster(frame, canonical.quarantined)
-    redact_with_cache(landed_storage, frame, roster)
+    redacted(landed_storage, frame, roster)
     newcomer = canonical.quarantined.iloc[:1].assign(child_name="Zephyrine Okonkwo-Barker")
     grown = prepare.build_roster(frame, pd.concat([canonical.quarantined, newcomer]))
     assert {"zephyrine", "okonkwo-barker", "barker"} <= roster.changed_tokens(grown)
-    texts, reuse = redact_with_cache(landed_storage, frame, grown)
+    texts, reuse = redacted(landed_storage, frame, grown)
     assert texts == prepare.redact_observations(frame, grown)["text"].tolist()
     assert reuse.redone < 0.05 * len(frame)  # notes holding "okonkwo", "barker" and the like
+
+
+def test_a_file_unchanged_on_disk_is_not_read_again_to_be_hashed(landed_storage, monkeypatch):
+    first = snapshot_landing(landed_storage, "landing")
+
+    def refuse(storage, path):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(parts, "read_export_bytes", refuse)
+    assert snapshot_landing(landed_storage, "landing") == first
+    path = landed_storage.local_path("landing/setting_export_2025-26.jsonl")
+    path.write_bytes(path.read_bytes() + b"\n")  # touched: read and hashed again
+    with pytest.raises(AssertionError, match="read again"):
+        snapshot_landing(landed_storage, "landing")

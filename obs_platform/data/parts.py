@@ -47,6 +47,7 @@ from obs_platform.storage import LocalStorage, Storage
 from obs_platform.taxonomy import Taxonomy
 
 CACHE_PREFIX = "cache/canonical"
+_DIGESTS = "cache/landing-digests.json"  # path → [size, mtime_ns, sha256] of the files last hashed
 _INFO = "part.json"  # written last: a part without it is incomplete and made again
 _DATE_VERDICT = "implausible_date"
 MIN_BYTES_FOR_WORKERS = 20 * 2**20  # below this, starting worker processes costs more than it saves
@@ -84,21 +85,52 @@ class LandingSnapshot(BaseModel, frozen=True):
 
 
 def snapshot_landing(storage: Storage, prefix: str) -> LandingSnapshot:
-    """Every file below `prefix`, hashed (reading is the only way to know a file changed)."""
+    """Every file below `prefix` with its sha256. On a local disk a file whose size and modification time are
+    those recorded with its digest last time is not read again (as git's index does); elsewhere every file is."""
+    known = _known_digests(storage)
+    seen: dict[str, list] = {}
     exports, ignored = [], []
     for path in storage.list_files(prefix):
         if not path.lower().endswith(SUPPORTED_SUFFIXES):
             ignored.append(path)
             continue
         try:
-            data = read_export_bytes(storage, path)
+            stat = _regular_file_stat(storage, path)
+            recorded = known.get(path)
+            if stat is not None and recorded and recorded[:2] == list(stat):
+                size, digest = stat[0], recorded[2]
+            else:
+                data = read_export_bytes(storage, path)
+                size, digest = len(data), hashlib.sha256(data).hexdigest()
         except UnreadableExport as unreadable:
             exports.append(LandedExport(path=path, size=0, sha256=None, unreadable=str(unreadable)))
             continue
-        exports.append(LandedExport(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        if stat is not None:
+            seen[path] = [*stat, digest]
+        exports.append(LandedExport(path=path, size=size, sha256=digest))
+    if seen and seen != known:
+        storage.write_bytes(_DIGESTS, orjson.dumps(seen))
     return LandingSnapshot(
         prefix=prefix, exports=exports, ignored_files=ignored, linked_folders=linked_folders(storage, prefix)
     )
+
+
+def _known_digests(storage: Storage) -> dict[str, list]:
+    if not isinstance(storage, LocalStorage) or not storage.exists(_DIGESTS):
+        return {}
+    return orjson.loads(storage.read_bytes(_DIGESTS))
+
+
+def _regular_file_stat(storage: Storage, path: str) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a local regular file; None elsewhere (and for a link, which is read
+    to be refused)."""
+    if not isinstance(storage, LocalStorage):
+        return None
+    local = storage.local_path(path)
+    if local.is_symlink():
+        return None
+    stat = local.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 @dataclass(frozen=True)

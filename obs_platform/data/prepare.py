@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -72,9 +73,11 @@ def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame
     )
 
 
-def with_redacted_text(canonical: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
-    """The redacted records: `texts` (the notes redacted, row for row) as `text`, the name fields dropped."""
-    return canonical.assign(text=texts)[REDACTED_COLUMNS].reset_index(drop=True)
+def with_redacted_text(canonical: pd.DataFrame, texts: list[str], keys: np.ndarray | None = None) -> pd.DataFrame:
+    """The redacted records: `texts` (the notes redacted, row for row) as `text` with its near-duplicate
+    fingerprint `group_key` (`keys`, computed when not given), the name fields dropped."""
+    redacted = canonical.assign(text=texts)[REDACTED_COLUMNS].reset_index(drop=True)
+    return redacted.assign(group_key=group_keys(redacted["text"]) if keys is None else keys)
 
 
 @dataclass
@@ -85,7 +88,7 @@ class SplitOutcome:
 
 @without_gc_pauses
 def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> SplitOutcome:
-    keyed = redacted.assign(group_key=group_keys(redacted["text"]))
+    keyed = redacted if "group_key" in redacted else redacted.assign(group_key=group_keys(redacted["text"]))
     result = assign_splits(keyed, ledger)
     split = result.assignments.set_index("observation_id")["split"]
     return SplitOutcome(frame=keyed.assign(split=keyed["observation_id"].map(split)), result=result)

@@ -1,10 +1,11 @@
 """Redacted notes kept export by export, so that new data redacts only what is new.
 
 The roster is the data set's (every export's names redact every note), so a cached note is only as good as the
-roster it was redacted with. Each export's notes are stored under `cache/redacted/<digest>.parquet`, the digest
-over their text, their children's names and `CODE_VERSION` (the redactor and its word lists), beside the digest
-of the roster used. When the roster has changed since, only the notes holding a token the two rosters treat
-differently are redacted again (`Roster.changed_tokens`): the others would come out the same.
+roster it was redacted with. Each export's redacted notes are stored under `cache/redacted/<digest>.arrow`, the
+digest over their text, their children's names and `CODE_VERSION` (the redactor and its word lists), with their
+near-duplicate fingerprints (the split assignment's group keys) and the digest of the roster used. When the
+roster has changed since, only the notes holding a token the two rosters treat differently are redacted again
+(`Roster.changed_tokens`): the others would come out the same.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 
 from obs_platform.data import names, redaction
 from obs_platform.data.redaction import Redactor, Roster
+from obs_platform.data.splits import group_keys
 from obs_platform.storage import Storage
 
 CACHE_PREFIX = "cache/redacted"
@@ -53,34 +55,40 @@ class RedactionReuse:
     new: int  # notes never redacted before
 
 
-def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster) -> tuple[list[str], RedactionReuse]:
+@dataclass(frozen=True)
+class CachedRedaction:
+    texts: list[str]  # the notes redacted, row for row
+    group_keys: np.ndarray  # each redacted note's near-duplicate fingerprint (`splits.group_keys`), kept with it
+    reuse: RedactionReuse
+
+
+def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster) -> CachedRedaction:
     """`canonical["notes"]` redacted with `roster`, row for row, as `Redactor(roster).redact_many` would. Every
     note to redact, new or redone, goes through one `redact_many` call (it shares the work out over the cores)."""
     roster_digest = roster.digest
     _store_roster(storage, roster, roster_digest)
     texts = np.empty(len(canonical), dtype=object)
+    keys = np.zeros(len(canonical), dtype=np.int64)
     todo: list[np.ndarray] = []  # positions of the notes to redact
-    entries: list[tuple[str, np.ndarray]] = []  # (cache path, positions) of the entries to write afterwards
+    entries: list[tuple[str, np.ndarray, np.ndarray]] = []  # (path, positions, positions redacted) to write after
     reused = redone = 0
     changes: dict[str, frozenset[str] | None] = {}
-    row_hashes = pd.util.hash_pandas_object(canonical[["notes", "child_name"]], index=False).to_numpy()
     groups = canonical.groupby("source_file", sort=False).indices if len(canonical) else {}
     for positions in groups.values():
-        digest = hashlib.sha256(CODE_VERSION.encode() + row_hashes[positions].tobytes()).hexdigest()[:32]
-        path = f"{CACHE_PREFIX}/{digest}.parquet"
+        path = f"{CACHE_PREFIX}/{_digest(_rows(canonical[['notes', 'child_name']], positions))}.arrow"
         cached = _read_entry(storage, path)
         if cached is None:
             todo.append(positions)
-            entries.append((path, positions))
+            entries.append((path, positions, positions))
             continue
-        part, used = cached
-        texts[positions] = part
+        part, part_keys, used = cached
+        texts[positions], keys[positions] = part, part_keys
         if used != roster_digest:
             if used not in changes:
                 changes[used] = _changed_tokens(storage, used, roster)
-            again = positions[_mentioning(canonical["notes"].iloc[positions], changes[used])]
+            again = positions[_mentioning(_rows(canonical["notes"], positions), changes[used])]
             todo.append(again)
-            entries.append((path, positions))
+            entries.append((path, positions, again))
             redone += len(again)
         reused += len(part)
     redact = np.concatenate(todo) if todo else np.empty(0, dtype=np.int64)
@@ -89,9 +97,32 @@ def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster)
     elif len(redact):
         notes, subjects = canonical["notes"].iloc[redact], canonical["child_name"].iloc[redact].tolist()
         texts[redact] = Redactor(roster).redact_many(notes, subjects)
-    for path, positions in entries:
-        _write_entry(storage, path, texts[positions].tolist(), roster_digest)
-    return texts.tolist(), RedactionReuse(reused=reused - redone, redone=redone, new=len(redact) - redone)
+    for path, positions, redacted in entries:  # export by export: a few copies of one export's notes at a time
+        if len(redacted):
+            keys[redacted] = group_keys(pd.Series(texts[redacted], dtype=object)).to_numpy()
+        _write_entry(storage, path, texts[positions].tolist(), keys[positions], roster_digest)
+    return CachedRedaction(
+        texts=texts.tolist(),
+        group_keys=keys,
+        reuse=RedactionReuse(reused=reused - redone, redone=redone, new=len(redact) - redone),
+    )
+
+
+def _rows(frame: pd.DataFrame | pd.Series, positions: np.ndarray) -> pd.DataFrame | pd.Series:
+    """The rows at `positions`, a slice when they are contiguous (an export's rows are): Arrow's take over the
+    many chunks of concatenated exports costs seconds at a million rows."""
+    if len(positions) and positions[-1] - positions[0] + 1 == len(positions):
+        return frame.iloc[positions[0] : positions[-1] + 1]
+    return frame.iloc[positions]
+
+
+def _digest(rows: pd.DataFrame) -> str:
+    """The rows' content (Arrow's serialisation: one pass in C++) with the redactor's code version."""
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(CODE_VERSION.encode() + sink.getvalue().to_pybytes()).hexdigest()[:32]
 
 
 def _store_roster(storage: Storage, roster: Roster, digest: str) -> None:
@@ -125,17 +156,18 @@ def _literal(token: str) -> str:
     return "".join(c if c.isalnum() else "\\" + c for c in token)
 
 
-def _read_entry(storage: Storage, path: str) -> tuple[list[str], str] | None:
+def _read_entry(storage: Storage, path: str) -> tuple[list[str], np.ndarray, str] | None:
     if not storage.exists(path):
         return None
-    table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
-    return table.column("text").to_pylist(), table.schema.metadata[_ROSTER_KEY].decode()
+    table = feather.read_table(io.BytesIO(storage.read_bytes(path)))
+    keys = table.column("group_key").to_numpy()
+    return table.column("text").to_pylist(), keys, table.schema.metadata[_ROSTER_KEY].decode()
 
 
-def _write_entry(storage: Storage, path: str, texts: list[str], roster_digest: str) -> None:
-    table = pa.table({"text": pa.array(texts, type=pa.large_string())}).replace_schema_metadata(
-        {_ROSTER_KEY: roster_digest.encode()}
-    )
+def _write_entry(storage: Storage, path: str, texts: list[str], keys: np.ndarray, roster_digest: str) -> None:
+    table = pa.table(
+        {"text": pa.array(texts, type=pa.large_string()), "group_key": pa.array(keys, type=pa.int64())}
+    ).replace_schema_metadata({_ROSTER_KEY: roster_digest.encode()})
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    feather.write_feather(table, buffer, compression="lz4")
     storage.write_bytes(path, buffer.getvalue())

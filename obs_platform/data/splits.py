@@ -123,9 +123,13 @@ def assign_splits(
     ledger = empty_ledger() if ledger is None else ledger
     frame = observations[["observation_id", "group_key", label_column]].copy()
 
-    known = dict(zip(ledger["observation_id"], ledger["split"]))
-    # A categorical split column keeps counting and comparing a million rows cheap.
-    frame["split"] = pd.Categorical(frame["observation_id"].map(known), categories=list(SPLITS))
+    # A categorical split column keeps counting and comparing a million rows cheap; the ledger is looked up by an
+    # index (a hash table in C), not a Python dict.
+    at = pd.Index(ledger["observation_id"]).get_indexer(frame["observation_id"])
+    recorded = pd.Categorical(ledger["split"], categories=list(SPLITS)).codes
+    frame["split"] = pd.Categorical.from_codes(
+        np.where(at >= 0, recorded[at], -1) if len(recorded) else np.full(len(frame), -1), categories=list(SPLITS)
+    )
     fixed = frame["split"].notna()
 
     # Groups that already have a member keep new members beside it (first split seen, ledger order).

@@ -134,17 +134,17 @@ def redacted_observations(
     (`obs_platform.data.redaction_cache`)."""
     client = storage.client()
     roster = prepare.build_roster(canonical_observations, quarantined_observations)
-    texts, reuse = redact_with_cache(client, canonical_observations, roster)
-    redacted = prepare.with_redacted_text(canonical_observations, texts)
+    cached = redact_with_cache(client, canonical_observations, roster)
+    redacted = prepare.with_redacted_text(canonical_observations, cached.texts, cached.group_keys)
     client.write_bytes(ROSTER_PATH, roster.to_json())  # the endpoint redacts requests with it
     changed = int((redacted["text"] != canonical_observations["notes"].reset_index(drop=True)).sum())
     context.add_output_metadata(
         {
             "dagster/row_count": len(redacted),
             "roster_people": len(roster),
-            "notes_reused": reuse.reused,
-            "notes_redacted_again": reuse.redone,
-            "notes_redacted_new": reuse.new,
+            "notes_reused": cached.reuse.reused,
+            "notes_redacted_again": cached.reuse.redone,
+            "notes_redacted_new": cached.reuse.new,
             "notes_changed": changed,
             "preview": dg.MetadataValue.md(reports.markdown_preview(redacted, ["observation_id", "text"], width=120)),
         }
