@@ -28,6 +28,7 @@ DEFAULT_WORK_DIR = Path("~/.cache/obs-platform").expanduser()
 # The shared reference data beside a checkout (present in CI): evaluation only, never trained on.
 DEFAULT_EXTERNAL_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "eyfs_comment_bank.csv"
 LANDING_PREFIX = "landing"
+Warehouse = Literal["duckdb", "bigquery"]  # where analysts query the scored archive and the evaluation history
 Backend = Literal["local", "vertex"]  # where tuning jobs run: a subprocess here, or Vertex AI
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 # What runs a served classifier (obs_platform.serving.runtime.RUNTIMES, which imports torch).
@@ -62,6 +63,8 @@ class Settings(EnvironmentSettings):
     the checkout; empty: none). Serving: `OBS_PLATFORM_ENDPOINT_RUNTIME` (`onnx` or `torch`). Automation:
     `OBS_PLATFORM_AUTOMATION` (on: the landing sensor and the schedules start running), `OBS_PLATFORM_TIMEZONE`,
     the crons, `OBS_PLATFORM_SENSOR_INTERVAL_SECONDS`, and the serving monitor's `OBS_PLATFORM_MONITOR_*`.
+    Analytics: `OBS_PLATFORM_WAREHOUSE` (`duckdb` or `bigquery`; unset: DuckDB for a local home, BigQuery for a
+    bucket) and `OBS_PLATFORM_BIGQUERY_PROJECT`, `_DATASET`, `_LOCATION`, `_API_ENDPOINT`.
 
     An empty value is unset (the default applies), except `OBS_PLATFORM_EXTERNAL_EVAL`'s."""
 
@@ -98,6 +101,11 @@ class Settings(EnvironmentSettings):
     monitor_drift_threshold: PositiveFloat = 0.2
     monitor_acceptance_margin: Annotated[float, Field(ge=0, le=1)] = 0.10
     monitor_window_days: PositiveInt = 7
+    warehouse: Warehouse | None = None  # None: DuckDB under a local home, BigQuery for a bucket
+    bigquery_project: str = ""
+    bigquery_dataset: str = "analytics"
+    bigquery_location: str = ""  # "": the dataset's own (BigQuery's default for a new one)
+    bigquery_api_endpoint: str = ""  # "": Google's; tests point it at a loopback emulator
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -144,6 +152,13 @@ class Settings(EnvironmentSettings):
         if floor != "none" and baselines is not None and floor not in baselines:
             raise ValueError(f"is not among the baselines that run ({cls.variable('baselines')}={','.join(baselines)})")
         return floor
+
+    @field_validator("bigquery_api_endpoint")
+    @classmethod
+    def _with_scheme(cls, endpoint: str) -> str:
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise ValueError("needs its scheme (http:// or https://): without one the client assumes https")
+        return endpoint
 
     @field_validator("timezone")
     @classmethod

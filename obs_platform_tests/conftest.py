@@ -1,7 +1,12 @@
 """Shared fixtures: taxonomies, the sample corpus, temporary storage roots."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ from obs_platform.storage import LocalStorage
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
 
 from .fake_vertex import fake_vertex  # noqa: F401  (a fixture: the fake Vertex AI API)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 SEED_TAXONOMY = SHARED / "reference" / "seed_taxonomy" / "learningdomains.json"
@@ -103,6 +110,40 @@ def gcs_emulator() -> Iterator[str]:
         patch.setenv("GOOGLE_CLOUD_PROJECT", "obs-test")
         yield "obs-bucket"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory) -> Iterator[str]:
+    """`bqemulator` on loopback (in a process of its own); yields its REST endpoint. Its DuckDB needs the spatial
+    extension, installed from PyPI's wheel into the emulator's own home (it would otherwise be downloaded)."""
+    pytest.importorskip("bqemulator")
+    duckdb = pytest.importorskip("duckdb")
+    spatial = pytest.importorskip("duckdb_extension_spatial")
+    home = tmp_path_factory.mktemp("bigquery-home")
+    extension = Path(spatial.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "spatial.duckdb_extension"
+    env = {**os.environ, "HOME": str(home), "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false"}
+    install = f"import duckdb; duckdb.connect().execute(\"INSTALL '{extension}'\")"
+    subprocess.run([sys.executable, "-c", install], env=env, check=True, timeout=60)
+    port = free_port()
+    command = [sys.executable, "-m", "obs_platform_tests.bigquery_emulator", "start", "--rest-port", str(port)]
+    command += ["--grpc-port", str(free_port()), "--project", "obs-test", "--log-level", "warning"]
+    log = home / "emulator.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/healthz", timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"bqemulator did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

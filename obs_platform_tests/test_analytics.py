@@ -22,11 +22,11 @@ from obs_platform.training.registry import OSS_MODEL, ModelRegistry
 
 from .test_data_assets import load_defs
 
-# The README's two example queries.
+# The README's two example queries: the same SQL in DuckDB and BigQuery.
 DISAGREEMENTS_BY_DOMAIN = """
 SELECT given_domain_name AS domain,
        count(*) AS observations,
-       count(*) FILTER (WHERE NOT agrees) AS disagreements,
+       sum(CASE WHEN agrees THEN 0 ELSE 1 END) AS disagreements,
        round(avg(CASE WHEN agrees THEN 0 ELSE 1 END), 3) AS disagreement_rate,
        round(avg(CASE WHEN given_in_top3 THEN 1 ELSE 0 END), 3) AS given_in_top3
 FROM analytics.scored_observations
@@ -34,12 +34,19 @@ GROUP BY domain
 ORDER BY disagreement_rate DESC, domain
 """
 ELG_F1_SINCE_MARCH = """
-SELECT model_version, CAST(registered_at AS DATE) AS registered, round(value, 3) AS elg_macro_f1
+SELECT model_version AS version, CAST(registered_at AS DATE) AS registered, round(value, 3) AS elg_macro_f1
 FROM analytics.evaluation_history
 WHERE is_model AND evaluated_on = 'test' AND level = 'attribute' AND metric = 'macro_f1'
   AND registered_at >= TIMESTAMP '2026-03-01'
 ORDER BY registered_at
 """
+
+
+def readme_queries() -> list[str]:
+    """The SQL the README shows analysts: it must run on the warehouse as written."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```sql", 1)[1].split("```", 1)[0]
+    return [query.strip() for query in block.split(";") if query.strip()]
 
 
 def sample(split_frame: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -191,9 +198,11 @@ def test_the_analytics_job_fills_the_duckdb_warehouse(monkeypatch, storage, tmp_
     with duckdb.connect(str(storage.root / "warehouse.duckdb"), read_only=True) as warehouse:
         by_domain = warehouse.sql(DISAGREEMENTS_BY_DOMAIN).df()
         f1 = warehouse.sql(ELG_F1_SINCE_MARCH).df()
+        answers = [warehouse.sql(query).df() for query in readme_queries()]
+    assert [len(answer) for answer in answers] == [len(by_domain), len(f1)]
     print(by_domain.to_markdown(index=False), f1.to_markdown(index=False), sep="\n\n")
     assert by_domain["observations"].sum() == 40 and by_domain["disagreements"].sum() == 20
-    assert f1["model_version"].tolist() == [f"{OSS_MODEL}/v2", f"{OSS_MODEL}/v3"]
+    assert f1["version"].tolist() == [f"{OSS_MODEL}/v2", f"{OSS_MODEL}/v3"]
     assert f1["elg_macro_f1"].tolist() == [F1[2], F1[3]]
 
 

@@ -1,5 +1,6 @@
 """The analytics assets: the archive scored by the champion and every version's evaluation history, as tables in
-the warehouse analysts query with SQL (locally DuckDB, `<OBS_PLATFORM_HOME>/warehouse.duckdb`, schema `analytics`).
+the warehouse analysts query with SQL (locally DuckDB, `<OBS_PLATFORM_HOME>/warehouse.duckdb`, schema `analytics`;
+or BigQuery, `OBS_PLATFORM_WAREHOUSE=bigquery`, the default for a bucket).
 
 Both follow the champion: its automation sensor (`analytics_automation`) requests them after `champion_model`
 materialises, in a run of their own, so the deploy run does not wait for ~1,600 notes to be scored."""
@@ -65,8 +66,8 @@ def scored_observations(
     Scored locally through the endpoint's predictor, in batches."""
     if not isinstance(storage.client(), LocalStorage):
         raise dg.Failure(
-            f"scoring the archive for the warehouse needs a local OBS_PLATFORM_HOME, not {storage.root_uri}: the "
-            "BigQuery warehouse and Vertex batch prediction are not built yet"
+            f"scoring the archive needs a local OBS_PLATFORM_HOME, not {storage.root_uri}: a bucket deployment "
+            "would score it with a Vertex batch prediction job, which is not built yet"
         )
     from obs_platform.serving.predictor import load_predictor  # torch: only when the asset runs
 

@@ -1,16 +1,23 @@
 """Resources of the analytics layer: the warehouse analysts query with SQL, and how the archive is scored.
 
 Locally the warehouse is one DuckDB file under the storage root (`<OBS_PLATFORM_HOME>/warehouse.duckdb`, schema
-`analytics`), written by dagster-duckdb-pandas's I/O manager. A bucket-backed deployment's warehouse would be
-BigQuery, which is not built yet: there the I/O manager refuses, naming why, rather than hiding a DuckDB file in a
-work dir that no analyst could reach.
+`analytics`), written by dagster-duckdb-pandas's I/O manager. A bucket-backed deployment's is BigQuery (dataset
+`OBS_PLATFORM_BIGQUERY_DATASET` of `OBS_PLATFORM_BIGQUERY_PROJECT`), written by dagster-gcp-pandas's; never a DuckDB
+file in a work dir that no analyst could reach.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb_pandas import DuckDBPandasIOManager
+from dagster_gcp.bigquery.io_manager import BigQueryClient
+from dagster_gcp_pandas import BigQueryPandasIOManager
+from google.cloud import bigquery
 
+from obs_platform.cloud.bigquery import warehouse_client
 from obs_platform.defs.config import default, from_env
 from obs_platform.settings import Settings
 
@@ -27,30 +34,65 @@ class AnalyticsResource(dg.ConfigurableResource):
     progress_every_seconds: float = 10.0
 
 
-class WarehouseNotBuilt(dg.ConfigurableIOManager):
-    """The warehouse of a storage root that is a bucket: BigQuery, not built yet. Every use fails, saying so."""
+class WarehouseRefused(dg.ConfigurableIOManager):
+    """A warehouse this deployment cannot have as configured: every use fails, saying why."""
 
-    root_uri: str
-
-    def _refuse(self) -> dg.Failure:
-        return dg.Failure(
-            f"the analytics warehouse of {self.root_uri} would be BigQuery, which is not built yet; the local "
-            f"DuckDB warehouse needs a local OBS_PLATFORM_HOME"
-        )
+    reason: str
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        raise self._refuse()
+        raise dg.Failure(self.reason)
 
     def load_input(self, context: dg.InputContext) -> object:
-        raise self._refuse()
+        raise dg.Failure(self.reason)
 
 
-def warehouse_io_manager(home: str) -> dg.ConfigurableIOManagerFactory | dg.ConfigurableIOManager:
-    """DuckDB under a local storage root; a refusal for a bucket."""
-    if home.startswith("gs://"):
-        return WarehouseNotBuilt(root_uri=home)
-    return DuckDBPandasIOManager(
-        database=str(Path(home).expanduser().resolve() / WAREHOUSE_FILE), schema=WAREHOUSE_SCHEMA
+class _WarehouseBigQueryClient(BigQueryClient):
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[bigquery.Client]:
+        config = context.resource_config or {}
+        yield warehouse_client(config["project"], config.get("location"), config.get("api_endpoint") or "")
+
+
+class BigQueryWarehouseIOManager(BigQueryPandasIOManager):
+    """dagster-gcp-pandas's BigQuery I/O manager (tables in `project.dataset`, replaced on each materialisation),
+    its client made by `obs_platform.cloud.bigquery.warehouse_client`, which also reaches an emulator."""
+
+    api_endpoint: str = ""
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=_WarehouseBigQueryClient(write_mode=self.write_mode, gcp_credentials=self.gcp_credentials),
+            io_manager_name="BigQueryIOManager",
+            database=self.project,
+            schema=self.dataset,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+        )
+
+
+def warehouse_io_manager(settings: Settings) -> dg.ConfigurableIOManagerFactory | dg.ConfigurableIOManager:
+    """DuckDB under a local storage root, or BigQuery (the default for a bucket); a refusal naming what is missing."""
+    home = settings.home
+    kind = settings.warehouse or ("bigquery" if home.startswith("gs://") else "duckdb")
+    if kind == "duckdb":
+        if home.startswith("gs://"):
+            return WarehouseRefused(
+                reason=f"a DuckDB warehouse is a file under a local OBS_PLATFORM_HOME, not {home}: use "
+                f"{Settings.variable('warehouse')}=bigquery"
+            )
+        return DuckDBPandasIOManager(
+            database=str(Path(home).expanduser().resolve() / WAREHOUSE_FILE), schema=WAREHOUSE_SCHEMA
+        )
+    if not settings.bigquery_project:
+        return WarehouseRefused(
+            reason=f"the BigQuery warehouse needs its project: set {Settings.variable('bigquery_project')}"
+        )
+    return BigQueryWarehouseIOManager(
+        project=from_env(settings, "bigquery_project"),
+        dataset=from_env(settings, "bigquery_dataset"),
+        location=from_env(settings, "bigquery_location") or None,
+        api_endpoint=from_env(settings, "bigquery_api_endpoint"),
     )
 
 
@@ -60,6 +102,6 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
             "analytics": AnalyticsResource(runtime=from_env(settings, "endpoint_runtime")),
-            "warehouse_io_manager": warehouse_io_manager(settings.home),
+            "warehouse_io_manager": warehouse_io_manager(settings),
         }
     )
