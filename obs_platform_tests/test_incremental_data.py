@@ -198,3 +198,14 @@ def test_a_file_unchanged_on_disk_is_not_read_again_to_be_hashed(landed_storage,
     path.write_bytes(path.read_bytes() + b"\n")  # touched: read and hashed again
     with pytest.raises(AssertionError, match="read again"):
         snapshot_landing(landed_storage, "landing")
+
+
+def test_the_same_notes_find_their_redaction_however_the_frame_was_put_together(landed_storage, canonical):
+    frame = canonical.canonical
+    roster = prepare.build_roster(frame, canonical.quarantined)
+    redact_with_cache(landed_storage, frame, roster)
+    rechunked = pd.concat([frame.iloc[:100], frame.iloc[100:777], frame.iloc[777:]], ignore_index=True)
+    assert redact_with_cache(landed_storage, rechunked, roster).reuse.new == 0
+    as_objects = rechunked.astype({"notes": object, "child_name": object})  # as a frame of other exports has them
+    assert redact_with_cache(landed_storage, as_objects, roster).reuse.new == 0
+    assert redact_with_cache(landed_storage, frame.iloc[1:], roster).reuse.new > 0  # other rows, another digest

@@ -117,12 +117,21 @@ def _rows(frame: pd.DataFrame | pd.Series, positions: np.ndarray) -> pd.DataFram
 
 
 def _digest(rows: pd.DataFrame) -> str:
-    """The rows' content (Arrow's serialisation: one pass in C++) with the redactor's code version."""
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(CODE_VERSION.encode() + sink.getvalue().to_pybytes()).hexdigest()[:32]
+    """The rows' content with the redactor's code version: per column, which values are missing, each value's length
+    and the values' bytes, read from the Arrow buffers (no Python loop), so the same rows give the same digest however
+    the frame was put together (a column's dtype, chunks and offsets depend on the exports it came from)."""
+    digest = hashlib.sha256(CODE_VERSION.encode())
+    for name in rows:
+        array = pa.array(rows[name], type=pa.large_string(), from_pandas=True)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        _, offset_buffer, data = array.buffers()
+        offsets = np.frombuffer(offset_buffer, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+        digest.update(np.asarray(array.is_null()).tobytes())
+        digest.update((offsets - offsets[0]).tobytes())
+        if data is not None:
+            digest.update(memoryview(data)[offsets[0] : offsets[-1]])
+    return digest.hexdigest()[:32]
 
 
 def _store_roster(storage: Storage, roster: Roster, digest: str) -> None:
