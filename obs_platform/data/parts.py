@@ -322,6 +322,7 @@ def _make_part_in_worker(
     return _make_part(path, storage, taxonomy, data)
 
 
+@without_gc_pauses
 def _make_part(
     path: str, storage: Storage | None, taxonomy: Taxonomy, data: bytes | None = None
 ) -> tuple[bytes, bytes, dict]:

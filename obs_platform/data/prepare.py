@@ -73,6 +73,7 @@ def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame
     )
 
 
+@without_gc_pauses
 def with_redacted_text(canonical: pd.DataFrame, texts: list[str], keys: np.ndarray | None = None) -> pd.DataFrame:
     """The redacted records: `texts` (the notes redacted, row for row) as `text` with its near-duplicate
     fingerprint `group_key` (`keys`, computed when not given), the name fields dropped."""

@@ -25,6 +25,7 @@ import pyarrow.feather as feather
 from obs_platform.data import names, redaction
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import group_keys
+from obs_platform.gc_pause import without_gc_pauses
 from obs_platform.storage import Storage
 
 CACHE_PREFIX = "cache/redacted"
@@ -62,6 +63,7 @@ class CachedRedaction:
     reuse: RedactionReuse
 
 
+@without_gc_pauses
 def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster) -> CachedRedaction:
     """`canonical["notes"]` redacted with `roster`, row for row, as `Redactor(roster).redact_many` would. Every
     note to redact, new or redone, goes through one `redact_many` call (it shares the work out over the cores)."""
