@@ -231,11 +231,9 @@ def canonical_from_parts(
     canonical_frames, quarantined_frames = [], []
     for export in snapshot.exports:
         if export.sha256 is None:  # unreadable: one quarantine row of its own, nothing to cache
-            rows = canonicalise(
-                unreadable_file_row(export.path, UnreadableExport(*_code_and_message(export))), taxonomy
-            )
-            quarantined_frames.append(rows.quarantined)
-            infos.append(PartInfo(export.path, 1, 0, 1, None, export.unreadable, 1, {}, today_text))
+            unreadable = UnreadableExport(*_code_and_message(export))
+            quarantined_frames.append(_quarantined_whole(export.path, unreadable, taxonomy))
+            infos.append(_whole_file_info(export.path, unreadable, today_text))
             continue
         key = keys[export.path]
         canonical_frames.append(_read_frame(storage, f"{CACHE_PREFIX}/{key}/canonical.arrow"))
@@ -243,8 +241,8 @@ def canonical_from_parts(
         infos.append(cached.get(export.path) or made[export.path])
     for link in snapshot.linked_folders:
         unreadable = UnreadableExport("symlink_refused", raw.link_message(storage, link))
-        quarantined_frames.append(canonicalise(unreadable_file_row(link, unreadable), taxonomy).quarantined)
-        infos.append(PartInfo(link, 1, 0, 1, None, str(unreadable), 1, {}, today_text))
+        quarantined_frames.append(_quarantined_whole(link, unreadable, taxonomy))
+        infos.append(_whole_file_info(link, unreadable, today_text))
 
     empty = canonicalise(empty_raw_table(), taxonomy)  # the typed empty tables
     canonical_frames = [f for f in canonical_frames if len(f)]
@@ -261,6 +259,14 @@ def canonical_from_parts(
         parts=infos,
         duplicates_across_exports=0 if across is None else len(across),
     )
+
+
+def _quarantined_whole(path: str, unreadable: UnreadableExport, taxonomy: Taxonomy) -> pd.DataFrame:
+    return canonicalise(unreadable_file_row(path, unreadable), taxonomy).quarantined
+
+
+def _whole_file_info(path: str, unreadable: UnreadableExport, today: str) -> PartInfo:
+    return PartInfo(path, 1, 0, 1, None, str(unreadable), 1, {}, today)
 
 
 def _code_and_message(export: LandedExport) -> tuple[str, str]:
