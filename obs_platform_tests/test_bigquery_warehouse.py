@@ -26,6 +26,7 @@ from .test_analytics import (
 from .test_data_assets import load_defs
 
 
+@pytest.mark.slow  # an emulator process of its own
 def test_the_analytics_job_fills_the_bigquery_warehouse(
     monkeypatch, bigquery_emulator, storage, tmp_path, split_frame, eyfs
 ):
