@@ -167,21 +167,16 @@ class IncrementalCanonical:
         """Per export: the rows read and where they went; `missing` counts rows read that neither table holds
         (below zero: held more often than read), `held_twice` rows held by both tables or twice by one."""
         result = self.result
-        canonical = result.canonical["source_file"].astype(str).value_counts()
-        quarantined = result.quarantined["source_file"].astype(str).value_counts()
-        frame = pd.DataFrame(
-            {
-                "source_file": [p.path for p in self.parts],
-                "read": [p.raw_rows for p in self.parts],
-            }
-        )
-        frame["canonical"] = frame["source_file"].map(canonical).fillna(0).astype(int)
-        frame["quarantined"] = frame["source_file"].map(quarantined).fillna(0).astype(int)
+        frame = pd.DataFrame({"source_file": [p.path for p in self.parts], "read": [p.raw_rows for p in self.parts]})
+        for name, table in (("canonical", result.canonical), ("quarantined", result.quarantined)):
+            counts = table["source_file"].value_counts()  # per file: no per-row strings
+            frame[name] = frame["source_file"].map(dict(zip(counts.index.astype(str), counts.to_numpy()))).fillna(0)
+            frame[name] = frame[name].astype(int)
         frame["missing"] = frame["read"] - frame["canonical"] - frame["quarantined"]
-        places = pd.concat([_places(result.canonical), _places(result.quarantined)])
-        twice = places[places.duplicated()]
-        twice_per_file = (twice.str.rsplit(":", n=1).str[0] if len(twice) else twice).value_counts()
-        frame["held_twice"] = frame["source_file"].map(twice_per_file).fillna(0).astype(int)
+        tables = [t[["source_file", "source_line"]] for t in (result.canonical, result.quarantined) if len(t)]
+        places = pd.concat(tables) if tables else result.canonical[["source_file", "source_line"]]
+        twice = places[places.duplicated()]["source_file"].astype(str).value_counts()
+        frame["held_twice"] = frame["source_file"].map(twice).fillna(0).astype(int)
         return frame
 
     def rows_per_file(self) -> pd.DataFrame:
@@ -199,10 +194,6 @@ class IncrementalCanonical:
             ],
             columns=["source_file", "rows", "unparseable", "canonical", "quarantined", "reused"],
         )
-
-
-def _places(frame: pd.DataFrame) -> pd.Series:
-    return frame["source_file"].astype(str) + ":" + frame["source_line"].astype(str)
 
 
 def part_key(export: LandedExport, taxonomy: Taxonomy, fallback_encoding: str = FALLBACK_ENCODING) -> str:
