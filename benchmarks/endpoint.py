@@ -59,7 +59,8 @@ def split_records(root: Path, *names: str) -> list[dict]:
 
 
 def instance(record: dict) -> dict:
-    return {"notes": record["text"], "child_age_months": record["child_age_months"]}
+    fields = {"notes": record["text"], "child_age_months": record["child_age_months"]}
+    return fields | ({"observation_date": record["observation_date"]} if record.get("observation_date") else {})
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,5 +1,6 @@
 """`obs-platform`: the command line a new user and an operator start from."""
 
+import datetime as dt
 import os
 import shutil
 import sys
@@ -190,6 +191,9 @@ def endpoint_status() -> None:
 def classify(
     notes: Annotated[str, typer.Argument(help="the observation text")],
     age_months: Annotated[float | None, typer.Option("--age-months", help="the child's age in months")] = None,
+    date: Annotated[
+        dt.datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="the day of the observation")
+    ] = None,
 ) -> None:
     """Ask the running endpoint for a suggestion."""
     from obs_platform.serving import endpoint
@@ -204,7 +208,9 @@ def classify(
         _fail("no endpoint is running: `obs-platform endpoint start`")
     token, _ = endpoint.endpoint_token(root)
     try:
-        result = ObservationClassifier.for_local_endpoint(state.url, token).classify(notes, child_age_months=age_months)
+        result = ObservationClassifier.for_local_endpoint(state.url, token).classify(
+            notes, child_age_months=age_months, observation_date=date.date() if date else None
+        )
     except ClassifierError as exc:
         _fail(str(exc))
     typer.echo(f"{result.domain_name} → {result.attribute} · {result.level}  (confidence {result.confidence:.2f})")

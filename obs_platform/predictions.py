@@ -9,6 +9,7 @@ and evaluation, which meet here without importing each other.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -21,6 +22,7 @@ class Instance:
     child_age_months: float | None = None
     child_name: str | None = None
     image_uri: str | None = None
+    observation_date: dt.date | None = None  # with the age: the child's school year and the term
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ when the endpoint is killed mid-write."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import subprocess
@@ -76,6 +77,7 @@ def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint,
         attribute_id=corrected_to.id,
         level=corrected_to.label_levels[0].title,
         child_age_months=40,
+        observation_date=dt.date(2026, 6, 12),
     )
     assert answer["attribute_id"] == corrected_to.id
     # Two records waiting: published as one export of the raw shape, which the data assets read as they are.
@@ -89,7 +91,9 @@ def test_feedback_becomes_training_data_labelled_as_the_educator_chose(endpoint,
     client.feedback(results[2], NOTES[2], "none_of_these")
     store.close()
     assert sorted((tmp_path / EXPORT_FOLDER).glob("*.jsonl")) == [export]  # "none of these" is kept out
-    assert json.loads(export.read_text().splitlines()[1])["childAgeMonths"] == 40  # the note as it was sent
+    first, second = (json.loads(line) for line in export.read_text().splitlines())
+    assert second["childAgeMonths"] == 40 and second["observationDate"] == "2026-06-12"  # the note as it was sent
+    assert first["observationDate"] == time.strftime("%Y-%m-%d", time.gmtime())  # no date sent: the day it came
     assert store.counts() == {"accepted": 1, "corrected": 1, "none_of_these": 1}
     # Every prediction suggested the same domain first: one row.
     [row] = feedback_table(LocalStorage(tmp_path), eyfs).to_dict("records")

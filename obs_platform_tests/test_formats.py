@@ -1,4 +1,5 @@
 import copy
+import datetime as dt
 
 import orjson
 import pytest
@@ -21,6 +22,7 @@ def example() -> TrainingExample:
         observation_id="obs-1",
         text="[CHILD] poured water into three cups: 'this one has the most'.",
         child_age_months=40.0,
+        observation_date=dt.date(2025, 6, 12),
         label=Label(5, 12, "Three and four-year-olds"),
         secondary=(Label(1, 2, "Three and four-year-olds"),),
         photo_uris=("gs://photos/a.jpg", "/local/b.png", "gs://photos/c.txt"),
@@ -33,7 +35,7 @@ def test_gemini_line_shape(eyfs, example):
     assert gemini_line_problems(line, eyfs) == []
     user, model = line["contents"]
     assert user["role"] == "user" and model["role"] == "model"
-    assert user["parts"][0]["text"].endswith("Child's age: 40 months")
+    assert user["parts"][0]["text"].endswith("Child's age: 40 months\nObserved on: 2025-06-12")
     assert user["parts"][1] == {"fileData": {"mimeType": "image/jpeg", "fileUri": "gs://photos/a.jpg"}}
     assert len(user["parts"]) == 2  # local paths and non-images never reach Gemini
     answer = orjson.loads(model["parts"][0]["text"])

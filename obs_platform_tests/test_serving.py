@@ -1,5 +1,7 @@
 """The predictor and the HTTP endpoint, on a tiny classifier trained once for the module."""
 
+import datetime as dt
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -44,6 +46,8 @@ def test_a_batch_is_one_pass_with_the_same_answers(predictor):
 def test_requests_are_redacted_like_training_data(predictor):
     texts = predictor.texts([Instance("Zeynep and Amara built a den", 30, child_name="Zeynep Kaya")])
     assert texts == ["Observation: [CHILD] and [CHILD_2] built a den\nChild's age: 30 months"]
+    dated = predictor.texts([Instance("Built a den", 30, observation_date=dt.date(2026, 6, 12))])
+    assert dated == ["Observation: Built a den\nChild's age: 30 months\nObserved on: 2026-06-12"]
 
 
 def test_predict_endpoint(client):
@@ -51,6 +55,8 @@ def test_predict_endpoint(client):
         "/v1/predict", headers=AUTH, json={"instances": [{"notes": "Jumped with two feet", "child_age_months": 30}]}
     )
     assert response.status_code == 200
+    dated = {"notes": "Jumped with two feet", "child_age_months": 30, "observation_date": "2026-06-12"}
+    assert client.post("/v1/predict", headers=AUTH, json={"instances": [dated]}).status_code == 200
     body = response.json()
     assert body["model_version"] == "oss-classifier/v1"
     assert set(body["predictions"][0]) >= {"domain", "attribute", "level", "confidence", "top_k"}
@@ -65,6 +71,9 @@ def test_predict_endpoint(client):
         ({"instances": [{"notes": "   "}]}, 422),
         ({"instances": [{"notes": "x" * 5000}]}, 422),
         ({"instances": [{"notes": "ok", "child_age_months": 400}]}, 422),
+        ({"instances": [{"notes": "ok", "observation_date": "12/06/2026"}]}, 422),
+        ({"instances": [{"notes": "ok", "observation_date": "2999-06-12"}]}, 422),
+        ({"instances": [{"notes": "ok", "observation_date": "1999-12-31"}]}, 422),
         ({"instances": [{"notes": "ok", "extra": 1}]}, 422),
         ({"instances": [{"notes": "ok"}] * (MAX_BATCH + 1)}, 422),
         ({"instances": [{"notes": "ok", "image_uri": "file:///etc/passwd"}]}, 422),

@@ -1,6 +1,7 @@
 """The trainer's classifier mode, on a tiny BERT built in a temporary folder (seconds), and once on the
 real packaged MiniLM (slow)."""
 
+import datetime as dt
 import json
 import math
 import subprocess
@@ -35,8 +36,10 @@ def config_for(split_files, base, output, **overrides) -> TrainerConfig:
 
 def test_model_input_is_what_serving_sends():
     for text, age in [("a note", 40.0), ("another", None), ("x", 17.6), ("y", float("nan"))]:
-        expected = user_text(text, None if age != age else age)
-        assert model_input(text, age) == expected
+        for day in (None, dt.date(2025, 6, 12)):
+            expected = user_text(text, None if age != age else age, day)
+            assert model_input(text, age, day) == expected
+            assert model_input(text, age, day and day.isoformat()) == expected  # as a split record holds it
 
 
 def test_trains_and_saves_in_the_hf_convention(tmp_path, split_files, tiny_bert):
@@ -104,14 +107,14 @@ def test_early_stopping(tmp_path, split_files, tiny_bert):
             split_files,
             tiny_bert,
             tmp_path / "run",
-            epochs=6,
+            epochs=10,
             patience=1,
             learning_rate=0.5,
             head_learning_rate=0.5,
             max_length=48,
         )
     )
-    assert summary["early_stopped"] and summary["epochs_run"] < 6
+    assert summary["early_stopped"] and summary["epochs_run"] < 10
 
 
 def test_bad_input_is_a_clear_error(tmp_path, split_files, tiny_bert):

@@ -1,5 +1,6 @@
 """The trainer's hybrid recipe (TF-IDF + frozen encoder features, linear heads) on the tiny BERT: seconds."""
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -8,17 +9,20 @@ import sys
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 from trainer.data import read_examples
 from trainer.hybrid import (
     AGE_COLUMNS,
+    CALENDAR_COLUMNS,
+    SCHOOL_YEARS,
     TUNED_ENCODER_FOLDER,
     HybridClassifier,
     HybridRecipe,
     SentenceEncoder,
     age_bands,
     age_months,
-    age_width,
+    level_only_width,
+    school_calendar,
 )
 from trainer.inputs import model_input, split_model_input
 from trainer.runs import MetricsLog
@@ -29,13 +33,16 @@ from obs_platform.predictions import Instance
 from obs_platform.serving.predictor import ClassifierPredictor
 
 
-def test_the_age_comes_back_out_of_the_model_input():
+def test_the_age_and_the_date_come_back_out_of_the_model_input():
     for note, age in [("Counted five ducks", 40.0), ("no age here", None), ("Child's age: 3 months in a note", 7.0)]:
-        assert split_model_input(model_input(note, age)) == (note, age)
+        assert split_model_input(model_input(note, age)) == (note, age, None)
+        assert split_model_input(model_input(note, age, "2025-06-12")) == (note, age, dt.date(2025, 6, 12))
     assert split_model_input("Observation: a note\nChild's age: lots months") == (
         "a note\nChild's age: lots months",
         None,
+        None,
     )
+    assert split_model_input("Observation: a note\nObserved on: soon") == ("a note\nObserved on: soon", None, None)
 
 
 def test_age_bands_are_one_hot_with_an_unknown_column():
@@ -49,7 +56,26 @@ def test_whole_months_are_one_hot_and_an_unknown_age_is_none_of_them():
     months = age_months([0.0, 35.6, 72.0, None])
     assert months.shape == (4, 73) and months[0, 0] == 1 and months[1, 36] == 1 and months[2, 72] == 1
     assert not months[3].any()
-    assert age_width(HybridRecipe()) == AGE_COLUMNS + 73 and age_width(HybridRecipe(age_weight=0)) == 0
+    assert level_only_width(HybridRecipe()) == AGE_COLUMNS + 73 + CALENDAR_COLUMNS
+    assert level_only_width(HybridRecipe(school_calendar=False)) == AGE_COLUMNS + 73
+    assert level_only_width(HybridRecipe(age_weight=0)) == 0
+
+
+def test_the_school_calendar_places_the_child_in_a_school_year_and_a_month():
+    ages = [52.0, 52.0, 30.0, 64.0, None, 52.0]
+    days = [dt.date(2025, 6, 15), dt.date(2025, 10, 15), dt.date(2025, 10, 15), dt.date(2026, 7, 1)]
+    calendar = school_calendar(ages, [*days, dt.date(2025, 9, 2), None])
+    year, month, reception = (
+        calendar[:, :SCHOOL_YEARS],
+        calendar[:, SCHOOL_YEARS : SCHOOL_YEARS + 12],
+        calendar[:, SCHOOL_YEARS + 12 :],
+    )
+    # 52 months in June 2025: born February 2021, the pre-school year; in October 2025: born June 2021, reception.
+    assert year[0].argmax() == 1 and not reception[0].any() and month[0].argmax() == 9  # June: the 10th month
+    assert year[1].argmax() == 2 and month[1].argmax() == 1 and reception[1].argmax() == 1
+    assert year[2].argmax() == 0 and year[3].argmax() == 2 and reception[3].argmax() == 10  # summer of reception
+    assert not year[4].any() and month[4].argmax() == 0  # no age: the month only
+    assert not calendar[5].any()  # no date: nothing
 
 
 def test_the_taxonomy_texts_are_labelled_training_rows(eyfs):
@@ -83,11 +109,12 @@ def test_the_tuned_encoder_is_saved_as_a_model_folder_the_standard_libraries_loa
     assert losses and all(loss > 0 for loss in losses)
 
 
-def test_the_age_feeds_the_level_head_only(trained_hybrid):
+def test_the_age_and_the_calendar_feed_the_level_head_only(trained_hybrid):
     heads = load_file(trained_hybrid / "heads.safetensors")
-    width = age_width(HybridRecipe())
+    width = level_only_width(HybridRecipe())
     assert not heads["attribute.weight"][:, -width:].any() and not heads["tags.weight"][:, -width:].any()
     assert heads["level.weight"][:, -width:].any() and heads["attribute.weight"][:, :-width].any()
+    assert heads["level.weight"][:, -CALENDAR_COLUMNS:].any()  # the split records carry dates: the calendar is read
 
 
 def test_a_reloaded_model_answers_as_the_trained_one(trained_hybrid, split_files, tiny_bert):
@@ -112,11 +139,14 @@ def test_a_model_saved_before_encoder_tuning_loads_with_its_frozen_base_encoder(
     old = tmp_path / "old"
     shutil.copytree(trained_hybrid, old, ignore=shutil.ignore_patterns(TUNED_ENCODER_FOLDER))
     document = json.loads((old / "features.json").read_text())
-    for key in ("encoder_tuning_steps", "encoder_learning_rate"):
+    for key in ("encoder_tuning_steps", "encoder_learning_rate", "school_calendar"):
         del document["recipe"][key]
     (old / "features.json").write_text(json.dumps(document))
+    heads = load_file(old / "heads.safetensors")  # nor did it have the school calendar's columns
+    save_file({k: v[:, :-CALENDAR_COLUMNS] if v.ndim == 2 else v for k, v in heads.items()}, old / "heads.safetensors")
     model = HybridClassifier.load(old, str(tiny_bert))
-    assert model.features.recipe.encoder_tuning_steps == 0
+    assert model.features.recipe.encoder_tuning_steps == 0 and not model.features.recipe.school_calendar
+    assert model.logits(["Counted five ducks\nObserved on: 2025-06-12"])["level"].shape == (1, 4)
     assert model.logits(["Counted five ducks"])["attribute"].shape == (1, 17)
 
 

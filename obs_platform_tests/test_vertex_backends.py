@@ -50,7 +50,7 @@ def spec(gcs_emulator: str, eyfs, tmp_path) -> TrainingSpec:
     only needs them to exist)."""
     attribute = eyfs.attributes[0]
     label = (attribute.domain_id, attribute.id, attribute.label_levels[0].title)
-    line = TrainingLineRenderer(eyfs).gemini("Amara poured water into three cups.", 40, label, (), ())
+    line = TrainingLineRenderer(eyfs).gemini("Amara poured water into three cups.", 40, None, label, (), ())
     bucket = storage.Client().bucket(gcs_emulator)
     for split in ("train", "valid"):
         bucket.blob(f"{tmp_path.name}/{split}.jsonl").upload_from_string(line * 2)

@@ -479,7 +479,7 @@ def test_gemini_is_asked_as_its_tuning_data_taught_it(gemini, fake, eyfs, gcs_em
     attribute = eyfs.attributes[0]
     label = (attribute.domain_id, attribute.id, attribute.label_levels[0].title)
     taught = orjson.loads(
-        TrainingLineRenderer(eyfs).gemini("[CHILD] poured water into three cups.", 40, label, (), [photo])
+        TrainingLineRenderer(eyfs).gemini("[CHILD] poured water into three cups.", 40, None, label, (), [photo])
     )
     # The user turn, redacted, with its photo; google-genai sends file data by its proto field names, which the
     # service reads as it reads the JSON names.

@@ -14,6 +14,7 @@ worth asking again for (timeout, quota, server error) as `RetryableStatus`, both
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -168,8 +169,9 @@ def _classifier_errors(endpoint: str, api_error: type[Exception]) -> Iterator[No
 def _instance(item: dict[str, Any]) -> Instance:
     """A request instance as the app would accept it; RequestRejected for one it would refuse."""
     try:
-        instance = Instance(**item)
-    except TypeError as exc:
+        day = item.get("observation_date")
+        instance = Instance(**{**item, "observation_date": dt.date.fromisoformat(str(day)) if day else None})
+    except (TypeError, ValueError) as exc:
         raise RequestRejected(UNPROCESSABLE, f"not an observation instance: {exc}") from None
     if not isinstance(instance.notes, str) or not instance.notes.strip():
         raise RequestRejected(UNPROCESSABLE, "notes are empty or only white space")

@@ -7,6 +7,7 @@ The answer a model is taught to give (and that serving parses back) is one JSON 
 
 from __future__ import annotations
 
+import datetime as dt
 import mimetypes
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,10 +54,14 @@ def system_instruction(taxonomy: Taxonomy) -> str:
     )
 
 
-def user_text(notes: str, child_age_months: float | None) -> str:
+def user_text(notes: str, child_age_months: float | None, observation_date: dt.date | str | None = None) -> str:
+    """What a model reads: the note, then the child's age and the observation's date when known. The hybrid
+    classifier reads the two as numbers (the level depends on the child's school year and the term)."""
     text = f"Observation: {notes}"
     if child_age_months is not None and child_age_months == child_age_months and child_age_months is not pd.NA:
         text += f"\nChild's age: {int(round(child_age_months))} months"
+    if observation_date is not None and not pd.isna(observation_date):
+        text += f"\nObserved on: {str(observation_date)[:10]}"  # a date, a timestamp or an ISO string
     return text
 
 
@@ -92,7 +97,9 @@ class RequestTexts:
 
     def __call__(self, instances: Sequence[Instance]) -> list[str]:
         return [
-            user_text(self._redactor_for(i.child_name).redact(i.notes, i.child_name), i.child_age_months)
+            user_text(
+                self._redactor_for(i.child_name).redact(i.notes, i.child_name), i.child_age_months, i.observation_date
+            )
             for i in instances
         ]
 
@@ -115,6 +122,7 @@ class TrainingExample:
     observation_id: str
     text: str
     child_age_months: float | None
+    observation_date: dt.date | None
     label: Label
     secondary: tuple[Label, ...]
     photo_uris: tuple[str, ...]
@@ -153,25 +161,38 @@ class TrainingLineRenderer:
         return encoded
 
     def gemini(
-        self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...], photos: Sequence[str]
+        self,
+        text: str,
+        age: float | None,
+        observed: dt.date | str | None,
+        label: LabelKey,
+        secondary: tuple[LabelKey, ...],
+        photos: Sequence[str],
     ) -> bytes:
         """One line of Vertex AI's Gemini supervised-tuning JSONL (photos only as `gs://` image file data)."""
         return b"".join(
             (
                 self._gemini_head,
-                orjson.dumps(gemini_user_turn(user_text(text, age), photos)),
+                orjson.dumps(gemini_user_turn(user_text(text, age, observed), photos)),
                 self._gemini_model,
                 self._answer(label, secondary),
                 b"}]}]}\n",
             )
         )
 
-    def chat(self, text: str, age: float | None, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
+    def chat(
+        self,
+        text: str,
+        age: float | None,
+        observed: dt.date | str | None,
+        label: LabelKey,
+        secondary: tuple[LabelKey, ...],
+    ) -> bytes:
         """One line of conversational JSONL as TRL's SFTTrainer reads it."""
         return b"".join(
             (
                 self._chat_head,
-                orjson.dumps(user_text(text, age)),
+                orjson.dumps(user_text(text, age, observed)),
                 self._chat_assistant,
                 self._answer(label, secondary),
                 b"}]}\n",
@@ -188,13 +209,21 @@ def gemini_line(example: TrainingExample, taxonomy: Taxonomy, instruction: str) 
     """One decoded Gemini tuning line (the renderer's bytes, for callers that want the structure)."""
     label, secondary = _keys(example)
     renderer = TrainingLineRenderer(taxonomy, instruction)
-    return orjson.loads(renderer.gemini(example.text, example.child_age_months, label, secondary, example.photo_uris))
+    return orjson.loads(
+        renderer.gemini(
+            example.text, example.child_age_months, example.observation_date, label, secondary, example.photo_uris
+        )
+    )
 
 
 def chat_line(example: TrainingExample, taxonomy: Taxonomy) -> dict[str, Any]:
     """One decoded chat line."""
     label, secondary = _keys(example)
-    return orjson.loads(TrainingLineRenderer(taxonomy).chat(example.text, example.child_age_months, label, secondary))
+    return orjson.loads(
+        TrainingLineRenderer(taxonomy).chat(
+            example.text, example.child_age_months, example.observation_date, label, secondary
+        )
+    )
 
 
 def photo_mime_type(uri: str) -> str | None:

@@ -69,19 +69,22 @@ def score_archive(
     progress: Progress | None = None,
     model_version: str = "",
 ) -> pd.DataFrame:
-    """Every redacted observation (`redacted_observations`' columns: `text` and `child_age_months` are what the model
-    reads) with the educator's primary tag, the model's top three ELGs with their probabilities, its level and
-    confidence, and whether the two agree (`agrees`: the given ELG is the model's first; `given_in_top3`)."""
+    """Every redacted observation (`redacted_observations`' columns: `text`, `child_age_months` and
+    `observation_date` are what the model reads) with the educator's primary tag, the model's top three ELGs with
+    their probabilities, its level and confidence, and whether the two agree (`agrees`: the given ELG is the model's
+    first; `given_in_top3`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     texts = observations["text"].tolist()
     ages = [None if pd.isna(age) else float(age) for age in observations["child_age_months"].tolist()]
+    days = pd.to_datetime(observations["observation_date"])
+    dates = [None if pd.isna(day) else day.date() for day in days.tolist()]
     total, started = len(texts), time.monotonic()
     predictions: list[Prediction] = []
     for start in range(0, total, batch_size):
         batch = [
-            Instance(notes=t, child_age_months=a)
-            for t, a in zip(texts[start : start + batch_size], ages[start : start + batch_size])
+            Instance(notes=t, child_age_months=a, observation_date=d)
+            for t, a, d in zip(*(column[start : start + batch_size] for column in (texts, ages, dates)))
         ]
         answered = predict(batch)
         if len(answered) != len(batch):

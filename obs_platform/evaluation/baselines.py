@@ -29,7 +29,7 @@ TOP_K = 3
 
 
 def _texts(observations: Sequence[LabelledObservation]) -> list[str]:
-    return [user_text(o.text, o.child_age_months) for o in observations]
+    return [user_text(o.text, o.child_age_months, o.observation_date) for o in observations]
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ class LabelledObservation:
     attribute: int
     level: str | None  # None where the source has no level (the external comment bank)
     tags: tuple[int, ...]
+    observation_date: dt.date | None = None  # unknown for the external comment bank
 
     @classmethod
     def from_split_record(cls, record: dict[str, Any]) -> LabelledObservation:
@@ -33,6 +35,7 @@ class LabelledObservation:
             observation_id=str(record["observation_id"]),
             text=str(record["text"]),
             child_age_months=None if age is None or age != age else float(age),
+            observation_date=dt.date.fromisoformat(day) if (day := record.get("observation_date")) else None,
             domain=str(record["domain_key"]),
             attribute=int(record["attribute_id"]),
             level=record.get("progression_title"),
@@ -40,7 +43,7 @@ class LabelledObservation:
         )
 
     def instance(self) -> Instance:
-        return Instance(self.text, self.child_age_months)
+        return Instance(self.text, self.child_age_months, observation_date=self.observation_date)
 
 
 def prediction_frame(

@@ -60,7 +60,12 @@ def classify_all(client: Classifier, observations: Sequence[LabelledObservation]
     # A bar on a terminal (`obs-platform run`, `evaluate`); nothing when stderr is a file or a Dagster log.
     for start in tqdm(range(0, len(observations), REQUEST_BATCH), desc="classifying", unit="batch", disable=None):
         batch = observations[start : start + REQUEST_BATCH]
-        predictions += client.classify_batch([{"notes": o.text, "child_age_months": o.child_age_months} for o in batch])
+        predictions += client.classify_batch(
+            [
+                {"notes": o.text, "child_age_months": o.child_age_months, "observation_date": o.observation_date}
+                for o in batch
+            ]
+        )
     return predictions
 
 

@@ -1,6 +1,6 @@
 """The HTTP endpoint: Vertex AI's predict shape over a `Predictor` (a classifier or a tuned causal LM).
 
-`POST /v1/predict` `{"instances": [{"notes", "child_age_months", "child_name", "image_uri"}]}` →
+`POST /v1/predict` `{"instances": [{"notes", "child_age_months", "observation_date", "child_name", "image_uri"}]}` →
 `{"predictions": [...], "model_version": ...}`, each prediction with its own `prediction_id` (and, given a
 `PredictionLog`, logged before the answer leaves); `GET /health`; `GET /v1/model`. Bad input is a 4xx with a
 message, never a 500, and no answer or log line ever repeats what a request contained (notes and names are
@@ -15,6 +15,7 @@ page reads the label space from `GET /v1/taxonomy`, which does.
 
 # No `from __future__ import annotations`: FastAPI reads the dependency annotations at run time.
 import asyncio
+import datetime as dt
 import logging
 import secrets
 import time
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from obs_platform.data.schema import MAX_AGE_MONTHS, MAX_NOTES_CHARS
+from obs_platform.data.schema import EARLIEST_DATE, MAX_AGE_MONTHS, MAX_NOTES_CHARS
 from obs_platform.predictions import Instance, Prediction
 from obs_platform.serving.batching import BatchingSettings, InferenceQueue, QueueFull, QueueStopped
 from obs_platform.serving.feedback import Choice, Feedback, FeedbackStore
@@ -57,6 +58,7 @@ FIELDS = {
     "child_age_months",
     "child_name",
     "image_uri",
+    "observation_date",
     "prediction_id",
     "model_version",
     "choice",
@@ -105,6 +107,7 @@ class NoteIn(BaseModel):
     notes: str = Field(min_length=1, max_length=MAX_NOTES_CHARS)
     child_age_months: float | None = Field(default=None, ge=0, le=MAX_AGE_MONTHS, allow_inf_nan=False)
     child_name: str | None = Field(default=None, max_length=200)
+    observation_date: dt.date | None = Field(default=None, ge=EARLIEST_DATE.date(), description="ISO date")
 
     @field_validator("notes")
     @classmethod
@@ -118,6 +121,13 @@ class NoteIn(BaseModel):
     @classmethod
     def _readable_name(cls, name: str | None) -> str | None:
         return _checked_text(name, ALLOWED_CONTROLS)
+
+    @field_validator("observation_date")
+    @classmethod
+    def _not_in_the_future(cls, day: dt.date | None) -> dt.date | None:
+        if day is not None and day > dt.date.today() + dt.timedelta(days=1):  # a day's grace for time zones
+            raise ValueError("observation_date is in the future")
+        return day
 
 
 class InstanceIn(NoteIn):
@@ -373,7 +383,7 @@ def create_app(
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         parsed = parse_request(body, PredictRequest)
         instances = [
-            Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri, n))
+            Instance(i.notes, i.child_age_months, i.child_name, checked_image(i.image_uri, n), i.observation_date)
             for n, i in enumerate(parsed.instances)
         ]
         ticket = request.headers.get(TICKET_HEADER)
@@ -428,6 +438,7 @@ def create_app(
             attribute_id,
             level,
             time.time(),
+            None if parsed.observation_date is None else parsed.observation_date.isoformat(),
         )
         try:
             await asyncio.to_thread(feedback_store.record, record)

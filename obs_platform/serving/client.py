@@ -12,6 +12,7 @@ and raised at once. Every failure surfaces as one of this module's exception typ
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -154,13 +155,17 @@ class ObservationClassifier:
         image_uri: str | None = None,
         child_age_months: float | None = None,
         child_name: str | None = None,
+        observation_date: dt.date | None = None,
     ) -> ClassificationResult:
-        return self.classify_batch(
-            [{"notes": notes, "image_uri": image_uri, "child_age_months": child_age_months, "child_name": child_name}]
-        )[0]
+        item = {"notes": notes, "image_uri": image_uri, "child_age_months": child_age_months, "child_name": child_name}
+        return self.classify_batch([{**item, "observation_date": observation_date}])[0]
 
     def classify_batch(self, items: Sequence[dict[str, Any]]) -> list[ClassificationResult]:
-        instances = [{k: v for k, v in item.items() if v is not None} for item in items]
+        """`items`: the fields of `/v1/predict`'s instances (a date as a `datetime.date` or an ISO string)."""
+        instances = [
+            {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in item.items() if v is not None}
+            for item in items
+        ]
         body = self._with_retries(instances)
         version = body.get("model_version")
         return [
@@ -177,6 +182,7 @@ class ObservationClassifier:
         level: str | None = None,
         child_age_months: float | None = None,
         child_name: str | None = None,
+        observation_date: dt.date | None = None,
     ) -> dict[str, Any]:
         """An educator's verdict on `result` (what `classify` returned for `notes`): the suggestion accepted (the
         first, or `attribute_id` among the top-k), another attribute chosen (`corrected`), or `none_of_these`.
@@ -190,6 +196,7 @@ class ObservationClassifier:
             "notes": notes,
             "child_age_months": child_age_months,
             "child_name": child_name,
+            "observation_date": None if observation_date is None else observation_date.isoformat(),
             "choice": choice,
             "attribute_id": attribute_id,
             "level": level,

@@ -46,6 +46,7 @@ class Feedback:
     attribute_id: int | None  # the label: the accepted suggestion or the educator's choice; None for none_of_these
     level: str | None
     received_at: float
+    observation_date: str | None = None  # ISO; unknown, the day the feedback came
 
     @property
     def trains(self) -> bool:
@@ -58,7 +59,7 @@ class Feedback:
             "observationId": f"fb-{self.prediction_id}",
             "childName": self.child_name,
             "childAgeMonths": self.child_age_months,
-            "observationDate": time.strftime("%Y-%m-%d", time.gmtime(self.received_at)),
+            "observationDate": self.observation_date or time.strftime("%Y-%m-%d", time.gmtime(self.received_at)),
             "educatorId": EDUCATOR_ID,
             "educatorName": None,
             "setting": None,

@@ -38,7 +38,7 @@ def _example(record: dict[str, Any]) -> Example:
     secondary = tuple(int(t["attribute_id"]) for t in record.get("secondary_tags") or [])
     return Example(
         observation_id=str(record["observation_id"]),
-        input=model_input(record["text"], record.get("child_age_months")),
+        input=model_input(record["text"], record.get("child_age_months"), record.get("observation_date")),
         domain=str(record["domain_key"]),
         attribute=int(record["attribute_id"]),
         level=str(record.get("progression_title") or ""),  # a taxonomy text may describe no level

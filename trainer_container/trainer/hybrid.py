@@ -20,6 +20,7 @@ encoder, a Hugging Face model folder), `label_maps.json`, `metrics.jsonl` (the t
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import time
@@ -39,7 +40,7 @@ from transformers import AutoModel, AutoTokenizer
 from trainer.config import TrainerConfig
 from trainer.contrastive import ContrastiveSchedule, tune_encoder
 from trainer.data import Example, LabelMaps, read_examples, read_training_examples
-from trainer.inputs import model_input, split_model_input
+from trainer.inputs import ModelInput, model_input, split_model_input
 from trainer.locations import OutputFolder
 from trainer.pooling import TokenSums
 from trainer.runs import PROGRESS_FILE, VALID_METRIC, MetricsLog, ProgressLog, seed_everything, sha256_of
@@ -52,6 +53,10 @@ AGE_BANDS = (12, 18, 24, 30, 36, 42, 48, 54, 60, 66)  # months: upper edges of h
 HEADS = ("domain", "attribute", "level", "tags")
 AGE_COLUMNS = len(AGE_BANDS) + 2  # the bands, one beyond the last, and "unknown"
 MAX_AGE_MONTHS = 72
+SCHOOL_YEARS = 4  # the child's school year on the day: before the pre-school year, pre-school, reception, later
+RECEPTION_YEAR = 5  # school years since the one the child was born in: reception (the pre-school year is 4)
+MONTHS = 12
+CALENDAR_COLUMNS = SCHOOL_YEARS + 2 * MONTHS  # the school year, the month of the school year, the month in reception
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class HybridRecipe:
     age_weight: float = 1.0  # scale of the age bands (0: no age input)
     age_for_elg: bool = False  # the age also feeds the ELG (attribute) and tag heads, not only the level head
     age_by_month: bool = True  # whole months one-hot beside the half-year bands
-    lexical_reads_age: bool = False  # TF-IDF reads the model input's age line too (as the TF-IDF baseline does)
+    school_calendar: bool = True  # the level head reads the child's school year and the term (from age and date)
+    lexical_reads_age: bool = False  # TF-IDF reads the model input's age and date lines (as the baseline does)
     taxonomy_weight: float = 1.0  # sample weight of a taxonomy text (0: not used)
     encoder_tuning_steps: int = 100  # supervised contrastive steps on the ELGs before the heads (0: frozen encoder)
     encoder_learning_rate: float = 2e-5
@@ -149,11 +155,43 @@ def age_months(ages: Sequence[float | None]) -> np.ndarray:
     return months
 
 
-def age_width(recipe: HybridRecipe) -> int:
-    """Columns of the age block at the end of the features (0: no age input)."""
+def school_calendar(ages: Sequence[float | None], dates: Sequence[dt.date | None]) -> np.ndarray:
+    """Where the observation falls in England's school calendar, one-hot: the child's school year that day and the
+    month of the school year (September first), and that month again for a child in reception.
+
+    Why: a level is the child's stage, and the stages follow the school year, not the age alone. A child starts
+    reception in the September after their fourth birthday, so two children of 52 months can be in the pre-school
+    year and in reception; and the Early Learning Goals are judged at the end of reception, in the summer term.
+    The date less the age gives the birth month, hence the school year. Unknown date: all zero (the level head
+    then answers from the age alone); unknown age: the month only."""
+    calendar = np.zeros((len(ages), CALENDAR_COLUMNS), dtype=np.float32)
+    for row, (age, day) in enumerate(zip(ages, dates)):
+        if day is None:
+            continue
+        month = (day.month - 9) % MONTHS
+        calendar[row, SCHOOL_YEARS + month] = 1.0
+        if age is None or age != age:
+            continue
+        born_months = day.year * MONTHS + day.month - 1 - round(age)
+        born = dt.date(born_months // MONTHS, born_months % MONTHS + 1, 1)
+        school_year = _school_year(day) - _school_year(born)
+        calendar[row, min(max(school_year - (RECEPTION_YEAR - 2), 0), SCHOOL_YEARS - 1)] = 1.0
+        if school_year == RECEPTION_YEAR:
+            calendar[row, SCHOOL_YEARS + MONTHS + month] = 1.0
+    return calendar
+
+
+def _school_year(day: dt.date) -> int:
+    """The calendar year its school year (September to August) began in."""
+    return day.year if day.month >= 9 else day.year - 1
+
+
+def level_only_width(recipe: HybridRecipe) -> int:
+    """Columns at the end of the features that only the level head reads: the age, then the school calendar."""
     if recipe.age_weight <= 0:
         return 0
-    return AGE_COLUMNS + (MAX_AGE_MONTHS + 1 if recipe.age_by_month else 0)
+    ages = AGE_COLUMNS + (MAX_AGE_MONTHS + 1 if recipe.age_by_month else 0)
+    return ages + (CALENDAR_COLUMNS if recipe.school_calendar else 0)
 
 
 def recipe_encoder(
@@ -182,8 +220,8 @@ def recipe_encoder(
 
 def saved_recipe(document: dict[str, Any]) -> HybridRecipe:
     """The recipe a saved `features.json` was trained with; one saved before encoder tuning existed had a frozen
-    encoder (not today's default)."""
-    return HybridRecipe.of({"encoder_tuning_steps": 0, **document["recipe"]})
+    encoder, and one saved before the school calendar had none (neither is today's default)."""
+    return HybridRecipe.of({"encoder_tuning_steps": 0, "school_calendar": False, **document["recipe"]})
 
 
 def _vectoriser(analyzer: str, ngrams: tuple[int, int], vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
@@ -212,22 +250,27 @@ class HybridFeatures:
             specs["char"] = ("char_wb", (2, 5))
         return specs
 
-    def _lexical(self, notes: Sequence[str], ages: Sequence[float | None]) -> Sequence[str]:
-        return [model_input(n, a) for n, a in zip(notes, ages)] if self.recipe.lexical_reads_age else notes
+    def _lexical(self, inputs: Sequence[ModelInput]) -> Sequence[str]:
+        if self.recipe.lexical_reads_age:
+            return [model_input(*i) for i in inputs]
+        return [i.note for i in inputs]
 
-    def fit(self, notes: Sequence[str], ages: Sequence[float | None]) -> HybridFeatures:
-        lexical = self._lexical(notes, ages)
+    def fit(self, inputs: Sequence[ModelInput]) -> HybridFeatures:
+        lexical = self._lexical(inputs)
         self.vectorisers = {name: _vectoriser(*spec).fit(lexical) for name, spec in self._specs().items()}
         return self
 
-    def transform(self, notes: Sequence[str], ages: Sequence[float | None]) -> sparse.csr_matrix:
-        lexical = self._lexical(notes, ages)
+    def transform(self, inputs: Sequence[ModelInput]) -> sparse.csr_matrix:
+        lexical = self._lexical(inputs)
         blocks = [vectoriser.transform(lexical) for vectoriser in self.vectorisers.values()]
         if self.encoder is not None:
-            blocks.append(sparse.csr_matrix(self.encoder(notes) * self.recipe.encoder_weight))
+            blocks.append(sparse.csr_matrix(self.encoder([i.note for i in inputs]) * self.recipe.encoder_weight))
         if self.recipe.age_weight > 0:
-            ages_block = [age_bands(ages)] + ([age_months(ages)] if self.recipe.age_by_month else [])
-            blocks.append(sparse.csr_matrix(np.hstack(ages_block) * self.recipe.age_weight))
+            ages = [i.child_age_months for i in inputs]
+            level_only = [age_bands(ages)] + ([age_months(ages)] if self.recipe.age_by_month else [])
+            if self.recipe.school_calendar:
+                level_only.append(school_calendar(ages, [i.observation_date for i in inputs]))
+            blocks.append(sparse.csr_matrix(np.hstack(level_only) * self.recipe.age_weight))
         return sparse.hstack(blocks, format="csr", dtype=np.float32)
 
     def to_json(self) -> dict[str, Any]:
@@ -268,8 +311,7 @@ class HybridClassifier:
         self._membership = _domain_membership(labels)  # once, not per request
 
     def logits(self, inputs: Sequence[str]) -> dict[str, torch.Tensor]:
-        notes, ages = zip(*(split_model_input(text) for text in inputs)) if inputs else ((), ())
-        x = self.features.transform(list(notes), list(ages))
+        x = self.features.transform([split_model_input(text) for text in inputs])
         attribute = _log_softmax(self.heads["attribute"](x))
         return {
             # The domain head follows from the ELG head: a domain's probability is the sum of its ELGs'.
@@ -387,12 +429,12 @@ def fit_hybrid(
     a level (an attribute's description) trains the attribute and tag heads only."""
     rows = list(train) + (list(taxonomy_texts) if recipe.taxonomy_weight > 0 else [])
     weights = np.array([1.0] * len(train) + [recipe.taxonomy_weight] * (len(rows) - len(train)))
-    notes, ages = zip(*(split_model_input(e.input) for e in rows))
-    features = HybridFeatures(recipe, encoder).fit(notes, ages)
-    x = features.transform(notes, ages)
+    inputs = [split_model_input(e.input) for e in rows]
+    features = HybridFeatures(recipe, encoder).fit(inputs)
+    x = features.transform(inputs)
     # The age says how far along a child is, not what a note is evidence of: unless the recipe says otherwise,
-    # the ELG and tag heads are fitted without the age columns (their weights there stay zero).
-    ages_width = 0 if recipe.age_for_elg else age_width(recipe)
+    # the ELG and tag heads are fitted without the age and calendar columns (their weights there stay zero).
+    ages_width = 0 if recipe.age_for_elg else level_only_width(recipe)
     x_elg = x[:, : x.shape[1] - ages_width]
     attribute_index = {a: i for i, a in enumerate(labels.attributes)}
     heads = {
@@ -401,13 +443,17 @@ def fit_hybrid(
         )
     }
     levelled = np.array([e.level in labels.levels for e in rows])
-    heads["level"] = _fit_head(
-        x[levelled],
-        np.array([labels.levels.index(e.level) for e in rows if e.level in labels.levels]),
-        weights[levelled],
-        recipe,
-        len(labels.levels),
-    )
+    x_level, y_level = x[levelled], np.array([labels.levels.index(e.level) for e in rows if e.level in labels.levels])
+    level_weights = weights[levelled]
+    dated = np.array([i.observation_date is not None for i in inputs])[levelled]
+    if recipe.school_calendar and recipe.age_weight > 0 and dated.any():
+        # Each dated note again without its date, so that a request without one (the date is optional) meets a
+        # head that learnt to answer from the age alone instead of reading "no date" as evidence.
+        keep = np.ones(x.shape[1], dtype=np.float32)
+        keep[x.shape[1] - CALENDAR_COLUMNS :] = 0.0
+        x_level = sparse.vstack([x_level, x_level[dated] @ sparse.diags(keep)], format="csr")
+        y_level, level_weights = np.r_[y_level, y_level[dated]], np.r_[level_weights, level_weights[dated]]
+    heads["level"] = _fit_head(x_level, y_level, level_weights, recipe, len(labels.levels))
     heads["tags"] = _fit_tags(x_elg, rows, labels, weights, recipe)
     for name in ("attribute", "tags"):
         heads[name] = LinearHead(np.pad(heads[name].weight, ((0, 0), (0, ages_width))), heads[name].bias)
