@@ -9,7 +9,8 @@ few minutes so that notes of one ELG sit close together (supervised contrastive 
 SetFit's idea), which the frozen encoder's embeddings did not give the head; the heads are then linear, so they
 cannot over-fit a corpus of a thousand notes. The whole note is read (the encoder averages 128-token windows;
 MiniLM was trained on 128), and the age is a numeric input (one-hot half-year bands and months), so it is never
-cut off. The taxonomy's own descriptions are labelled training rows.
+cut off; with the observation's date it places the child in a school year and a term, which the level follows
+(`school_calendar`). The taxonomy's own descriptions are labelled training rows.
 
 Outputs (in the output folder): `features.json` (vocabularies, idf weights, encoder settings: no pickle),
 `heads.safetensors` (one weight matrix and bias per head over the concatenated features), `encoder/` (the tuned
