@@ -10,6 +10,14 @@ shows PENDING, RUNNING, then SUCCEEDED on successive GETs; a custom job runs "th
 shows a start time once running and an end time once ended, 90 minutes apart (what its cost is reckoned from). A
 batch prediction job (refused without its request file in the bucket, or with requests that are no conversation)
 on success writes an answer line per request in Vertex's output layout, some malformed, some failed (`batch_answer`).
+A batch prediction job of an uploaded model (the project's serving app in its container) is refused without its
+instances file, JSON lines in and out, or the dedicated machines such a model runs on; it answers as the app on
+those machines would: the instances (less the key field) go `batchSize` at a time through the app's own request
+model, a request the app would refuse (422) fails every instance it carries, and the others are answered as an
+endpoint's predict is (`prediction_for`). It shows its start time and half its instances done while running, then
+writes `prediction.results-0000K-of-0000N` ({"key" or "instance", "prediction"}, numbers as doubles, in no promised
+order) and `prediction.errors_stats-00000-of-00001` ({"key" or "instance", "error"}) under
+`prediction-<model>-<time>`, with the completion stats.
 Enums are names, or numbers for a client asking for `enum-encoding=int` (aiplatform does), as the service answers.
 
 It also serves what serving on Vertex uses: models:upload (its files must be in the bucket) and GET of a model,
@@ -30,7 +38,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +87,7 @@ RESPONSE_TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."  # an operatio
 ANSWER_MEAN_LOGPROB, ANSWER_TOKENS = -0.01, 20  # what every Gemini answer reports
 BATCH_OUTPUT = "prediction-model-2026-01-01T00:30:00.000000Z"  # the folder a batch job writes its answers in
 BATCH_MALFORMED_EVERY, BATCH_FAILED_EVERY = 5, 13  # every 5th batch answer is malformed; every 13th request fails
+MODEL_BATCH_SIZE = 64  # Vertex's default batch size for a custom model's batch prediction job
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 DISPLAY_NAME_FILTER = re.compile(r'(?:display_name|displayName)\s*=\s*("(?:[^"\\]|\\.)*")')
@@ -105,6 +114,7 @@ class FakeJob:
     course: list[str]  # the states successive GETs show; the last one stays
     error: dict[str, Any] | None = None  # the google.rpc.Status the job ends with if its course ends FAILED
     gets: int = 0
+    lines: list[dict[str, Any]] | None = None  # a model batch job's output lines, in input order, once worked out
 
     @property
     def state(self) -> str:
@@ -228,13 +238,17 @@ class FakeVertex:
         failure = self.next_failure
         if collection == "tuningJobs":
             self._check_tuning_job(body)
+        elif collection == "batchPredictionJobs" and self._uploaded(body.get("model")):
+            self._check_model_batch_job(body)
         elif collection == "batchPredictionJobs":
             self._check_batch_job(body)
         else:
             self._check_custom_job(body)
             failure = failure or self._trainer_failure(body)
         self.next_failure = ""
-        job = FakeJob({**body, "name": name, "createTime": CREATE_TIME}, list(FAILURE if failure else SUCCESS))
+        # A model batch job is dated now: its progress and the name of its output folder go by its times.
+        created = _now() if collection == "batchPredictionJobs" and self._uploaded(body.get("model")) else CREATE_TIME
+        job = FakeJob({**body, "name": name, "createTime": created}, list(FAILURE if failure else SUCCESS))
         if failure:
             job.error = {"code": 13, "message": failure}
         self.jobs[name] = job
@@ -253,6 +267,8 @@ class FakeVertex:
             shown["error"] = job.error
         if job.state == "JOB_STATE_SUCCEEDED" and "tuningJobs" in name:
             shown |= self._tuned_model(name)
+        if "batchPredictionJobs" in name and self._uploaded(job.resource.get("model")):
+            return shown | self._model_batch_progress(job)
         if job.state == "JOB_STATE_SUCCEEDED" and "batchPredictionJobs" in name:
             shown |= self._batch_output(job)
         return shown
@@ -436,6 +452,10 @@ class FakeVertex:
         )
         return endpoint
 
+    def _uploaded(self, model: Any) -> bool:
+        """Whether a job's model is one uploaded here (a Gemini's is not)."""
+        return str(model or "").partition("@")[0] in self.models
+
     def _taxonomy(self) -> Taxonomy:
         if self.taxonomy is None:
             raise Refused(500, "INTERNAL", "the fake needs a taxonomy (FakeVertex.taxonomy) to predict")
@@ -492,6 +512,38 @@ class FakeVertex:
                     contents = None
                 problem = _contents_problem(contents)
                 _require(not problem, f"{uri}: line {number}: the request {problem}")
+
+    def _check_model_batch_job(self, body: dict[str, Any]) -> None:
+        """A batch prediction job of an uploaded model: JSON lines in and out (what a custom container takes), on the
+        dedicated machines the model supports, its instances in the bucket, each a JSON object with the key field."""
+        _require(body.get("displayName"), "displayName is required")
+        inputs, outputs = body.get("inputConfig") or {}, body.get("outputConfig") or {}
+        _require(inputs.get("instancesFormat") == "jsonl", "inputConfig.instancesFormat must be jsonl for this model")
+        _require(outputs.get("predictionsFormat") == "jsonl", "outputConfig.predictionsFormat must be jsonl")
+        prefix = (outputs.get("gcsDestination") or {}).get("outputUriPrefix", "")
+        _require(str(prefix).startswith("gs://"), "outputConfig.gcsDestination.outputUriPrefix must be a gs:// URI")
+        resources = body.get("dedicatedResources") or {}
+        _require(
+            (resources.get("machineSpec") or {}).get("machineType"),
+            "the model supports DEDICATED_RESOURCES only: dedicatedResources.machineSpec.machineType is required",
+        )
+        starting = int(resources.get("startingReplicaCount", 1))
+        _require(0 < starting <= int(resources.get("maxReplicaCount", 10)), "startingReplicaCount must be 1 to max")
+        for key, value in (body.get("labels") or {}).items():
+            _require(LABEL_KEY.fullmatch(key) and LABEL_VALUE.fullmatch(value), f"invalid label {key}={value!r}")
+        key_field = (body.get("instanceConfig") or {}).get("keyField")
+        uris = (inputs.get("gcsSource") or {}).get("uris")
+        _require(uris, "inputConfig.gcsSource.uris is required")
+        for uri in uris:
+            blob = self._blob(uri)
+            _require(blob.exists(), f"inputConfig.gcsSource: {uri} does not exist")
+            for number, line in enumerate(blob.download_as_text().splitlines(), start=1):
+                try:
+                    instance = json.loads(line)
+                except json.JSONDecodeError:
+                    instance = None
+                _require(isinstance(instance, dict), f"{uri}: line {number} is not a JSON object")
+                _require(not key_field or key_field in instance, f"{uri}: line {number} has no key field {key_field}")
 
     def _gemini_file_problem(self, uri: str) -> str:
         blob = self._blob(uri)
@@ -555,6 +607,71 @@ class FakeVertex:
             "startTime": CREATE_TIME,
             "endTime": "2026-01-01T00:30:00Z",
         }
+
+    def _model_batch_progress(self, job: FakeJob) -> dict[str, Any]:
+        """A model batch job as GET shows it beyond its state: its start time once running (when it was first shown
+        running) with half its instances done, and once it succeeded its output (written once) and end time."""
+        if job.state == "JOB_STATE_RUNNING":
+            job.resource.setdefault("startTime", _now())
+            lines = self._model_batch_lines(job)
+            return {
+                "startTime": job.resource["startTime"],
+                "completionStats": _completion_stats(lines[: len(lines) // 2]),
+            }
+        if job.state in FINISHED:
+            job.resource.setdefault("endTime", _now())
+        if job.state != "JOB_STATE_SUCCEEDED":
+            return {key: job.resource[key] for key in ("startTime", "endTime") if key in job.resource}
+        lines = self._model_batch_lines(job)
+        prefix = job.resource["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
+        model = self.models[str(job.resource["model"]).partition("@")[0]]
+        created = job.resource["createTime"][:23] + "Z"  # to the millisecond, as Vertex names the folder
+        folder = f"{prefix}/prediction-{re.sub(r'[^A-Za-z0-9_-]', '_', model['displayName'])}-{created}"
+        answered = [line for line in lines if "prediction" in line]
+        failed = [line for line in lines if "error" in line]
+        shards = 2 if len(answered) > 1 else 1
+        if not self._blob(f"{folder}/prediction.results-00000-of-{shards:05d}").exists():
+            for shard in range(shards):  # interleaved: the output's order is no promise
+                self._blob(f"{folder}/prediction.results-{shard:05d}-of-{shards:05d}").upload_from_string(
+                    "".join(json.dumps(line) + "\n" for line in answered[shard::shards])
+                )
+            if failed:
+                self._blob(f"{folder}/prediction.errors_stats-00000-of-00001").upload_from_string(
+                    "".join(json.dumps(line) + "\n" for line in failed)
+                )
+        return {
+            "startTime": job.resource["startTime"],
+            "endTime": job.resource["endTime"],
+            "outputInfo": {"gcsOutputDirectory": folder},
+            "completionStats": {**_completion_stats(lines), "incompleteCount": "0"},
+        }
+
+    def _model_batch_lines(self, job: FakeJob) -> list[dict[str, Any]]:
+        """What the serving app on the job's machines answers, one output line per instance in input order: the
+        instances less the key field, `batchSize` at a time through the app's request model; a request it would
+        refuse fails every instance it carries, the others are answered as the endpoint answers (`prediction_for`)."""
+        if job.lines is None:
+            key_field = (job.resource.get("instanceConfig") or {}).get("keyField")
+            size = int((job.resource.get("manualBatchTuningParameters") or {}).get("batchSize") or MODEL_BATCH_SIZE)
+            records = [
+                json.loads(line)
+                for uri in job.resource["inputConfig"]["gcsSource"]["uris"]
+                for line in self._blob(uri).download_as_text().splitlines()
+                if line.strip()
+            ]
+            job.lines = []
+            for start in range(0, len(records), size):
+                batch = records[start : start + size]
+                sent = [{key: value for key, value in record.items() if key != key_field} for record in batch]
+                refusal = _app_refusal(sent)
+                for record, instance in zip(batch, sent):
+                    line: dict[str, Any] = {"key": str(record[key_field])} if key_field else {"instance": instance}
+                    if refusal:
+                        line["error"] = {"status": "INVALID_ARGUMENT", "message": refusal}
+                    else:
+                        line["prediction"] = _as_doubles(self.prediction_for(instance["notes"]))
+                    job.lines.append(line)
+        return job.lines
 
     def _batch_line(self, number: int, request: dict[str, Any]) -> dict[str, Any]:
         line: dict[str, Any] = {"status": "", "processed_time": CREATE_TIME, "request": request}
@@ -626,6 +743,40 @@ def _contents_problem(contents: Any) -> str:
         if not parts or not all(isinstance(p, dict) and ("text" in p or "fileData" in p) for p in parts):
             return "has a content without parts of text or fileData"
     return ""
+
+
+def _app_refusal(instances: list[dict[str, Any]]) -> str:
+    """Why the serving app would refuse a predict request of these instances (its 422), or "": its own request
+    model decides (imported here, not at the top: it brings the model stack, which only these tests need)."""
+    from pydantic import ValidationError
+
+    from obs_platform.serving.app import PredictRequest
+
+    try:
+        PredictRequest.model_validate({"instances": instances})
+    except ValidationError as refused:
+        first = refused.errors()[0]
+        return f"the model server answered 422: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return ""
+
+
+def _as_doubles(value: Any) -> Any:
+    """A JSON value as Vertex writes a prediction it holds as a protobuf Value: every number a double."""
+    if isinstance(value, dict):
+        return {key: _as_doubles(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_doubles(item) for item in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _completion_stats(lines: list[dict[str, Any]]) -> dict[str, str]:
+    """A batch job's completion stats over these output lines (int64 fields travel as strings)."""
+    failed = sum(1 for line in lines if "error" in line)
+    return {"successfulCount": str(len(lines) - failed), "failedCount": str(failed)}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _seconds_after_create_time(seconds: int) -> str:

@@ -551,7 +551,7 @@ def test_gemini_errors_are_the_clients(gemini, fake, settings, eyfs):
 def test_the_vertex_serving_modules_leave_the_sdks_unimported():
     """Dagster loads the definitions in every process: importing these must not import the SDKs."""
     code = (
-        "import sys, obs_platform.cloud.endpoints, obs_platform.cloud.transports; "
+        "import sys, obs_platform.cloud.endpoints, obs_platform.cloud.transports, obs_platform.cloud.model_batch; "
         "print([m for m in ('google.genai', 'google.cloud.aiplatform_v1', 'google.cloud.aiplatform', "
         "'google.api_core', 'google.protobuf') if m in sys.modules])"
     )

@@ -273,16 +273,23 @@ class VertexModelHost:
         self.endpoint_display_name = endpoint_display_name
         self.prices = prices
 
-    def serve(self, version: ModelVersion) -> ServedModel:
+    def model(self, version: ModelVersion) -> tuple[str, bool]:
+        """The version's Vertex Model (its resource name) at its current revision, and whether this call uploaded
+        it: uploaded once per revision, the upload recorded beside the version, so the endpoint and a batch
+        prediction job of the same version run the same Model."""
         revision = registry_revision(self.models, version)
         record = f"{version.folder}/vertex/{revision or 'uncalibrated'}.json"
         if self.models.storage.exists(record):
-            model, uploaded = json.loads(self.models.storage.read_bytes(record))["model"], False
-        else:
-            labels = {"model_version": version.label, "dataset_version": version.dataset_version}
-            environment = {"OBS_PLATFORM_HOME": self.models.storage.root_uri}  # the roster's storage root
-            model, uploaded = self.deployer.upload(version.label, version.uri, labels, environment=environment), True
-            self.models.storage.write_bytes(record, json.dumps({"model": model}).encode())
+            return json.loads(self.models.storage.read_bytes(record))["model"], False
+        labels = {"model_version": version.label, "dataset_version": version.dataset_version}
+        environment = {"OBS_PLATFORM_HOME": self.models.storage.root_uri}  # the roster's storage root
+        model = self.deployer.upload(version.label, version.uri, labels, environment=environment)
+        self.models.storage.write_bytes(record, json.dumps({"model": model}).encode())
+        return model, True
+
+    def serve(self, version: ModelVersion) -> ServedModel:
+        revision = registry_revision(self.models, version)
+        model, uploaded = self.model(version)
         deployment = self.deployer.deploy(model, self.endpoint_display_name)
         now = datetime.now(UTC)
         transport = VertexEndpointTransport(self.deployer.settings, deployment.endpoint)

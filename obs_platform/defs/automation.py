@@ -5,11 +5,13 @@ Chosen over a sensor requesting a `deploy` run because the rule belongs to the a
 serve every new champion"), shows on each asset in the UI with the reason it ran or waited, and needs no code
 that knows the graph. The tuning job itself is left out: on Vertex it costs money, so it starts only from the
 landing sensor, the weekly schedule or a person. The analytics warehouse's tables follow a changed champion through
-a second sensor, in a run of their own.
+a second sensor, in a run of their own (on a bucket: the archive's batch job after the champion, the scored table
+after the job's predictions), wherever the warehouse is configured.
 """
 
 import dagster as dg
 
+from obs_platform.defs.analytics.resources import WarehouseRefused, warehouse_io_manager
 from obs_platform.defs.jobs import ANALYTICS, TUNED_GEMINI_MODEL, TUNED_MODEL
 from obs_platform.settings import Settings
 
@@ -33,8 +35,9 @@ def automation_sensors() -> dg.Definitions:
         description="Runs calibration → evaluation → champion → endpoint when a new tuned model is reported (and "
         "records a tuned Gemini's endpoint).",
     )
-    if settings.home.startswith("gs://"):
-        # The BigQuery warehouse is not built yet: a sensor would request a run bound to fail after every champion.
+    if isinstance(warehouse_io_manager(settings), WarehouseRefused):
+        # No warehouse (a bucket without its BigQuery project): a sensor would request runs bound to fail, and on a
+        # bucket submit a billed batch job, after every champion.
         return dg.Definitions(sensors=[model_automation])
     # The warehouse tables follow the champion in a run of their own: scoring the archive takes a minute or more,
     # which the deploy run (and the endpoint it starts) should not wait for, and a failure there must not fail a

@@ -12,19 +12,27 @@ REFRESH_JOB = "refresh"
 EVALUATE_JOB = "evaluate"
 MONITOR_JOB = "monitor"
 ANALYTICS_JOB = "analytics"
-ANALYTICS = dg.AssetSelection.groups("analytics")  # the warehouse tables: their own run, after the champion
+# The warehouse tables: their own run, after the champion (with what the job-status sensor reports for them).
+ANALYTICS = dg.AssetSelection.groups("analytics", include_sources=True)
 SERVING_MONITOR = dg.AssetKey("serving_monitor")
 
 TUNED_MODEL = dg.AssetKey("tuned_oss_model")
 TUNED_GEMINI_MODEL = dg.AssetKey("tuned_gemini_model")
 
 
+def analytics_run(bucket: bool) -> dg.AssetSelection:
+    """What the `analytics` run builds: locally both tables (the archive scored in process); on a bucket the archive's
+    batch job submitted and the evaluation history (the scored table follows the job's predictions, once the
+    job-status sensor reports them)."""
+    left_out = "scored_observations" if bucket else "archive_batch_job"
+    return ANALYTICS - dg.AssetSelection.assets(left_out, "archive_predictions")  # the sensor reports those
+
+
 @dg.definitions
 def jobs() -> dg.Definitions:
+    settings = Settings.from_env()
     # On Vertex AI the managed Gemini tuning job is submitted beside the open-source one; locally it cannot run.
-    tuning_jobs = (
-        ["oss_tuning_job", "gemini_tuning_job"] if Settings.from_env().backend == "vertex" else ["oss_tuning_job"]
-    )
+    tuning_jobs = ["oss_tuning_job", "gemini_tuning_job"] if settings.backend == "vertex" else ["oss_tuning_job"]
     return dg.Definitions(
         jobs=[
             dg.define_asset_job(
@@ -43,9 +51,10 @@ def jobs() -> dg.Definitions:
             ),
             dg.define_asset_job(
                 ANALYTICS_JOB,
-                selection=ANALYTICS,
+                selection=analytics_run(settings.home.startswith("gs://")),
                 description="The warehouse tables analysts query with SQL: every observation scored by the champion "
-                "and every version's evaluation history. Automation runs it after the champion changes.",
+                "(locally in process; on a bucket its Vertex batch job submitted, the table following the job's "
+                "predictions) and every version's evaluation history. Automation runs it after the champion changes.",
             ),
             dg.define_asset_job(
                 EVALUATE_JOB,

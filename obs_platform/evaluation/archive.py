@@ -2,15 +2,17 @@
 
 `score_archive` runs every canonical observation (its redacted note and the child's age, never a name) through a
 predictor in batches: one row per observation with the educator's tag beside the model's top three, where the
-two disagree. `evaluation_history` flattens every stored evaluation report of every version into one long table
-(version, set, system, level, metric, value), so "how has ELG macro-F1 moved since March" is one query.
+two disagree. `score_answers` builds the same rows from answers got elsewhere, by observation id (a Vertex batch
+prediction job's), and names every observation left without one. `evaluation_history` flattens every stored
+evaluation report of every version into one long table (version, set, system, level, metric, value), so "how has
+ELG macro-F1 moved since March" is one query.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +63,17 @@ HISTORY_LEVELS = ("domain", "attribute", "level", "tags", "calibration")
 Progress = Callable[[int, int, float], None]
 
 
+def archive_instances(observations: pd.DataFrame) -> list[Instance]:
+    """What the model reads of each observation, in order: the redacted note, the child's age and the observation's
+    date (never a name)."""
+    ages = [None if pd.isna(age) else float(age) for age in observations["child_age_months"].tolist()]
+    days = [None if pd.isna(day) else day.date() for day in pd.to_datetime(observations["observation_date"]).tolist()]
+    return [
+        Instance(notes=text, child_age_months=age, observation_date=day)
+        for text, age, day in zip(observations["text"].tolist(), ages, days)
+    ]
+
+
 def score_archive(
     observations: pd.DataFrame,
     predict: Callable[[list[Instance]], list[Prediction]],
@@ -75,23 +88,45 @@ def score_archive(
     first; `given_in_top3`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    texts = observations["text"].tolist()
-    ages = [None if pd.isna(age) else float(age) for age in observations["child_age_months"].tolist()]
-    days = pd.to_datetime(observations["observation_date"])
-    dates = [None if pd.isna(day) else day.date() for day in days.tolist()]
-    total, started = len(texts), time.monotonic()
+    instances = archive_instances(observations)
+    total, started = len(instances), time.monotonic()
     predictions: list[Prediction] = []
     for start in range(0, total, batch_size):
-        batch = [
-            Instance(notes=t, child_age_months=a, observation_date=d)
-            for t, a, d in zip(*(column[start : start + batch_size] for column in (texts, ages, dates)))
-        ]
+        batch = instances[start : start + batch_size]
         answered = predict(batch)
         if len(answered) != len(batch):
             raise ValueError(f"the predictor answered {len(answered)} of a batch of {len(batch)} observations")
         predictions.extend(answered)
         if progress is not None:
             progress(len(predictions), total, time.monotonic() - started)
+    return _scored(observations, predictions, taxonomy, model_version)
+
+
+def score_answers(
+    observations: pd.DataFrame,
+    answers: Mapping[str, Prediction],
+    taxonomy: Taxonomy,
+    model_version: str = "",
+    reasons: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """`score_archive`'s table for the observations `answers` holds a prediction for (by observation id; answers for
+    ids not in `observations` are left out), and every other observation's id with why it has no row: its entry in
+    `reasons` (why the model could not answer it), else that no answer was found for it."""
+    ids = observations["observation_id"].astype(str)
+    answered = ids.isin(list(answers)).to_numpy()
+    unscored = {
+        observation_id: (reasons or {}).get(observation_id) or "no answer for it was found"
+        for observation_id in ids[~answered]
+    }
+    kept = observations[answered]
+    frame = _scored(kept, [answers[i] for i in ids[answered]], taxonomy, model_version)
+    return frame, unscored
+
+
+def _scored(
+    observations: pd.DataFrame, predictions: list[Prediction], taxonomy: Taxonomy, model_version: str
+) -> pd.DataFrame:
+    """The table's rows: each observation's given tag beside its prediction (in the same order)."""
     rows = [
         {**_given(row, taxonomy), **_predicted(prediction), "model_version": model_version}
         for row, prediction in zip(observations.itertuples(index=False), predictions)

@@ -67,8 +67,8 @@ class TrainingSpec:
 @dataclass(frozen=True)
 class TrainingProgress:
     """How far a job has come, as far as its backend can tell: the local backend reads the trainer's progress file
-    (steps of the total, epochs, the latest validation metric); a Vertex job tells only its state, so all it has
-    is the time since it started."""
+    (steps of the total, epochs, the latest validation metric); a Vertex batch prediction job counts the instances
+    it has answered (`unit`); a Vertex tuning job tells only its state, so all it has is the time since it started."""
 
     elapsed: float = 0.0  # seconds since the job started (to its end, for a finished one)
     step: int = 0
@@ -78,6 +78,7 @@ class TrainingProgress:
     metric: str = ""  # the latest validation metric's name ("" before the first evaluation) and value
     value: float | None = None
     seconds_per_step: float = 0.0  # the trainer's pace since it started stepping (0: unknown, elapsed / step)
+    unit: str = "step"  # what a step is: a trainer's optimiser step, or an instance a batch prediction job answered
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,25 @@
 
 A poller (the Dagster job-status sensor, or `obs-platform run` without a daemon) keeps a `JobWatch` of the jobs
 it is waiting for and calls `poll` now and then. A finished job comes back once as a `JobOutcome` (a success is
-registered in the model registry first; registering is idempotent by job id). A backend that cannot be asked
-(`BackendUnavailable`, a network error) only delays the next question, doubling the wait each time; a job open
-longer than its time limit is cancelled and reported EXPIRED. The watch is plain data, so a poller can keep it
-in a cursor and pick up exactly where it stopped after a restart.
+registered in the model registry first; registering is idempotent by job id); a job still open goes, with the
+status its backend just gave, to the poller's `on_open` (to show how far it has come: no second question). A
+backend that cannot be asked (`BackendUnavailable`, a network error) only delays the next question, doubling the
+wait each time; a job open longer than its time limit is cancelled and reported EXPIRED. The watch is plain data,
+so a poller can keep it in a cursor and pick up exactly where it stopped after a restart.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 from obs_platform.training.backend import (
     BackendUnavailable,
     JobError,
     JobState,
+    JobStatus,
     ModelArtifact,
     TuningBackend,
 )
@@ -90,10 +92,12 @@ class JobWatch:
         timeout_seconds: float,
         backoff: Backoff = Backoff(),
         now: float | None = None,
+        on_open: Callable[[WatchedJob, JobStatus], None] | None = None,
     ) -> tuple[list[JobOutcome], list[WatchedJob]]:
         """Ask each job's backend about every job that is due; returns the jobs that ended (and are no longer
-        watched) and those whose backend could not be asked this time. A job of a backend not given (the
-        deployment was switched to another one) stays watched until its backend is given again."""
+        watched) and those whose backend could not be asked this time; each job still open goes to `on_open` with
+        its status. A job of a backend not given (the deployment was switched to another one) stays watched until
+        its backend is given again."""
         now = time.time() if now is None else now
         ended, unavailable = [], []
         for job in list(self.jobs.values()):
@@ -109,8 +113,10 @@ class JobWatch:
                 )
                 unavailable.append(self.jobs[job.job_id])
                 continue
-            if outcome is None:
+            if isinstance(outcome, JobStatus):
                 self.jobs[job.job_id] = replace(job, unavailable=0, next_poll_at=0.0, last_error="")
+                if on_open is not None:
+                    on_open(self.jobs[job.job_id], outcome)
             else:
                 del self.jobs[job.job_id]
                 ended.append(outcome)
@@ -130,15 +136,15 @@ class JobWatch:
 
 def _ask(
     backend: TuningBackend, registry: ModelRegistry, job: WatchedJob, timeout_seconds: float, now: float
-) -> JobOutcome | None:
-    """The job's outcome if it ended (a success registered first), None while it runs."""
+) -> JobOutcome | JobStatus:
+    """The job's outcome if it ended (a success registered first), its status while it runs."""
     try:
         status = backend.status(job.job_id)
     except JobError as exc:  # the backend has no such job (its records were wiped): it will never end
         return JobOutcome(job, JobState.FAILED, f"the {backend.name} backend has no record of the job: {exc}")
     if not status.state.finished:
         if now - job.submitted_at <= timeout_seconds:
-            return None
+            return status
         backend.cancel(job.job_id)
         return JobOutcome(job, JobState.EXPIRED, f"still {status.state.value} after {timeout_seconds:.0f} s: cancelled")
     if status.state is not JobState.SUCCEEDED:

@@ -36,7 +36,7 @@ def progress_bar(progress: TrainingProgress, state: str = JobState.RUNNING, widt
     parts = [f"[{'#' * filled}{'-' * (width - filled)}]", f"{done * 100 // total}%"]
     if progress.epochs:
         parts.append(f"epoch {progress.epoch}/{progress.epochs}")
-    parts.append(f"step {progress.step}/{total}")
+    parts.append(f"{progress.unit} {progress.step}/{total}")
     if progress.metric and progress.value is not None:
         parts.append(f"valid {metric_label(progress.metric)} {progress.value:.3f}")
     pace = progress.seconds_per_step or (progress.elapsed / done if done else 0.0)

@@ -2,31 +2,59 @@
 the warehouse analysts query with SQL (locally DuckDB, `<OBS_PLATFORM_HOME>/warehouse.duckdb`, schema `analytics`;
 or BigQuery, `OBS_PLATFORM_WAREHOUSE=bigquery`, the default for a bucket).
 
-Both follow the champion: its automation sensor (`analytics_automation`) requests them after `champion_model`
-materialises, in a run of their own, so the deploy run does not wait for ~1,600 notes to be scored."""
+Both follow the champion: their automation sensor (`analytics_automation`) requests them after `champion_model`
+materialises, in a run of their own, so the deploy run does not wait for ~1,600 notes to be scored.
+
+One graph for both deployments; what follows what differs (`deployment_assets`). Locally `scored_observations`
+runs the champion itself, through the endpoint's predictor in batches. On a bucket the archive is scored on Vertex
+AI, submit then sense as the Gemini evaluation is: `archive_batch_job` submits a batch prediction job of the
+champion's Vertex Model (the one its endpoint serves) over the redacted notes and returns; `tuning_job_sensor`
+polls it, logging a progress bar with an ETA, and reports `archive_predictions` when it succeeds; the same table is
+then built from the job's answers (the table follows the predictions there, not the champion), and every
+observation left without an answer is counted and named.
+"""
 
 import time
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
+from obs_platform.cloud.endpoints import VertexModelHost
+from obs_platform.cloud.model_batch import (
+    INSTANCES_FILE,
+    OUTPUT_FOLDER,
+    VertexModelBatchBackend,
+    instances_jsonl,
+    newest_answered,
+)
+from obs_platform.cloud.vertex import VertexConfigError, label_value
 from obs_platform.data.reports import markdown_preview
 from obs_platform.defs.analytics.resources import AnalyticsResource
 from obs_platform.defs.automation import AFTER_NEW_MODELS
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import champion_model, evaluation_workspace
 from obs_platform.defs.evaluation.resources import EvaluationResource
+from obs_platform.defs.serving.resources import ServingResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
+from obs_platform.evaluation.archive import archive_instances, score_answers, score_archive
 from obs_platform.evaluation.archive import evaluation_history as history_table
-from obs_platform.evaluation.archive import score_archive
-from obs_platform.storage import LocalStorage
+from obs_platform.settings import Settings
+from obs_platform.storage import LocalStorage, Storage
 from obs_platform.training.backend import TrainingProgress
 from obs_platform.training.progress import progress_bar
-from obs_platform.training.registry import GEMINI_MODEL, OSS_MODEL, OSS_SFT_MODEL
+from obs_platform.training.registry import GEMINI_MODEL, OSS_MODEL, OSS_SFT_MODEL, ModelRegistry, ModelVersion
 
 GROUP = "analytics"
 WAREHOUSE = "warehouse_io_manager"
 DISAGREEMENT_COLUMNS = ["observation_id", "given_elg", "top1_elg", "confidence"]
+ARCHIVE_BACKEND = VertexModelBatchBackend.name
+ARCHIVE_FOLDER = "archive"  # under the champion's version folder: one sub-folder per batch job submitted
+UNSCORED_SHOWN = 20  # observations without a row listed in the metadata (all are counted)
+# Other definition modules name these assets by key: a module without a `@dg.definitions` function hands Dagster
+# every definition it holds, and a bucket's copies of the assets (`deployment_assets`) are other objects.
+ARCHIVE_BATCH_JOB = dg.AssetKey("archive_batch_job")
+ARCHIVE_PREDICTIONS = dg.AssetKey("archive_predictions")
 
 
 class ProgressLog:
@@ -40,16 +68,106 @@ class ProgressLog:
             return
         self.last = time.monotonic()
         rate = done / elapsed if elapsed > 0 else 0.0
-        bar = progress_bar(TrainingProgress(elapsed=elapsed, step=done, total_steps=total))
-        self.log.info(f"scoring {bar.replace('step ', 'observations ')} ({rate:.1f} observations/s)")
+        bar = progress_bar(TrainingProgress(elapsed=elapsed, step=done, total_steps=total, unit="observations"))
+        self.log.info(f"scoring {bar} ({rate:.1f} observations/s)")
+
+
+def _champion(models: ModelRegistry, tuning: TuningBackendResource) -> ModelVersion:
+    champion = models.champion(tuning.model_name)
+    if champion is None:
+        raise dg.Failure(f"{tuning.model_name} has no champion yet: `champion_model` promotes one")
+    return champion
+
+
+def archive_folder(version: ModelVersion) -> str:
+    """Where a version's batch jobs over the archive keep their instances and answers (a folder per submission)."""
+    return f"{version.folder}/{ARCHIVE_FOLDER}"
+
+
+@dg.asset(group_name=GROUP, deps=[champion_model], kinds={"googlecloud"})
+def archive_batch_job(
+    context: dg.AssetExecutionContext,
+    redacted_observations: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    registry: ModelRegistryResource,
+    tuning: TuningBackendResource,
+    serving: ServingResource,
+    analytics: AnalyticsResource,
+) -> dg.MaterializeResult:
+    """A Vertex AI batch prediction job of the champion over every redacted observation (a bucket deployment's way
+    of scoring the archive): the instances (the redacted note, the age and the date, keyed by observation id; no name) are
+    written to the bucket, the job is submitted on the champion's Vertex Model (uploaded once per revision, as its
+    endpoint serves it) and this returns at once. `tuning_job_sensor` polls it and reports `archive_predictions`."""
+    home, models = storage.client(), registry.registry()
+    if isinstance(home, LocalStorage):
+        raise dg.Failure(
+            f"a local OBS_PLATFORM_HOME ({home.root_uri}) has no batch job to submit: `scored_observations` scores "
+            "the archive in process there"
+        )
+    champion = _champion(models, tuning)
+    host = serving.host(storage, taxonomy, models)
+    if not isinstance(host, VertexModelHost):
+        raise dg.Failure("scoring the archive on Vertex AI needs OBS_PLATFORM_BACKEND=vertex")
+    try:
+        model, uploaded = host.model(champion)
+        backend = tuning.archive_backend()
+    except VertexConfigError as exc:
+        raise dg.Failure(str(exc)) from exc
+    ids = redacted_observations["observation_id"].astype(str).tolist()
+    submission = f"{archive_folder(champion)}/{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"  # the newest sorts last
+    home.write_bytes(f"{submission}/{INSTANCES_FILE}", instances_jsonl(ids, archive_instances(redacted_observations)))
+    job_id = backend.submit(
+        model=model,
+        instances_uri=home.uri(f"{submission}/{INSTANCES_FILE}"),
+        output_uri=home.uri(f"{submission}/{OUTPUT_FOLDER}"),
+        display_name=f"obs-platform-archive-{champion.name}-v{champion.version}",
+        labels={"model_version": label_value(champion.label)},
+        instances=len(ids),
+        batch_size=analytics.batch_size,
+    )
+    context.log.info(f"submitted batch prediction job {job_id}: {len(ids)} observations to {champion.label}")
+    return dg.MaterializeResult(
+        metadata={
+            "outcome": "submitted",
+            "job_id": job_id,
+            "backend": ARCHIVE_BACKEND,
+            "submitted_at": time.time(),
+            "model_name": "",  # the sensor registers no model for this job: its result is answers
+            "model_version": champion.label,
+            "dataset_version": champion.dataset_version,
+            "instances": len(ids),
+            "spec": dg.MetadataValue.json(
+                {"model_version": champion.label, "dataset_version": champion.dataset_version, "instances": len(ids)}
+            ),
+            "vertex_model": model,
+            "uploaded": uploaded,
+            "instances_uri": dg.MetadataValue.path(home.uri(f"{submission}/{INSTANCES_FILE}")),
+        }
+    )
+
+
+archive_predictions = dg.AssetSpec(
+    ARCHIVE_PREDICTIONS,
+    deps=[archive_batch_job],
+    group_name=GROUP,
+    kinds={"googlecloud"},
+    description="The champion's answers for the archive, from a batch prediction job, in the bucket in Vertex's "
+    "output layout. Never executed by Dagster: `tuning_job_sensor` records it when the batch job succeeds.",
+)
+
+# Locally the table follows the champion (the batch job's predictions never come); on a bucket it follows the
+# predictions alone (scored on the champion's change, it would read the previous champion's answers).
+SCORED_LOCALLY = AFTER_NEW_MODELS.ignore(dg.AssetSelection.assets(ARCHIVE_PREDICTIONS))
+SCORED_FROM_PREDICTIONS = AFTER_NEW_MODELS.ignore(dg.AssetSelection.assets(champion_model))
 
 
 @dg.asset(
     group_name=GROUP,
-    deps=[champion_model],
+    deps=[champion_model, archive_predictions],
     kinds={"duckdb", "pytorch"},
     io_manager_key=WAREHOUSE,
-    automation_condition=AFTER_NEW_MODELS,  # refreshed when the champion changes, not for new data alone
+    automation_condition=SCORED_LOCALLY,  # a bucket's: SCORED_FROM_PREDICTIONS (`deployment_assets`)
 )
 def scored_observations(
     context: dg.AssetExecutionContext,
@@ -63,39 +181,23 @@ def scored_observations(
 ) -> dg.Output[pd.DataFrame]:
     """The champion's suggestions for every canonical observation (redacted notes and ages; no names): the
     educator's primary tag beside the model's top three ELGs, its level and confidence, and whether the two agree.
-    Scored locally through the endpoint's predictor, in batches."""
-    if not isinstance(storage.client(), LocalStorage):
-        raise dg.Failure(
-            f"scoring the archive needs a local OBS_PLATFORM_HOME, not {storage.root_uri}: a bucket deployment "
-            "would score it with a Vertex batch prediction job, which is not built yet"
+    Locally scored through the endpoint's predictor, in batches; on a bucket read from the champion's batch
+    prediction job (`archive_predictions`), each observation the job gave no answer named with why."""
+    models, home = registry.registry(), storage.client()
+    champion = _champion(models, tuning)
+    if isinstance(home, LocalStorage):
+        scored, facts = _scored_in_process(
+            context, redacted_observations, storage, taxonomy, evaluation, analytics, models, champion
         )
-    from obs_platform.serving.predictor import load_predictor  # torch: only when the asset runs
-
-    models = registry.registry()
-    champion = models.champion(tuning.model_name)
-    if champion is None:
-        raise dg.Failure(f"{tuning.model_name} has no champion yet: `champion_model` promotes one")
-    model_dir = models.local_files(champion, evaluation_workspace(storage, evaluation) / "models")
-    predictor = load_predictor(model_dir, taxonomy.load(), runtime=analytics.runtime)  # type: ignore[arg-type]
-    started = time.monotonic()
-    scored = score_archive(
-        redacted_observations,
-        predictor.predict,
-        taxonomy.load(),
-        batch_size=analytics.batch_size,
-        progress=ProgressLog(context.log, analytics.progress_every_seconds),
-        model_version=champion.label,
-    )
-    seconds = time.monotonic() - started
+    else:
+        scored, facts = _scored_from_predictions(context, redacted_observations, home, taxonomy, champion)
     disagreements = scored[~scored["agrees"]].sort_values("confidence", ascending=False)
     return dg.Output(
         scored,
         metadata={
             "dagster/row_count": len(scored),
             "model_version": champion.label,
-            "runtime": analytics.runtime,
-            "seconds": round(seconds, 1),
-            "observations_per_second": round(len(scored) / seconds, 1) if seconds > 0 else None,
+            **facts,
             "agreement": round(float(scored["agrees"].mean()), 4) if len(scored) else None,
             "top3_agreement": round(float(scored["given_in_top3"].mean()), 4) if len(scored) else None,
             "confident_disagreements": dg.MetadataValue.md(
@@ -103,6 +205,87 @@ def scored_observations(
             ),
         },
     )
+
+
+def _scored_in_process(
+    context: dg.AssetExecutionContext,
+    observations: pd.DataFrame,
+    storage: StorageResource,
+    taxonomy: TaxonomyResource,
+    evaluation: EvaluationResource,
+    analytics: AnalyticsResource,
+    models: ModelRegistry,
+    champion: ModelVersion,
+) -> tuple[pd.DataFrame, dict]:
+    from obs_platform.serving.predictor import load_predictor  # torch: only when the asset runs
+
+    model_dir = models.local_files(champion, evaluation_workspace(storage, evaluation) / "models")
+    predictor = load_predictor(model_dir, taxonomy.load(), runtime=analytics.runtime)  # type: ignore[arg-type]
+    started = time.monotonic()
+    scored = score_archive(
+        observations,
+        predictor.predict,
+        taxonomy.load(),
+        batch_size=analytics.batch_size,
+        progress=ProgressLog(context.log, analytics.progress_every_seconds),
+        model_version=champion.label,
+    )
+    seconds = time.monotonic() - started
+    return scored, {
+        "runtime": analytics.runtime,
+        "seconds": round(seconds, 1),
+        "observations_per_second": round(len(scored) / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _scored_from_predictions(
+    context: dg.AssetExecutionContext,
+    observations: pd.DataFrame,
+    home: Storage,
+    taxonomy: TaxonomyResource,
+    champion: ModelVersion,
+) -> tuple[pd.DataFrame, dict]:
+    folder = archive_folder(champion)
+    submission = newest_answered(home, folder)
+    if submission is None:
+        raise dg.Failure(
+            f"no batch prediction job of {champion.label} has answered the archive yet (nothing under "
+            f"{home.uri(folder)}): `archive_batch_job` submits one after each new champion, `tuning_job_sensor` "
+            "reports `archive_predictions` when it succeeds, and this table follows"
+        )
+    ids = observations["observation_id"].astype(str).tolist()
+    scored, unscored = score_answers(
+        observations,
+        submission.output.answers,
+        taxonomy.load(),
+        model_version=champion.label,
+        reasons=submission.reasons(ids),
+    )
+    if scored.empty:
+        raise dg.Failure(
+            f"the batch job under {home.uri(submission.folder)} answered none of the {len(ids)} observations: "
+            + "; ".join(list(dict.fromkeys(unscored.values()))[:3])
+        )
+    if unscored:
+        context.log.warning(
+            f"{len(unscored)} of {len(ids)} observations have no row (no answer from the batch job): "
+            + ", ".join(list(unscored)[:UNSCORED_SHOWN])
+            + (" …" if len(unscored) > UNSCORED_SHOWN else "")
+        )
+    shown = pd.DataFrame({"observation_id": list(unscored), "reason": list(unscored.values())})
+    return scored, {
+        "scored_by": "Vertex AI batch prediction job",
+        "batch_output": dg.MetadataValue.path(home.uri(submission.output_files[0].rsplit("/", 1)[0])),
+        "submitted": len(submission.submitted),
+        "failed_instances": len(submission.output.failed),
+        "unreadable_lines": submission.output.unreadable,
+        "unscored": len(unscored),
+        "unscored_observations": dg.MetadataValue.md(
+            markdown_preview(shown, ["observation_id", "reason"], rows=UNSCORED_SHOWN, width=120)
+            if unscored
+            else "every observation scored"
+        ),
+    }
 
 
 @dg.asset(
@@ -124,3 +307,24 @@ def evaluation_history(registry: ModelRegistryResource) -> dg.Output[pd.DataFram
             "reports": int(history.groupby(["model_version", "data_key", "calibration"]).ngroups),
         },
     )
+
+
+def deployment_assets(bucket: bool) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """The analytics assets as a deployment runs them. Locally the batch job is never requested (the table is scored
+    in process after the champion changes); on a bucket the job is submitted after the champion changes and the
+    table follows its predictions."""
+    if not bucket:
+        return [archive_batch_job, archive_predictions, scored_observations, evaluation_history]
+    return [
+        archive_batch_job.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=AFTER_NEW_MODELS)),
+        archive_predictions,
+        scored_observations.map_asset_specs(
+            lambda spec: spec.replace_attributes(automation_condition=SCORED_FROM_PREDICTIONS)
+        ),
+        evaluation_history,
+    ]
+
+
+@dg.definitions
+def analytics_assets() -> dg.Definitions:
+    return dg.Definitions(assets=deployment_assets(Settings.from_env().home.startswith("gs://")))

@@ -17,6 +17,7 @@ from obs_platform.training.registry import ModelRegistry, oss_model_name
 
 if TYPE_CHECKING:
     from obs_platform.cloud.gemini_batch import GeminiBatchBackend
+    from obs_platform.cloud.model_batch import VertexModelBatchBackend
 
 
 class TuningBackendResource(dg.ConfigurableResource):
@@ -68,11 +69,17 @@ class TuningBackendResource(dg.ConfigurableResource):
 
         return GeminiBatchBackend(self.vertex.settings())
 
+    def archive_backend(self) -> "VertexModelBatchBackend":
+        """Batch prediction jobs of an uploaded open-source model (the archive scored): on Vertex AI only."""
+        from obs_platform.cloud.model_batch import VertexModelBatchBackend
+
+        return VertexModelBatchBackend(self.vertex.settings())
+
     def backends(self, storage: StorageResource) -> dict[str, TuningBackend]:
         """Every backend this deployment's jobs may run on, by name: what the job-status sensor polls."""
         found = [self.backend(storage)]
         if self.kind == "vertex":
-            found += [self.gemini_backend(), self.batch_backend()]
+            found += [self.gemini_backend(), self.batch_backend(), self.archive_backend()]
         return {backend.name: backend for backend in found}
 
     @property

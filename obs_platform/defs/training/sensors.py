@@ -17,6 +17,7 @@ import time
 
 import dagster as dg
 
+from obs_platform.defs.analytics.assets import ARCHIVE_BATCH_JOB, ARCHIVE_PREDICTIONS
 from obs_platform.defs.data.resources import StorageResource
 from obs_platform.defs.evaluation.gemini import gemini_batch_job, gemini_predictions
 from obs_platform.defs.event_log import latest_materialization_metadata, materializations_after, recent_observations
@@ -29,8 +30,9 @@ from obs_platform.defs.training.assets import (
 )
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.settings import Settings
-from obs_platform.training.backend import JobState
+from obs_platform.training.backend import JobState, JobStatus
 from obs_platform.training.monitor import Backoff, JobOutcome, JobWatch, WatchedJob
+from obs_platform.training.progress import status_line
 from obs_platform.training.registry import TUNED, ModelRegistry
 
 SENSOR_NAME = "tuning_job_sensor"
@@ -39,6 +41,7 @@ TRACKS = {
     oss_tuning_job.key: tuned_oss_model.key,
     gemini_tuning_job.key: tuned_gemini_model.key,
     gemini_batch_job.key: gemini_predictions.key,  # a batch job's result is answers, not a model
+    ARCHIVE_BATCH_JOB: ARCHIVE_PREDICTIONS,
 }
 READ_PER_TICK = 100  # new tuning-job events read per tick; more wait for the next one
 OUTCOMES_REMEMBERED = 500  # how far back a tick looks for outcomes it already reported
@@ -56,11 +59,12 @@ def tuning_job_sensor(
     tuning: TuningBackendResource,
     registry: ModelRegistryResource,
 ) -> dg.SensorResult:
-    """Polls the open tuning jobs of every backend, and the Gemini batch prediction jobs; reports a success as a
-    materialisation of what the job produced (`tuned_oss_model`, `tuned_gemini_model`, `gemini_predictions`) with
-    the job's metrics, and every ending (succeeded, failed with the trainer's last log lines, cancelled, expired)
-    as an observation of the job's asset. An unreachable backend is asked again later, waiting twice as long each
-    time."""
+    """Polls the open tuning jobs of every backend, and the batch prediction jobs (the Gemini evaluation's, the
+    archive's); logs how far each open job has come (a bar with an ETA where its backend counts steps or
+    instances); reports a success as a materialisation of what the job produced (`tuned_oss_model`,
+    `tuned_gemini_model`, `gemini_predictions`, `archive_predictions`) with the job's metrics, and every ending
+    (succeeded, failed with the trainer's last log lines, cancelled, expired) as an observation of the job's asset.
+    An unreachable backend is asked again later, waiting twice as long each time."""
     watch = JobWatch.from_cursor(context.cursor)
     models = registry.registry()
     events: list[dg.AssetMaterialization | dg.AssetObservation] = []
@@ -69,8 +73,16 @@ def tuning_job_sensor(
             events += _reused(context.instance, models, TRACKS[job_key], requested)
         elif "job_id" in requested:
             watch.add(_watched(job_key, requested))
+
+    def progress(job: WatchedJob, status: JobStatus) -> None:
+        context.log.info(f"{job.backend} job {job.job_id}: {status_line(status, time.time() - job.submitted_at)}")
+
     ended, unavailable = watch.poll(
-        tuning.backends(storage), models, timeout_seconds=tuning.timeout_seconds, backoff=Backoff()
+        tuning.backends(storage),
+        models,
+        timeout_seconds=tuning.timeout_seconds,
+        backoff=Backoff(),
+        on_open=progress,
     )
     for job in unavailable:
         context.log.warning(
@@ -189,8 +201,9 @@ def _ended(models: ModelRegistry, outcome: JobOutcome) -> list[dg.AssetMateriali
 
 
 def _spec_facts(spec: dict) -> dict:
-    """What a batch job answered for (the model version and evaluation data it was submitted with)."""
-    return {key: str(spec[key]) for key in ("model_version", "data_key") if key in spec}
+    """What a batch job answered for (the model version, and the evaluation data or the number of instances it was
+    submitted with)."""
+    return {key: str(spec[key]) for key in ("model_version", "data_key", "instances") if key in spec}
 
 
 def _cost_metadata(cost: dict) -> dict:
