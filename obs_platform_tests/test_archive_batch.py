@@ -107,7 +107,8 @@ def test_a_batch_job_of_an_uploaded_model_answers_as_its_endpoint_would(
     assert created["manualBatchTuningParameters"] == {"batchSize": 4}
     assert created["labels"] == {"d": "1", "instances": "10"}
     lines = [json.loads(line) for line in storage_from_uri(folder).read_bytes(INSTANCES_FILE).splitlines()]
-    assert {key for line in lines for key in line} == {"observation_id", "notes", "child_age_months"}  # no name
+    keys = {"observation_id", "notes", "child_age_months", "observation_date"}
+    assert {key for line in lines for key in line} == keys  # no name
 
     pending, running, succeeded = (backend.status(job) for _ in range(3))
     assert (pending.state, running.state, succeeded.state) == (JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED)

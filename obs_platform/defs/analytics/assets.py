@@ -96,9 +96,10 @@ def archive_batch_job(
     analytics: AnalyticsResource,
 ) -> dg.MaterializeResult:
     """A Vertex AI batch prediction job of the champion over every redacted observation (a bucket deployment's way
-    of scoring the archive): the instances (the redacted note, the age and the date, keyed by observation id; no name) are
-    written to the bucket, the job is submitted on the champion's Vertex Model (uploaded once per revision, as its
-    endpoint serves it) and this returns at once. `tuning_job_sensor` polls it and reports `archive_predictions`."""
+    of scoring the archive): the instances (the redacted note, the age and the date, keyed by observation id; no
+    name) are written to the bucket, the job is submitted on the champion's Vertex Model (uploaded once per
+    revision, as its endpoint serves it) and this returns at once. `tuning_job_sensor` polls it and reports
+    `archive_predictions`."""
     home, models = storage.client(), registry.registry()
     if isinstance(home, LocalStorage):
         raise dg.Failure(
