@@ -2,8 +2,8 @@
 Model (the one its endpoint serves, `VertexModelHost.model`), through aiplatform's generated job client as custom
 jobs are (vertex.py says why not `aiplatform.Model.batch_predict`).
 
-A submission is a folder in the bucket holding `instances.jsonl`: one line per observation, the redacted note and the
-child's age as the serving app's predict route takes them, and the observation's id in `observation_id`, the job's
+A submission is a folder in the bucket holding `instances.jsonl`: one line per observation, the redacted note, the
+child's age and the observation's date as the serving app's predict route takes them, and the observation's id in `observation_id`, the job's
 key field (`instanceConfig.keyField`): Vertex leaves it out of what it sends the model and writes it back beside the
 answer. Vertex starts the serving image on its own machines and sends it the instances `batch_size` at a time in the
 predict route's shape (`{"instances": [...]}`, as an endpoint would; at most the app's 64 a request), then writes,
