@@ -80,6 +80,10 @@ def test_cli_endpoint_commands_without_a_model(monkeypatch, tmp_path):
     started = runner.invoke(app, ["endpoint", "start"])
     assert started.exit_code == 1 and "run `obs-platform run` to train one" in started.output
     assert "no endpoint is running" in runner.invoke(app, ["classify", "Sang a song"]).output
+    dated = runner.invoke(app, ["classify", "Sang a song", "--age-months", "52", "--date", "2026-06-12"])
+    assert "no endpoint is running" in dated.output
+    misdated = runner.invoke(app, ["classify", "Sang a song", "--date", "12/06/2026"])
+    assert misdated.exit_code == 2 and "--date" in misdated.output
     assert runner.invoke(app, ["endpoint", "stop"]).output.strip() == "no endpoint was running"
 
 
