@@ -7,8 +7,7 @@ child's age and the observation's date as the serving app's predict route takes 
 `observation_id`, the job's key field (`instanceConfig.keyField`): Vertex leaves it out of what it sends the model
 and writes it back beside the answer. Vertex starts the serving image on its own machines and sends it the instances
 `batch_size` at a time in the predict route's shape (`{"instances": [...]}`, as an endpoint would; at most the app's
-64 a request), then writes,
-under `<submission>/output/prediction-<model>-<time>/`:
+64 a request), then writes, under `<submission>/output/prediction-<model>-<time>/`:
 
 - `prediction.results-0000K-of-0000N`: `{"key": <id>, "prediction": <the app's prediction>}`, one line per answer;
 - `prediction.errors_stats-0000K-of-0000N`: `{"key": <id>, "error": {"status" or "code", "message"}}` for each
