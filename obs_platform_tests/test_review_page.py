@@ -3,6 +3,7 @@ an educator would use it: a wrong token refused, a note classified, a suggestion
 to an ELG picked from the taxonomy, and both notes in the landing area. And the label space the page reads,
 `GET /v1/taxonomy`: behind the token, every attribute with its levels, 501 without a taxonomy."""
 
+import datetime as dt
 import json
 from dataclasses import replace
 
@@ -142,8 +143,11 @@ def test_an_educator_accepts_and_corrects_on_a_phone(review_endpoint, tmp_path, 
 
             # The second: Tab to Classify and Enter; another ELG picked, its level, sent with the space bar.
             page.keyboard.type(NOTES[1])
-            for _ in range(3):  # the age, the name (both kept), the button
+            # The age, the name and the date (all kept; Chromium tabs through a date's fields one by one), the button.
+            for _ in range(8):
                 page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement.id") == "classify":
+                    break
             expect(page.get_by_role("button", name="Classify")).to_be_focused()
             page.keyboard.press("Enter")
             expect(suggestions).to_have_count(3)
@@ -180,4 +184,5 @@ def test_an_educator_accepts_and_corrects_on_a_phone(review_endpoint, tmp_path, 
         (NOTES[1], corrected_to.id, corrected_to.label_levels[-1].title),
     ]
     assert {(r["childAgeMonths"], r["childName"]) for r in records} == {(40, "Amara")}  # as they were sent
+    assert {r["observationDate"] for r in records} == {dt.date.today().isoformat()}  # the page's default: today
     assert store.counts() == {"accepted": 1, "corrected": 1, "none_of_these": 1}

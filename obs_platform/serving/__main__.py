@@ -119,7 +119,13 @@ def main(argv: list[str] | None = None) -> None:
         "validation_metrics": manifest.get("metrics"),
         "labels": {name: len(values) for name, values in labels.items()},
         "roster_people": len(roster) if roster else 0,
-        "inputs": {"notes": True, "child_age_months": True, "child_name": "redaction only", "image_uri": False},
+        "inputs": {
+            "notes": True,
+            "child_age_months": True,
+            "observation_date": True,
+            "child_name": "redaction only",
+            "image_uri": False,
+        },
         "note": "text-only model: image_uri is validated and accepted, not used",
     }
     batching = BatchingSettings.from_env()
