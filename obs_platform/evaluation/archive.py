@@ -1,11 +1,11 @@
 """The archive scored by the champion, and every version's evaluation, as tables for analysts.
 
-`score_archive` runs every canonical observation (its redacted note and the child's age, never a name) through a
-predictor in batches: one row per observation with the educator's tag beside the model's top three, where the
-two disagree. `score_answers` builds the same rows from answers got elsewhere, by observation id (a Vertex batch
+`score_archive` runs every canonical observation (its redacted note, the child's age and the date, never a name)
+through a predictor in batches: one row per observation with the educator's tag beside the model's top three, where
+the two disagree. `score_answers` builds the same rows from answers got elsewhere, by observation id (a Vertex batch
 prediction job's), and names every observation left without one. `evaluation_history` flattens every stored
-evaluation report of every version into one long table (version, set, system, level, metric, value), so "how has
-ELG macro-F1 moved since March" is one query.
+evaluation report of every version into one long table (version, set, system, level, metric, value), so "how has ELG
+macro-F1 moved since March" is one query.
 """
 
 from __future__ import annotations
