@@ -53,6 +53,7 @@ from obs_platform.taxonomy import Label
 if TYPE_CHECKING:  # imported by the fixture: conftest imports this module for every test session
     from google.cloud import storage
 
+    from obs_platform.cloud.vertex import VertexSettings
     from obs_platform.taxonomy import Taxonomy
 
 PROJECT_NUMBER = "271828182845"  # Vertex names the resources it creates by project number, not id
@@ -865,3 +866,34 @@ def fake_vertex(gcs_emulator: str) -> Iterator[FakeVertex]:
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+SERVING_IMAGE = "europe-west2-docker.pkg.dev/obs-proj/obs/obs-serving:test"
+TRAINER_IMAGE = "europe-west2-docker.pkg.dev/obs-proj/obs/obs-trainer:test"
+
+
+def fake_settings(fake: FakeVertex, gcs_emulator: str) -> VertexSettings:
+    """Vertex settings for the project the fake serves, staging in the GCS emulator's bucket."""
+    from obs_platform.cloud.vertex import VertexSettings
+
+    return VertexSettings(
+        project="obs-proj",
+        region="europe-west2",
+        staging_bucket=f"gs://{gcs_emulator}/vertex",
+        trainer_image_uri=TRAINER_IMAGE,
+        api_endpoint=fake.url,
+        serving_image_uri=SERVING_IMAGE,
+    )
+
+
+def fake_environment(fake: FakeVertex, bucket: str) -> dict[str, str]:
+    """The variables of a Vertex deployment on the fake, as `Settings.from_env` reads them (`bucket`: its staging)."""
+    return {
+        "OBS_PLATFORM_BACKEND": "vertex",
+        "OBS_PLATFORM_VERTEX_PROJECT": "obs-proj",
+        "OBS_PLATFORM_VERTEX_REGION": "europe-west2",
+        "OBS_PLATFORM_VERTEX_BUCKET": bucket,
+        "OBS_PLATFORM_VERTEX_TRAINER_IMAGE": TRAINER_IMAGE,
+        "OBS_PLATFORM_VERTEX_SERVING_IMAGE": SERVING_IMAGE,
+        "OBS_PLATFORM_VERTEX_API_ENDPOINT": fake.url,
+    }

@@ -21,6 +21,7 @@ from obs_platform.cloud.endpoints import VertexModelDeployer
 from obs_platform.cloud.model_batch import (
     INSTANCES_FILE,
     MAX_BATCH_SIZE,
+    BatchJobRequest,
     VertexModelBatchBackend,
     instances_jsonl,
     newest_answered,
@@ -38,15 +39,13 @@ from obs_platform.storage import storage_from_uri
 from obs_platform.training.backend import JobError, JobState, ModelArtifact
 from obs_platform.training.registry import OSS_MODEL, ModelRegistry
 
-from .fake_vertex import FakeVertex
+from .fake_vertex import FakeVertex, fake_environment, fake_settings
 from .test_analytics import sample
 from .test_asset_graph import condition_text
 from .test_data_assets import load_defs, metadata
 
 pytest.importorskip("google.cloud.storage")
 aiplatform = pytest.importorskip("google.cloud.aiplatform_v1")
-
-SERVING_IMAGE = "europe-west2-docker.pkg.dev/obs-proj/obs/obs-serving:test"
 
 
 def answered_as_the_fake(fake: FakeVertex):
@@ -62,14 +61,7 @@ def answered_as_the_fake(fake: FakeVertex):
 @pytest.fixture
 def settings(fake_vertex: FakeVertex, gcs_emulator: str, eyfs) -> VertexSettings:
     fake_vertex.taxonomy = eyfs
-    return VertexSettings(
-        project="obs-proj",
-        region="europe-west2",
-        staging_bucket=f"gs://{gcs_emulator}/vertex",
-        trainer_image_uri="europe-west2-docker.pkg.dev/obs-proj/obs/obs-trainer:test",
-        api_endpoint=fake_vertex.url,
-        serving_image_uri=SERVING_IMAGE,
-    )
+    return fake_settings(fake_vertex, gcs_emulator)
 
 
 @pytest.fixture
@@ -93,7 +85,9 @@ def test_a_batch_job_of_an_uploaded_model_answers_as_its_endpoint_would(
     folder = f"gs://{gcs_emulator}/{tmp_path.name}/archive/1"
     backend = VertexModelBatchBackend(settings)
     job = backend.submit(
-        uploaded, write_instances(folder, observations), f"{folder}/output", "obs-archive", {"d": "1"}, 10, 4
+        BatchJobRequest(
+            uploaded, write_instances(folder, observations), f"{folder}/output", "obs-archive", {"d": "1"}, 10, 4
+        )
     )
 
     [created] = fake_vertex.created("batchPredictionJobs")
@@ -143,7 +137,9 @@ def test_a_request_the_app_refuses_fails_the_instances_it_carried(
     observations.loc[5, "text"] = "x" * (MAX_NOTES_CHARS + 1)
     folder = f"gs://{gcs_emulator}/{tmp_path.name}/archive/1"
     backend = VertexModelBatchBackend(settings)
-    job = backend.submit(uploaded, write_instances(folder, observations), f"{folder}/output", "obs", {}, 10, 4)
+    job = backend.submit(
+        BatchJobRequest(uploaded, write_instances(folder, observations), f"{folder}/output", "obs", {}, 10, 4)
+    )
     while not backend.status(job).state.finished:
         pass
     assert backend.result(job).manifest["metrics"]["failed_count"] == 4  # the request of instances 4 to 7
@@ -165,13 +161,16 @@ def test_refusals_and_cancel(settings, fake_vertex, uploaded, gcs_emulator, tmp_
     backend = VertexModelBatchBackend(settings)
     folder = f"gs://{gcs_emulator}/{tmp_path.name}/archive/1"
     with pytest.raises(JobError, match="batch_size must be 1 to 64"):
-        backend.submit(uploaded, f"{folder}/instances.jsonl", f"{folder}/output", "obs", {}, 1, MAX_BATCH_SIZE + 1)
+        backend.submit(
+            BatchJobRequest(uploaded, f"{folder}/instances.jsonl", f"{folder}/output", "obs", {}, 1, MAX_BATCH_SIZE + 1)
+        )
     assert fake_vertex.created("batchPredictionJobs") == []  # refused before any (billed) request
     with pytest.raises(JobError, match="does not exist"):
-        backend.submit(uploaded, f"{folder}/none.jsonl", f"{folder}/output", "obs", {}, 1)
+        backend.submit(BatchJobRequest(uploaded, f"{folder}/none.jsonl", f"{folder}/output", "obs", {}, 1))
     with pytest.raises(JobError, match="not a Vertex AI batchPredictionJobs name"):
         backend.status("projects/p/locations/l/customJobs/1")
-    job = backend.submit(uploaded, write_instances(folder, sample(split_frame, 3)), f"{folder}/output", "obs", {}, 3)
+    instances = write_instances(folder, sample(split_frame, 3))
+    job = backend.submit(BatchJobRequest(uploaded, instances, f"{folder}/output", "obs", {}, 3))
     backend.cancel(job)
     assert [backend.status(job).state for _ in range(2)] == [JobState.RUNNING, JobState.CANCELLED]
     with pytest.raises(JobError, match="CANCELLED"):
@@ -253,13 +252,7 @@ def bucket_home(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs, split_fr
     champion = registry.register(OSS_MODEL, ModelArtifact(str(files), {}), dataset_version="d1", job_id="job-1")
     registry.set_alias(OSS_MODEL, "champion", champion.version)
     for name, value in {
-        "OBS_PLATFORM_BACKEND": "vertex",
-        "OBS_PLATFORM_VERTEX_PROJECT": "obs-proj",
-        "OBS_PLATFORM_VERTEX_REGION": "europe-west2",
-        "OBS_PLATFORM_VERTEX_BUCKET": f"gs://{gcs_emulator}/{tmp_path.name}/vertex",
-        "OBS_PLATFORM_VERTEX_TRAINER_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/trainer:1",
-        "OBS_PLATFORM_VERTEX_SERVING_IMAGE": SERVING_IMAGE,
-        "OBS_PLATFORM_VERTEX_API_ENDPOINT": fake_vertex.url,
+        **fake_environment(fake_vertex, f"gs://{gcs_emulator}/{tmp_path.name}/vertex"),
         "OBS_PLATFORM_WORK_DIR": str(tmp_path / "work"),
     }.items():
         monkeypatch.setenv(name, value)

@@ -20,6 +20,7 @@ from obs_platform.training.backend import ModelArtifact
 from obs_platform.training.registry import ModelRegistry
 
 from .conftest import free_port
+from .fake_vertex import fake_environment
 from .test_data_assets import load_defs, metadata
 
 pytest.importorskip("google.genai")
@@ -36,13 +37,7 @@ def vertex_env(monkeypatch, fake_vertex, gcs_emulator, tmp_path, eyfs, trained):
     for file in sample_data_files():
         storage.write_bytes(f"landing/{file.name}", file.read_bytes())
     for name, value in {
-        "OBS_PLATFORM_BACKEND": "vertex",
-        "OBS_PLATFORM_VERTEX_PROJECT": "obs-proj",
-        "OBS_PLATFORM_VERTEX_REGION": "europe-west2",
-        "OBS_PLATFORM_VERTEX_BUCKET": f"gs://{gcs_emulator}/{tmp_path.name}/vertex",
-        "OBS_PLATFORM_VERTEX_TRAINER_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/trainer:1",
-        "OBS_PLATFORM_VERTEX_SERVING_IMAGE": "europe-west2-docker.pkg.dev/obs-proj/obs/serving:1",
-        "OBS_PLATFORM_VERTEX_API_ENDPOINT": fake_vertex.url,
+        **fake_environment(fake_vertex, f"gs://{gcs_emulator}/{tmp_path.name}/vertex"),
         "OBS_PLATFORM_TUNING_USD_PER_MILLION_TOKENS": "5",
         "OBS_PLATFORM_BASELINES": "majority,tfidf_logistic",
         "OBS_PLATFORM_EXTERNAL_EVAL": "",

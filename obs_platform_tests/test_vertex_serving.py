@@ -34,7 +34,7 @@ from obs_platform.training.backend import BackendUnavailable, JobError, ModelArt
 from obs_platform.training.registry import ModelRegistry
 
 from .conftest import free_port
-from .fake_vertex import ANSWER_MEAN_LOGPROB, ANSWER_TOKENS, FakeVertex, Refused
+from .fake_vertex import ANSWER_MEAN_LOGPROB, ANSWER_TOKENS, SERVING_IMAGE, FakeVertex, Refused, fake_settings
 
 # The SDKs come with the `cloud` extra.
 storage = pytest.importorskip("google.cloud.storage")
@@ -43,7 +43,6 @@ aiplatform = pytest.importorskip("google.cloud.aiplatform_v1")
 api_exceptions = pytest.importorskip("google.api_core.exceptions")
 Model = aiplatform.Model
 
-SERVING_IMAGE = "europe-west2-docker.pkg.dev/obs-proj/obs/obs-serving:test"
 LOCATION = "projects/271828182845/locations/europe-west2"
 RETRIES = 2
 
@@ -56,14 +55,7 @@ def fake(fake_vertex: FakeVertex, eyfs) -> FakeVertex:
 
 @pytest.fixture
 def settings(fake: FakeVertex, gcs_emulator: str) -> VertexSettings:
-    return VertexSettings(
-        project="obs-proj",
-        region="europe-west2",
-        staging_bucket=f"gs://{gcs_emulator}/vertex",
-        trainer_image_uri="europe-west2-docker.pkg.dev/obs-proj/obs/obs-trainer:test",
-        api_endpoint=fake.url,
-        serving_image_uri=SERVING_IMAGE,
-    )
+    return fake_settings(fake, gcs_emulator)
 
 
 @pytest.fixture

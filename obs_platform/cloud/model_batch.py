@@ -176,6 +176,27 @@ def _newest_output(paths: list[str]) -> list[str]:
     return sorted(path for path in paths if path.rsplit("/", 1)[0] == newest)
 
 
+@dataclass(frozen=True)
+class BatchJobRequest:
+    """A batch prediction job to submit: `model` (a Model's resource name) over the instances file at
+    `instances_uri` (holding `instances` lines), answers under `output_uri`; checked before any (billed) request."""
+
+    model: str
+    instances_uri: str
+    output_uri: str
+    display_name: str
+    labels: dict[str, str]
+    instances: int
+    batch_size: int = MAX_BATCH_SIZE
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise JobError(f"batch_size must be 1 to {MAX_BATCH_SIZE} (the serving app's largest request)")
+        if self.replicas < 1:
+            raise JobError(f"replicas must be at least 1, not {self.replicas}")
+
+
 class VertexModelBatchBackend:
     """Batch prediction jobs of an uploaded Vertex Model: submitted here, then polled by the job-status sensor through
     the backend protocol (status, result, cancel) like a tuning job. A job's result is its output folder, no model."""
@@ -190,25 +211,12 @@ class VertexModelBatchBackend:
     def client(self) -> JobServiceClient:
         return self._client or self.settings.job_service_client()
 
-    def submit(
-        self,
-        model: str,
-        instances_uri: str,
-        output_uri: str,
-        display_name: str,
-        labels: dict[str, str],
-        instances: int,
-        batch_size: int = MAX_BATCH_SIZE,
-        replicas: int = 1,
-    ) -> str:
-        """Start a batch prediction job of `model` (a Model's resource name) on the instances file (holding
-        `instances` lines); returns its name at once."""
+    def submit(self, request: BatchJobRequest) -> str:
+        """Start the batch prediction job; returns its name at once."""
         from google.api_core.exceptions import GoogleAPICallError
 
-        job = self.batch_prediction_job(
-            model, instances_uri, output_uri, display_name, labels, instances, batch_size, replicas
-        )
-        with translated_errors(f"submit a batch prediction job on {instances_uri}", GoogleAPICallError):
+        job = self._resource(request)
+        with translated_errors(f"submit a batch prediction job on {request.instances_uri}", GoogleAPICallError):
             created = self.client.create_batch_prediction_job(
                 parent=self.settings.parent, batch_prediction_job=job, timeout=self.settings.request_timeout_s
             )
@@ -216,38 +224,27 @@ class VertexModelBatchBackend:
             raise JobError("Vertex AI created a batch prediction job without a name")
         return created.name
 
-    def batch_prediction_job(
-        self,
-        model: str,
-        instances_uri: str,
-        output_uri: str,
-        display_name: str,
-        labels: dict[str, str],
-        instances: int,
-        batch_size: int = MAX_BATCH_SIZE,
-        replicas: int = 1,
-    ) -> BatchPredictionJob:
+    def _resource(self, request: BatchJobRequest) -> BatchPredictionJob:
         """The job to create: the Model's serving image on `replicas` serving machines of the configured type (an
         uploaded model's container runs on dedicated machines only), JSON lines in and out, keyed by observation."""
         from google.cloud.aiplatform_v1 import BatchPredictionJob
 
-        if not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise JobError(f"batch_size must be 1 to {MAX_BATCH_SIZE} (the serving app's largest request)")
-        if replicas < 1:
-            raise JobError(f"replicas must be at least 1, not {replicas}")
         job: dict[str, Any] = {
-            "display_name": display_name,
-            "model": model,
-            "input_config": {"instances_format": "jsonl", "gcs_source": {"uris": [instances_uri]}},
+            "display_name": request.display_name,
+            "model": request.model,
+            "input_config": {"instances_format": "jsonl", "gcs_source": {"uris": [request.instances_uri]}},
             "instance_config": {"key_field": KEY_FIELD},
-            "output_config": {"predictions_format": "jsonl", "gcs_destination": {"output_uri_prefix": output_uri}},
+            "output_config": {
+                "predictions_format": "jsonl",
+                "gcs_destination": {"output_uri_prefix": request.output_uri},
+            },
             "dedicated_resources": {
                 "machine_spec": {"machine_type": self.settings.serving_machine_type},
-                "starting_replica_count": replicas,
-                "max_replica_count": replicas,
+                "starting_replica_count": request.replicas,
+                "max_replica_count": request.replicas,
             },
-            "manual_batch_tuning_parameters": {"batch_size": batch_size},
-            "labels": {**labels, INSTANCES_LABEL: str(instances)},
+            "manual_batch_tuning_parameters": {"batch_size": request.batch_size},
+            "labels": {**request.labels, INSTANCES_LABEL: str(request.instances)},
         }
         if self.settings.service_account:
             job["service_account"] = self.settings.service_account

@@ -24,6 +24,7 @@ from obs_platform.cloud.endpoints import VertexModelHost
 from obs_platform.cloud.model_batch import (
     INSTANCES_FILE,
     OUTPUT_FOLDER,
+    BatchJobRequest,
     VertexModelBatchBackend,
     instances_jsonl,
     newest_answered,
@@ -35,6 +36,7 @@ from obs_platform.defs.automation import AFTER_NEW_MODELS
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.evaluation.assets import champion_model, evaluation_workspace
 from obs_platform.defs.evaluation.resources import EvaluationResource
+from obs_platform.defs.metadata import submitted_job
 from obs_platform.defs.serving.resources import ServingResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.evaluation.archive import archive_instances, score_answers, score_archive
@@ -119,21 +121,20 @@ def archive_batch_job(
     submission = f"{archive_folder(champion)}/{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"  # the newest sorts last
     home.write_bytes(f"{submission}/{INSTANCES_FILE}", instances_jsonl(ids, archive_instances(redacted_observations)))
     job_id = backend.submit(
-        model=model,
-        instances_uri=home.uri(f"{submission}/{INSTANCES_FILE}"),
-        output_uri=home.uri(f"{submission}/{OUTPUT_FOLDER}"),
-        display_name=f"obs-platform-archive-{champion.name}-v{champion.version}",
-        labels={"model_version": label_value(champion.label)},
-        instances=len(ids),
-        batch_size=analytics.batch_size,
+        BatchJobRequest(
+            model=model,
+            instances_uri=home.uri(f"{submission}/{INSTANCES_FILE}"),
+            output_uri=home.uri(f"{submission}/{OUTPUT_FOLDER}"),
+            display_name=f"obs-platform-archive-{champion.name}-v{champion.version}",
+            labels={"model_version": label_value(champion.label)},
+            instances=len(ids),
+            batch_size=analytics.batch_size,
+        )
     )
     context.log.info(f"submitted batch prediction job {job_id}: {len(ids)} observations to {champion.label}")
     return dg.MaterializeResult(
         metadata={
-            "outcome": "submitted",
-            "job_id": job_id,
-            "backend": ARCHIVE_BACKEND,
-            "submitted_at": time.time(),
+            **submitted_job(job_id, ARCHIVE_BACKEND),
             "model_name": "",  # the sensor registers no model for this job: its result is answers
             "model_version": champion.label,
             "dataset_version": champion.dataset_version,

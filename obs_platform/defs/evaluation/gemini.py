@@ -6,8 +6,6 @@ the job-status sensor polls it (as it polls tuning jobs) and reports `gemini_pre
 and applies the same promotion gate to the Gemini family.
 """
 
-import time
-
 import dagster as dg
 import pandas as pd
 
@@ -34,7 +32,7 @@ from obs_platform.defs.evaluation.assets import (
     stored_baselines,
 )
 from obs_platform.defs.evaluation.resources import EvaluationResource
-from obs_platform.defs.metadata import table
+from obs_platform.defs.metadata import submitted_job, table
 from obs_platform.defs.training.assets import tuned_gemini_model
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.evaluation import gate
@@ -120,10 +118,7 @@ def gemini_batch_job(
     }
     return dg.MaterializeResult(
         metadata={
-            "outcome": "submitted",
-            "job_id": job_id,
-            "backend": BATCH_BACKEND,
-            "submitted_at": time.time(),
+            **submitted_job(job_id, BATCH_BACKEND),
             "model_name": "",  # the sensor registers no model for this job: its result is answers
             "model_version": version.label,
             "dataset_version": version.dataset_version,

@@ -1,8 +1,6 @@
 """The model assets: the tuning job (submitted, never waited for) and the tuned model it produces, which the
 job-status sensor reports."""
 
-import time
-
 import dagster as dg
 import pandas as pd
 
@@ -12,6 +10,7 @@ from obs_platform.data.artifacts import TrainingFiles
 from obs_platform.data.prepare import TAXONOMY_TEXTS_FILE, split_bundle_folder
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.event_log import own_previous_metadata
+from obs_platform.defs.metadata import submitted_job
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
 from obs_platform.storage import storage_from_uri
 from obs_platform.storage.base import MANIFEST
@@ -123,16 +122,7 @@ def _submit_once(
         return dg.MaterializeResult(metadata={**running, "outcome": "running", **facts})
     job_id = backend.submit(spec)
     context.log.info(f"submitted {backend.name} tuning job {job_id} on dataset {spec.dataset_version}")
-    return dg.MaterializeResult(
-        metadata={
-            "outcome": "submitted",
-            "job_id": job_id,
-            "backend": backend.name,
-            "submitted_at": time.time(),
-            "base_model": spec.base_model,
-            **facts,
-        }
-    )
+    return dg.MaterializeResult(metadata=submitted_job(job_id, backend.name, base_model=spec.base_model, **facts))
 
 
 def _running_job(context: dg.AssetExecutionContext, backend: TuningBackend, spec: TrainingSpec) -> dict | None:
