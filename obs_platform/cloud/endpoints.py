@@ -277,7 +277,9 @@ class VertexModelHost:
         """The version's Vertex Model (its resource name) at its current revision, and whether this call uploaded
         it: uploaded once per revision, the upload recorded beside the version, so the endpoint and a batch
         prediction job of the same version run the same Model."""
-        revision = registry_revision(self.models, version)
+        return self._model(version, registry_revision(self.models, version))
+
+    def _model(self, version: ModelVersion, revision: str) -> tuple[str, bool]:
         record = f"{version.folder}/vertex/{revision or 'uncalibrated'}.json"
         if self.models.storage.exists(record):
             return json.loads(self.models.storage.read_bytes(record))["model"], False
@@ -288,8 +290,8 @@ class VertexModelHost:
         return model, True
 
     def serve(self, version: ModelVersion) -> ServedModel:
-        revision = registry_revision(self.models, version)
-        model, uploaded = self.model(version)
+        revision = registry_revision(self.models, version)  # read once (a bucket read): the upload and details need it
+        model, uploaded = self._model(version, revision)
         deployment = self.deployer.deploy(model, self.endpoint_display_name)
         now = datetime.now(UTC)
         transport = VertexEndpointTransport(self.deployer.settings, deployment.endpoint)
