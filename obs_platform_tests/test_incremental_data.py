@@ -148,7 +148,7 @@ def redacted(storage, frame, roster):
     cached = redact_with_cache(storage, frame, roster)
     # the kept fingerprints are those of the texts
     assert (cached.group_keys == group_keys(pd.Series(cached.texts, dtype=object)).to_numpy()).all()
-    return cached.texts, cached.reuse
+    return cached.texts.to_pylist(), cached.reuse
 
 
 def test_cached_redaction_equals_redacting_everything_whatever_the_roster_did(landed_storage, canonical):
@@ -210,3 +210,14 @@ def test_the_same_notes_find_their_redaction_however_the_frame_was_put_together(
     assert redact_with_cache(landed_storage, as_objects, roster).reuse.new == 0
     fewer = frame.drop(index=500).reset_index(drop=True)  # one note less in its export: another digest
     assert redact_with_cache(landed_storage, fewer, roster).reuse.new > 0
+
+
+def test_exports_whose_rows_are_interleaved_get_their_notes_back_in_place(landed_storage, canonical):
+    frame = canonical.canonical
+    roster = prepare.build_roster(frame, canonical.quarantined)
+    shuffled = frame.sample(frac=1, random_state=3).reset_index(drop=True)  # each export's rows spread out
+    expected = prepare.redact_observations(shuffled, roster)["text"].tolist()
+    texts, reuse = redacted(landed_storage, shuffled, roster)
+    assert texts == expected and reuse.new == len(frame)
+    texts, reuse = redacted(landed_storage, shuffled, roster)  # and from the cache, redacting nothing
+    assert texts == expected and reuse.reused == len(frame)

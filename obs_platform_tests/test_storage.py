@@ -1,8 +1,17 @@
+import io
 import json
 
 import pytest
 
-from obs_platform.storage import LocalStorage, Storage, StorageError, storage_from_uri, write_content_addressed
+from obs_platform.storage import (
+    LocalStorage,
+    Storage,
+    StorageError,
+    base,
+    content_addressed_folder,
+    storage_from_uri,
+    write_content_addressed,
+)
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -46,6 +55,32 @@ def test_interrupted_bundle_is_rewritten(storage):
     first = write_content_addressed(storage, "d", {"a.jsonl": [b"x\n"]})
     storage.delete(f"{first.folder}/_manifest.json")  # as if the run died before the manifest
     assert write_content_addressed(storage, "d", {"a.jsonl": [b"x\n"]}).written
+
+
+def test_a_bundle_made_in_many_chunks_is_hashed_and_written_whole(storage):
+    chunks = [bytes([k % 256]) * (k * 997) for k in range(40)]  # more chunks than the writer holds at once
+    written = write_content_addressed(storage, "d", {"a.bin": iter(chunks)})
+    assert storage.read_bytes(f"{written.folder}/a.bin") == b"".join(chunks)
+    assert written.sizes == {"a.bin": sum(map(len, chunks))}
+    assert written.folder == content_addressed_folder("d", {"a.bin": chunks})
+
+
+def test_a_failure_while_making_or_writing_chunks_is_raised_and_writes_no_bundle(storage, monkeypatch):
+    def failing():
+        yield b"x\n" * 1000
+        raise ValueError("a broken record")
+
+    with pytest.raises(ValueError, match="a broken record"):
+        write_content_addressed(storage, "d", {"a.jsonl": failing()})
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(base, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write_content_addressed(storage, "d", {"a.jsonl": (b"y\n" for _ in range(100))})
+    assert storage.list_files("d") == []
 
 
 def test_local_paths_cannot_escape_the_root(storage):

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
+from obs_platform.data.json_lines import JsonLines, Kind, take_texts
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
 from obs_platform.gc_pause import without_gc_pauses
@@ -34,20 +37,22 @@ REDACTED_COLUMNS = [
     "observation_date",
     "setting",
 ]
-# What a split file holds per observation: enough to train a classifier and to trace a row back.
-SPLIT_RECORD_COLUMNS = [
-    "observation_id",
-    "text",
-    "child_age_months",
-    "domain_id",
-    "domain_key",
-    "attribute_id",
-    "progression_title",
-    "level_index",
-    "secondary_tags",
-    "photo_uris",
-    "observation_date",  # ISO date or null: with the age, it places the child in a school year and a term
-]
+# What a split file holds per observation (enough to train a classifier and to trace a row back), and how each
+# column is rendered.
+SPLIT_RECORD_KINDS = {
+    "observation_id": Kind.TEXT,
+    "text": Kind.TEXT,
+    "child_age_months": Kind.VALUE,
+    "domain_id": Kind.VALUE,
+    "domain_key": Kind.VALUE,
+    "attribute_id": Kind.VALUE,
+    "progression_title": Kind.VALUE,
+    "level_index": Kind.VALUE,
+    "secondary_tags": Kind.LIST,
+    "photo_uris": Kind.LIST,
+    "observation_date": Kind.DATE,  # ISO date or null: with the age, it places the child in a school year and a term
+}
+SPLIT_RECORD_COLUMNS = list(SPLIT_RECORD_KINDS)
 CHUNK_ROWS = 20_000
 TAXONOMY_TEXTS_FILE = "taxonomy.jsonl"
 SPLITS_BASE = "splits"  # split bundles are content-addressed folders under it
@@ -75,10 +80,17 @@ def redact_observations(canonical: pd.DataFrame, roster: Roster) -> pd.DataFrame
 
 
 @without_gc_pauses
-def with_redacted_text(canonical: pd.DataFrame, texts: list[str], keys: np.ndarray | None = None) -> pd.DataFrame:
-    """The redacted records: `texts` (the notes redacted, row for row) as `text` with its near-duplicate
-    fingerprint `group_key` (`keys`, computed when not given), the name fields dropped."""
-    redacted = canonical.assign(text=texts)[REDACTED_COLUMNS].reset_index(drop=True)
+def with_redacted_text(
+    canonical: pd.DataFrame, texts: list[str] | pa.ChunkedArray, keys: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The redacted records: `texts` (the notes redacted, row for row; Arrow-backed as they come from the cache)
+    as `text` with its near-duplicate fingerprint `group_key` (`keys`, computed when not given), the name fields
+    dropped."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = pd.arrays.ArrowStringArray(texts)
+    kept = [c for c in REDACTED_COLUMNS if c != "text"]
+    redacted = canonical[kept].reset_index(drop=True)
+    redacted.insert(REDACTED_COLUMNS.index("text"), "text", texts)
     return redacted.assign(group_key=group_keys(redacted["text"]) if keys is None else keys)
 
 
@@ -91,28 +103,38 @@ class SplitOutcome:
 @without_gc_pauses
 def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> SplitOutcome:
     keyed = redacted if "group_key" in redacted else redacted.assign(group_key=group_keys(redacted["text"]))
-    result = assign_splits(keyed, ledger)
-    split = result.assignments.set_index("observation_id")["split"]
-    return SplitOutcome(frame=keyed.assign(split=keyed["observation_id"].map(split)), result=result)
+    result = assign_splits(keyed, ledger)  # its assignments are row for row
+    return SplitOutcome(frame=keyed.assign(split=result.assignments["split"].to_numpy()), result=result)
 
 
 # ----- rendering JSONL -----------------------------------------------------------------------------
 
 
-def _label_columns(frame: pd.DataFrame) -> Iterator[tuple]:
-    """Per row: text, age and date (None when unknown), label key, secondary label keys, photo URIs."""
-    ages = frame["child_age_months"].astype(object).where(frame["child_age_months"].notna(), None).tolist()
-    dates = _dates(frame["observation_date"])
-    labels = zip(
-        frame["domain_id"].astype(int).tolist(),
-        frame["attribute_id"].astype(int).tolist(),
-        frame["progression_title"].tolist(),
-    )
-    secondary = (
-        tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in tags) if tags else ()
-        for tags in frame["secondary_tags"].tolist()
-    )
-    return zip(frame["text"].tolist(), ages, dates, labels, secondary, frame["photo_uris"].tolist())
+def _label_rows(frame: pd.DataFrame, rows: np.ndarray) -> Iterator[tuple]:
+    """Per row at positions `rows`, in order: text, age and date (None when unknown), label key, secondary label
+    keys, photo URIs. The notes are taken from their Arrow column a chunk at a time, never all as Python strings."""
+    texts = pa.array(frame["text"], type=pa.large_string(), from_pandas=True)
+    ages = frame["child_age_months"].astype(object).where(frame["child_age_months"].notna(), None).to_numpy()
+    dates = np.array(_dates(frame["observation_date"]), dtype=object)
+    labels = [frame[c].astype(int).to_numpy() for c in ("domain_id", "attribute_id")]
+    levels = frame["progression_title"].to_numpy(dtype=object)
+    secondary = frame["secondary_tags"].to_numpy(dtype=object)
+    photos = frame["photo_uris"].to_numpy(dtype=object)
+    for start in range(0, len(rows), CHUNK_ROWS):
+        chunk = rows[start : start + CHUNK_ROWS]
+        keys = zip(labels[0][chunk].tolist(), labels[1][chunk].tolist(), levels[chunk].tolist())
+        tags = (
+            tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in row_tags) if row_tags else ()
+            for row_tags in secondary[chunk].tolist()
+        )
+        yield from zip(
+            take_texts(texts, chunk).to_pylist(),
+            ages[chunk].tolist(),
+            dates[chunk].tolist(),
+            keys,
+            tags,
+            photos[chunk].tolist(),
+        )
 
 
 def _dates(column: pd.Series) -> list[str | None]:
@@ -135,37 +157,31 @@ def _chunked(lines: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
-def _split_records(frame: pd.DataFrame) -> Iterator[bytes]:
-    subset = frame[SPLIT_RECORD_COLUMNS]
-    ages = subset["child_age_months"].astype(object).where(subset["child_age_months"].notna(), None)
-    subset = subset.assign(
-        child_age_months=ages,
-        observation_date=_dates(subset["observation_date"]),
-        domain_id=subset["domain_id"].astype(int),
-        attribute_id=subset["attribute_id"].astype(int),
-        level_index=subset["level_index"].astype(int),
-    )
-    columns = list(subset.columns)
-    for values in zip(*(subset[c].tolist() for c in columns)):
-        yield orjson.dumps(dict(zip(columns, values)), option=orjson.OPT_APPEND_NEWLINE)
+def _split_lines(frame: pd.DataFrame) -> dict[str, Iterator[bytes]]:
+    """Each split's records as JSON lines, in chunks, in observation-id order."""
+    labels = {c: frame[c].astype(int) for c in ("domain_id", "attribute_id", "level_index")}
+    lines = JsonLines(frame[SPLIT_RECORD_COLUMNS].assign(**labels), SPLIT_RECORD_KINDS)
+    return {split: lines.render(rows, CHUNK_ROWS) for split, rows in _split_rows(frame).items()}
 
 
-def _by_split(frame: pd.DataFrame, splits: Iterable[str]) -> dict[str, pd.DataFrame]:
-    ordered = frame.sort_values("observation_id", kind="stable")
-    return {f"{s}.jsonl": ordered[ordered["split"] == s] for s in splits}
+def _split_rows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each split's row positions, in observation-id order (Arrow sorts the ids; no reordered copy of the frame)."""
+    order = np.asarray(pc.sort_indices(pa.array(frame["observation_id"], type=pa.large_string())), dtype=np.int64)
+    codes = pd.Categorical(frame["split"], categories=list(SPLITS)).codes[order]
+    return {split: order[codes == k] for k, split in enumerate(SPLITS)}
 
 
 def split_records(frame: pd.DataFrame) -> dict[str, list[dict]]:
     """The records of each split (`train`, `valid`, `test`) exactly as the split files hold them."""
     return {
-        name.removesuffix(".jsonl"): [orjson.loads(line) for line in _split_records(part)]
-        for name, part in _by_split(frame, SPLITS).items()
+        split: [orjson.loads(line) for chunk in chunks for line in chunk.splitlines()]
+        for split, chunks in _split_lines(frame).items()
     }
 
 
 def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
     """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
-    return {name: _chunked(_split_records(part)) for name, part in _by_split(frame, SPLITS).items()}
+    return {f"{split}.jsonl": chunks for split, chunks in _split_lines(frame).items()}
 
 
 def taxonomy_text_records(taxonomy: Taxonomy) -> list[dict]:
@@ -218,17 +234,18 @@ def split_bundle_folder(frame: pd.DataFrame, taxonomy: Taxonomy) -> str:
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
     """Vertex Gemini tuning takes a training and a validation file (the test split stays for evaluation)."""
     renderer = TrainingLineRenderer(taxonomy)
+    rows = _split_rows(frame)
     return {
-        name: _chunked(renderer.gemini(*row) for row in _label_columns(part))
-        for name, part in _by_split(frame, ("train", "valid")).items()
+        f"{split}.jsonl": _chunked(renderer.gemini(*row) for row in _label_rows(frame, rows[split]))
+        for split in ("train", "valid")
     }
 
 
 def chat_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
     renderer = TrainingLineRenderer(taxonomy)
     return {
-        name: _chunked(renderer.chat(*row[:5]) for row in _label_columns(part))
-        for name, part in _by_split(frame, SPLITS).items()
+        f"{split}.jsonl": _chunked(renderer.chat(*row[:5]) for row in _label_rows(frame, rows))
+        for split, rows in _split_rows(frame).items()
     }
 
 

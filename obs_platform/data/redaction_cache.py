@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from obs_platform.data import names, redaction
+from obs_platform.data.json_lines import take_texts
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import group_keys
 from obs_platform.gc_pause import without_gc_pauses
@@ -58,9 +59,20 @@ class RedactionReuse:
 
 @dataclass(frozen=True)
 class CachedRedaction:
-    texts: list[str]  # the notes redacted, row for row
+    texts: pa.ChunkedArray  # the notes redacted, row for row (Arrow: what the cache holds, never a Python copy)
     group_keys: np.ndarray  # each redacted note's near-duplicate fingerprint (`splits.group_keys`), kept with it
     reuse: RedactionReuse
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One export's notes: where they are in the frame, what the cache held for them, which to redact."""
+
+    path: str
+    positions: np.ndarray
+    cached: tuple[pa.ChunkedArray, np.ndarray] | None  # texts and fingerprints; None: never redacted
+    redo: np.ndarray  # the positions (within `positions`) to redact now
+    write: bool  # the cache entry is new or was made with another roster
 
 
 @without_gc_pauses
@@ -69,45 +81,81 @@ def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster)
     note to redact, new or redone, goes through one `redact_many` call (it shares the work out over the cores)."""
     roster_digest = roster.digest
     _store_roster(storage, roster, roster_digest)
-    texts = np.empty(len(canonical), dtype=object)
-    keys = np.zeros(len(canonical), dtype=np.int64)
-    todo: list[np.ndarray] = []  # positions of the notes to redact
-    entries: list[tuple[str, np.ndarray, np.ndarray]] = []  # (path, positions, positions redacted) to write after
-    reused = redone = 0
+    entries: list[_Entry] = []
     changes: dict[str, frozenset[str] | None] = {}
     groups = canonical.groupby("source_file", sort=False).indices if len(canonical) else {}
     for positions in groups.values():
         path = f"{CACHE_PREFIX}/{_digest(_rows(canonical[['notes', 'child_name']], positions))}.arrow"
         cached = _read_entry(storage, path)
         if cached is None:
-            todo.append(positions)
-            entries.append((path, positions, positions))
+            entries.append(_Entry(path, positions, None, np.arange(len(positions)), write=True))
             continue
         part, part_keys, used = cached
-        texts[positions], keys[positions] = part, part_keys
+        redo = np.empty(0, dtype=np.int64)
         if used != roster_digest:
             if used not in changes:
                 changes[used] = _changed_tokens(storage, used, roster)
-            again = positions[_mentioning(_rows(canonical["notes"], positions), changes[used])]
-            todo.append(again)
-            entries.append((path, positions, again))
-            redone += len(again)
-        reused += len(part)
-    redact = np.concatenate(todo) if todo else np.empty(0, dtype=np.int64)
-    if len(redact) == len(canonical):  # nothing cached: no copy of a million notes
-        texts[:] = Redactor(roster).redact_many(canonical["notes"], canonical["child_name"].tolist())
-    elif len(redact):
-        notes, subjects = canonical["notes"].iloc[redact], canonical["child_name"].iloc[redact].tolist()
-        texts[redact] = Redactor(roster).redact_many(notes, subjects)
-    for path, positions, redacted in entries:  # export by export: a few copies of one export's notes at a time
-        if len(redacted):
-            keys[redacted] = group_keys(pd.Series(texts[redacted], dtype=object)).to_numpy()
-        _write_entry(storage, path, texts[positions].tolist(), keys[positions], roster_digest)
+            redo = np.flatnonzero(_mentioning(_rows(canonical["notes"], positions), changes[used]))
+        entries.append(_Entry(path, positions, (part, part_keys), redo, write=used != roster_digest))
+
+    order = np.concatenate([e.positions[e.redo] for e in entries]) if entries else np.empty(0, dtype=np.int64)
+    to_redact = len(order)
+    if np.array_equal(order, np.arange(len(canonical))):  # nothing cached, exports in order: no copy of the notes
+        notes, subjects = canonical["notes"], canonical["child_name"].tolist()
+    else:  # export by export: a take over the whole frame's many chunks costs seconds at a million rows
+        wanted = [_rows(canonical[["notes", "child_name"]], e.positions).iloc[e.redo] for e in entries if len(e.redo)]
+        chosen = pd.concat(wanted) if wanted else canonical[["notes", "child_name"]].iloc[:0]
+        notes, subjects = chosen["notes"], chosen["child_name"].tolist()
+    fresh = pa.array(Redactor(roster).redact_many(notes, subjects) if to_redact else [], type=pa.large_string())
+
+    keys = np.zeros(len(canonical), dtype=np.int64)
+    pieces: list[pa.Array | pa.ChunkedArray] = []
+    taken = 0
+    for entry in entries:  # export by export: a few copies of one export's notes at a time
+        texts, part_keys = _merged(entry, fresh.slice(taken, len(entry.redo)))
+        taken += len(entry.redo)
+        if entry.write:
+            _write_entry(storage, entry.path, texts, part_keys, roster_digest)
+        pieces.append(texts)
+        keys[entry.positions] = part_keys
+    redone = sum(len(e.redo) for e in entries if e.cached is not None)
     return CachedRedaction(
-        texts=texts.tolist(),
+        texts=_in_frame_order(pieces, [e.positions for e in entries], len(canonical)),
         group_keys=keys,
-        reuse=RedactionReuse(reused=reused - redone, redone=redone, new=len(redact) - redone),
+        reuse=RedactionReuse(reused=len(canonical) - to_redact, redone=redone, new=to_redact - redone),
     )
+
+
+def _merged(entry: _Entry, redone: pa.LargeStringArray) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray]:
+    """An export's texts and fingerprints: the cached ones with the notes redacted now put in their places."""
+    fresh_keys = _fingerprints(redone)
+    if entry.cached is None:
+        return redone, fresh_keys
+    texts, keys = entry.cached
+    if not len(entry.redo):
+        return texts, keys
+    mask = np.zeros(len(texts), dtype=bool)
+    mask[entry.redo] = True
+    keys = keys.copy()
+    keys[entry.redo] = fresh_keys
+    return pc.replace_with_mask(texts.combine_chunks(), pa.array(mask), redone), keys
+
+
+def _fingerprints(texts: pa.LargeStringArray) -> np.ndarray:
+    return group_keys(pd.Series(pd.arrays.ArrowStringArray(texts), dtype="string[pyarrow]")).to_numpy()
+
+
+def _in_frame_order(
+    pieces: list[pa.Array | pa.ChunkedArray], positions: list[np.ndarray], rows: int
+) -> pa.ChunkedArray:
+    """The exports' texts put together row for row, without a copy when the exports' rows follow one another (as
+    parts put together do), else placed by their positions."""
+    chunks = [c for piece in pieces for c in (piece.chunks if isinstance(piece, pa.ChunkedArray) else [piece])]
+    together = pa.chunked_array(chunks, type=pa.large_string())
+    where = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
+    if np.array_equal(where, np.arange(rows)):
+        return together
+    return pa.chunked_array([take_texts(together, np.argsort(where, kind="stable"))])
 
 
 def _rows(frame: pd.DataFrame | pd.Series, positions: np.ndarray) -> pd.DataFrame | pd.Series:
@@ -167,18 +215,20 @@ def _literal(token: str) -> str:
     return "".join(c if c.isalnum() else "\\" + c for c in token)
 
 
-def _read_entry(storage: Storage, path: str) -> tuple[list[str], np.ndarray, str] | None:
+def _read_entry(storage: Storage, path: str) -> tuple[pa.ChunkedArray, np.ndarray, str] | None:
     if not storage.exists(path):
         return None
     table = feather.read_table(io.BytesIO(storage.read_bytes(path)))
     keys = table.column("group_key").to_numpy()
-    return table.column("text").to_pylist(), keys, table.schema.metadata[_ROSTER_KEY].decode()
+    return table.column("text"), keys, table.schema.metadata[_ROSTER_KEY].decode()
 
 
-def _write_entry(storage: Storage, path: str, texts: list[str], keys: np.ndarray, roster_digest: str) -> None:
-    table = pa.table(
-        {"text": pa.array(texts, type=pa.large_string()), "group_key": pa.array(keys, type=pa.int64())}
-    ).replace_schema_metadata({_ROSTER_KEY: roster_digest.encode()})
+def _write_entry(
+    storage: Storage, path: str, texts: pa.Array | pa.ChunkedArray, keys: np.ndarray, roster_digest: str
+) -> None:
+    table = pa.table({"text": texts, "group_key": pa.array(keys, type=pa.int64())}).replace_schema_metadata(
+        {_ROSTER_KEY: roster_digest.encode()}
+    )
     buffer = io.BytesIO()
     feather.write_feather(table, buffer, compression="lz4")
     storage.write_bytes(path, buffer.getvalue())

@@ -125,7 +125,7 @@ def assign_splits(
 
     # A categorical split column keeps counting and comparing a million rows cheap; the ledger is looked up by an
     # index (a hash table in C), not a Python dict.
-    at = pd.Index(ledger["observation_id"]).get_indexer(frame["observation_id"])
+    at = _positions_in(frame["observation_id"], ledger["observation_id"])
     recorded = pd.Categorical(ledger["split"], categories=list(SPLITS)).codes
     frame["split"] = pd.Categorical.from_codes(
         np.where(at >= 0, recorded[at], -1) if len(recorded) else np.full(len(frame), -1), categories=list(SPLITS)
@@ -162,6 +162,13 @@ def assign_splits(
         straddling_groups=straddling,
         added_to_ledger=len(updated) - len(ledger),
     )
+
+
+def _positions_in(ids: pd.Series, known: pd.Series) -> np.ndarray:
+    """Where each of `ids` is in `known` (unique), -1 where it is not: Arrow's hash lookup, without the copy to
+    Python strings a pandas index of Arrow-backed text makes."""
+    found = pc.index_in(pa.array(ids, type=pa.large_string()), value_set=pa.array(known, type=pa.large_string()))
+    return np.asarray(found.fill_null(-1), dtype=np.int64)
 
 
 def _split_counts(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import tempfile
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from obs_platform.gc_pause import without_gc_pauses
 
@@ -93,6 +95,41 @@ def content_addressed_folder(base: str, files: Mapping[str, Iterable[bytes]]) ->
     return _bundle_folder(base, content_hash(digests))
 
 
+def _hash_and_write(chunks: Iterable[bytes], handle: BinaryIO) -> tuple[str, int]:
+    """The chunks' sha256 and length, written to `handle` as they come. Hashing and writing run in a thread
+    (both release the GIL) while the next chunk is made: rendering a million JSON lines hides most of the cost of
+    writing them."""
+    hasher, size = hashlib.sha256(), 0
+    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=2)  # at most two chunks made ahead
+
+    def consume() -> None:
+        while (chunk := pending.get()) is not None:
+            hasher.update(chunk)
+            handle.write(chunk)
+
+    with ThreadPoolExecutor(1) as writer:
+        written = writer.submit(consume)
+        try:
+            for chunk in chunks:
+                size += len(chunk)
+                while not _offered(pending, chunk):
+                    if written.done():
+                        written.result()  # the writer failed (a full disk): raise its error here
+        finally:
+            while not _offered(pending, None) and not written.done():
+                pass
+        written.result()
+    return hasher.hexdigest(), size
+
+
+def _offered(pending: queue.Queue, item: bytes | None) -> bool:
+    try:
+        pending.put(item, timeout=0.1)
+    except queue.Full:
+        return False
+    return True
+
+
 @without_gc_pauses
 def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]) -> ContentAddressedWrite:
     """Stream `files` (name → chunks) to `base/<digest>/`; a bundle already there is left untouched.
@@ -105,13 +142,8 @@ def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Ite
         digests: dict[str, str] = {}
         sizes: dict[str, int] = {}
         for name, chunks in files.items():
-            hasher, size = hashlib.sha256(), 0
             with open(Path(scratch, name.replace("/", "__")), "wb") as handle:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    handle.write(chunk)
-                    size += len(chunk)
-            digests[name], sizes[name] = hasher.hexdigest(), size
+                digests[name], sizes[name] = _hash_and_write(chunks, handle)
         digest = content_hash(digests)
         folder = _bundle_folder(base, digest)
         manifest_path = f"{folder}/{MANIFEST}"
