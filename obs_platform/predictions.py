@@ -10,6 +10,7 @@ and evaluation, which meet here without importing each other.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +24,14 @@ class Instance:
     child_name: str | None = None
     image_uri: str | None = None
     observation_date: dt.date | None = None  # with the age: the child's school year and the term
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything the model is given: an answer kept for an observation is its answer again only
+        while the observation's instance has the same fingerprint."""
+        day = self.observation_date.isoformat() if self.observation_date else None
+        given = [self.notes, self.child_age_months, self.child_name, self.image_uri, day]
+        return hashlib.sha256(json.dumps(given, ensure_ascii=False).encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,31 @@ class Prediction:
         )
 
     @classmethod
+    def from_dict(cls, data: dict) -> Prediction:
+        """A prediction as the serving app writes it (`asdict`); its ids as ints again (JSON through a protobuf Value,
+        as a Vertex batch job returns it, holds every number as a double)."""
+        top_k = [Suggestion(**{**s, "attribute_id": int(s["attribute_id"])}) for s in data.get("top_k", [])]
+        return cls(
+            **{
+                **data,
+                "attribute_id": int(data["attribute_id"]),
+                "tags": [int(tag) for tag in data.get("tags", [])],
+                "top_k": top_k,
+            }
+        )
+
+    @classmethod
     def invalid(cls, problem: str) -> Prediction:
         return cls("", "", "", 0, "", 0.0, 0.0, [], status="invalid", problem=problem)
+
+
+@dataclass(frozen=True)
+class KeptAnswer:
+    """A model version's answer for one observation, with the fingerprint of the instance it answered
+    (`Instance.fingerprint`): the answer holds again while the observation reads the same."""
+
+    fingerprint: str
+    prediction: Prediction
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,15 @@ import pandas as pd
 import pytest
 
 from obs_platform.data import prepare
-from obs_platform.evaluation.archive import HISTORY_COLUMNS, SCORED_COLUMNS, evaluation_history, score_archive
+from obs_platform.evaluation.archive import (
+    HISTORY_COLUMNS,
+    SCORED_COLUMNS,
+    answer_archive,
+    evaluation_history,
+    kept_answers_jsonl,
+    read_kept_answers,
+    score_archive,
+)
 from obs_platform.predictions import Instance, Prediction, Suggestion
 from obs_platform.storage import LocalStorage
 from obs_platform.taxonomy import Taxonomy
@@ -184,15 +192,14 @@ def test_the_analytics_job_fills_the_duckdb_warehouse(monkeypatch, storage, tmp_
     with dg.instance_for_test() as instance:
         for _ in range(2):  # a second run replaces the tables' rows
             assert defs.resolve_job_def("analytics").execute_in_process(instance=instance).success
-        shown = {
-            k: v.value
-            for k, v in instance.get_latest_materialization_event(
-                dg.AssetKey("scored_observations")
-            ).asset_materialization.metadata.items()
-        }
-    assert loaded == [(Path(registry.champion(OSS_MODEL).uri), "torch")] * 2
+        records = instance.fetch_materializations(dg.AssetKey("scored_observations"), limit=2, ascending=True).records
+        first, shown = ({k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records)
+    # The second run takes the champion's answers kept by the first: the model is not even loaded
+    assert loaded == [(Path(registry.champion(OSS_MODEL).uri), "torch")] and sum(fake.batches) == 40
+    assert (first["answers_reused"], first["observations_scored"], shown["answers_reused"]) == (0, 40, 40)
+    assert first["observations_per_second"] > 0 and shown["observations_per_second"] is None
     assert shown["model_version"] == f"{OSS_MODEL}/v3" and shown["dagster/row_count"] == 40
-    assert shown["agreement"] == 0.5 and shown["top3_agreement"] == 1.0 and shown["observations_per_second"] > 0
+    assert shown["agreement"] == 0.5 and shown["top3_agreement"] == 1.0
     assert shown["confident_disagreements"].count("\n") == 2 + 10 - 1  # header, rule, ten rows
 
     with duckdb.connect(str(storage.root / "warehouse.duckdb"), read_only=True) as warehouse:
@@ -225,3 +232,28 @@ def test_the_whole_archive_through_a_real_predictor(trained, split_frame, eyfs):
     assert scored["top1_elg_id"].notna().all() and scored["top3_probability"].notna().all()
     assert (scored["top1_probability"] >= scored["top2_probability"]).all()
     assert (scored["agrees"] <= scored["given_in_top3"]).all()
+
+
+def test_kept_answers_are_asked_again_only_for_observations_that_changed(split_frame, eyfs):
+    observations = sample(split_frame, 10)
+    predictor = FakePredictor(observations, eyfs)
+    first = answer_archive(observations, predictor.predict, batch_size=4)
+    assert first.reused == 0 and predictor.batches == [4, 4, 2]
+
+    kept = read_kept_answers(kept_answers_jsonl(first.answers))  # as the file keeps them
+    assert kept == first.answers
+    changed = observations.copy()
+    changed.loc[3, "text"] = changed.loc[3, "text"] + " She counted to ten."  # another note: asked again
+    changed.loc[5, "child_age_months"] = 50.0  # another age: the model reads it, asked again
+    predictor.given[changed.loc[3, "text"]] = int(changed.loc[3, "attribute_id"])
+    predictor.order[changed.loc[3, "text"]] = 3
+    progress = []
+    again = answer_archive(changed, predictor.predict, batch_size=4, kept=kept, progress=lambda *a: progress.append(a))
+    assert again.reused == 8 and predictor.batches[3:] == [2] and [p[:2] for p in progress] == [(2, 2)]
+    assert list(again.answers) == changed["observation_id"].tolist()
+    assert again.answers[changed["observation_id"][0]] == first.answers[changed["observation_id"][0]]
+    assert (
+        again.answers[changed["observation_id"][3]].fingerprint
+        != first.answers[changed["observation_id"][3]].fingerprint
+    )
+    assert read_kept_answers(b"{not json\n" + kept_answers_jsonl(again.answers)) == again.answers  # a torn line: asked

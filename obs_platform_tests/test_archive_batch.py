@@ -23,9 +23,10 @@ from obs_platform.cloud.model_batch import (
     MAX_BATCH_SIZE,
     BatchJobRequest,
     VertexModelBatchBackend,
+    answered_submissions,
     instances_jsonl,
-    newest_answered,
     read_batch_output,
+    why_unanswered,
 )
 from obs_platform.cloud.vertex import VertexSettings
 from obs_platform.data.schema import MAX_NOTES_CHARS
@@ -120,8 +121,10 @@ def test_a_batch_job_of_an_uploaded_model_answers_as_its_endpoint_would(
     names = sorted(path.rsplit("/", 1)[-1] for path in storage_from_uri(result.uri).list_files(""))
     assert names == ["prediction.results-00000-of-00002", "prediction.results-00001-of-00002"]
 
-    submission = newest_answered(storage_from_uri(f"gs://{gcs_emulator}/{tmp_path.name}"), "archive")
-    assert submission.submitted == observations["observation_id"].tolist() and not submission.output.failed
+    [submission] = answered_submissions(storage_from_uri(f"gs://{gcs_emulator}/{tmp_path.name}"), "archive")
+    assert list(submission.submitted) == observations["observation_id"].tolist() and not submission.output.failed
+    fingerprints = [instance.fingerprint for instance in archive_instances(observations)]
+    assert list(submission.submitted.values()) == fingerprints  # the instances sent, read back
     for observation_id, notes in zip(observations["observation_id"], observations["text"]):
         written = fake_vertex.prediction_for(notes)  # what the endpoint's predict answers for the same note
         answer = submission.output.answers[observation_id]
@@ -144,13 +147,14 @@ def test_a_request_the_app_refuses_fails_the_instances_it_carried(
         pass
     assert backend.result(job).manifest["metrics"]["failed_count"] == 4  # the request of instances 4 to 7
 
-    submission = newest_answered(storage_from_uri(f"gs://{gcs_emulator}/{tmp_path.name}"), "archive")
+    [submission] = answered_submissions(storage_from_uri(f"gs://{gcs_emulator}/{tmp_path.name}"), "archive")
     refused = observations["observation_id"][4:8].tolist()
     assert sorted(submission.output.failed) == sorted(refused) and len(submission.output.answers) == 6
-    reasons = submission.reasons([*observations["observation_id"], "obs-new"])
+    unanswered = {**{i: submission.submitted[i] for i in refused}, "obs-new": "a fingerprint no job was sent"}
+    reasons = why_unanswered([submission], unanswered)
     assert set(reasons) == {*refused, "obs-new"}
     assert all("failed on it" in reasons[i] and "422" in reasons[i] and "notes" in reasons[i] for i in refused)
-    assert "new since it was submitted" in reasons["obs-new"]
+    assert "in no batch job's instances" in reasons["obs-new"]
     assert "x" * 50 not in json.dumps(reasons)  # the app names the field, never the note
 
 
@@ -329,6 +333,52 @@ def test_the_bucket_deployment_scores_the_archive_with_a_batch_job(monkeypatch, 
     pd.testing.assert_frame_equal(table.reset_index(drop=True), expected)
     assert shown["dagster/row_count"] == 40 and shown["unscored"] == 0 and shown["failed_instances"] == 0
     assert shown["scored_by"] == "Vertex AI batch prediction job" and shown["agreement"] is not None
+
+
+def test_only_what_the_champion_has_not_answered_is_sent_again(
+    monkeypatch, bucket_home, fake_vertex, eyfs, split_frame
+):
+    defs = load_defs(monkeypatch, bucket_home)
+    storage = storage_from_uri(bucket_home)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert materialize(defs, instance, "archive_batch_job").success
+        sensor_until_reported(defs, instance)
+        # New data: two new notes, and one note corrected since the job answered it
+        observations = frame_from_parquet(storage.read_bytes("assets/redacted_observations.parquet"))
+        observations.loc[7, "text"] = observations.loc[7, "text"] + " Then she did it again."
+        grown = pd.concat([observations, sample(split_frame, 42).tail(2)], ignore_index=True)
+        buffer = io.BytesIO()
+        grown.to_parquet(buffer, index=False)
+        storage.write_bytes("assets/redacted_observations.parquet", buffer.getvalue())
+
+        assert materialize(defs, instance, "archive_batch_job").success
+        submitted = metadata(instance, "archive_batch_job")
+        assert (submitted["instances"], submitted["answers_held"], submitted["observations"]) == (3, 39, 42)
+        first, second = fake_vertex.created("batchPredictionJobs")
+        sent = submitted_ids(second)
+        assert sent == [observations["observation_id"][7], *grown["observation_id"][40:]]
+        assert len(fake_vertex.requests("models:upload")) == 1  # the champion's Model, uploaded once
+        sensor_until_reported(defs, instance)
+        scored = materialize(defs, instance, "scored_observations")
+        table = scored.output_for_node("scored_observations")
+        shown = metadata(instance, "scored_observations")
+
+        # Nothing new: no (billed) job
+        assert materialize(defs, instance, "archive_batch_job").success
+        nothing = metadata(instance, "archive_batch_job")
+        assert nothing["outcome"] == "answered" and nothing["instances"] == 0 and "job_id" not in nothing
+        assert len(fake_vertex.created("batchPredictionJobs")) == 2
+        assert sensor_until_reported(defs, instance, ticks=2) == []
+    expected = score_archive(grown, answered_as_the_fake(fake_vertex), eyfs, model_version=f"{OSS_MODEL}/v1")
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), expected)
+    assert shown["unscored"] == 0 and shown["batch_jobs_read"] == 2 and shown["dagster/row_count"] == 42
+
+
+def submitted_ids(created: dict) -> list[str]:
+    """The observation ids a created job's instances file holds."""
+    [uri] = created["inputConfig"]["gcsSource"]["uris"]
+    folder, name = uri.rsplit("/", 1)
+    return [json.loads(line)["observation_id"] for line in storage_from_uri(folder).read_bytes(name).splitlines()]
 
 
 def test_a_failed_batch_job_is_reported_and_scores_nothing(monkeypatch, bucket_home, fake_vertex, capfd):

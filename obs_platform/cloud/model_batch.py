@@ -21,15 +21,16 @@ failed) reads as a share of the whole wherever the job is looked at.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from obs_platform.cloud.vertex import VertexSettings, job_status, require_job_name, require_succeeded, translated_errors
-from obs_platform.predictions import Instance, Prediction, Suggestion
+from obs_platform.predictions import Instance, KeptAnswer, Prediction
 from obs_platform.storage import Storage
 from obs_platform.training.backend import JobError, JobState, JobStatus, ModelArtifact, TrainingProgress
 
@@ -44,6 +45,7 @@ INSTANCES_LABEL = "instances"
 OUTPUT_FILES = ("prediction.results-", "prediction.errors_stats-")  # what Vertex names the answers and the failures
 MAX_BATCH_SIZE = 64  # the serving app's MAX_BATCH: a larger request is refused whole
 PARTIALLY_SUCCEEDED = "JOB_STATE_PARTIALLY_SUCCEEDED"
+JOB_FAILED_ON_IT = "the batch job failed on it"
 
 
 def instances_jsonl(observation_ids: Sequence[str], instances: Sequence[Instance]) -> bytes:
@@ -62,9 +64,21 @@ def instances_jsonl(observation_ids: Sequence[str], instances: Sequence[Instance
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
-def submitted_ids(instances: bytes) -> list[str]:
-    """The observation ids of an instances file, in order."""
-    return [str(json.loads(line)[KEY_FIELD]) for line in instances.splitlines() if line.strip()]
+def submitted_instances(instances: bytes) -> dict[str, str]:
+    """The observation ids of an instances file, in order, each with the fingerprint of the instance sent for it
+    (`Instance.fingerprint`: an answer holds for the observation while it reads the same)."""
+    sent = {}
+    for line in instances.splitlines():
+        if line.strip():
+            record = json.loads(line)
+            day = record.get("observation_date")
+            instance = Instance(
+                notes=record["notes"],
+                child_age_months=record.get("child_age_months"),
+                observation_date=dt.date.fromisoformat(day) if day else None,
+            )
+            sent[str(record[KEY_FIELD])] = instance.fingerprint
+    return sent
 
 
 @dataclass(frozen=True)
@@ -97,25 +111,11 @@ def read_batch_output(lines: Iterable[bytes | str]) -> BatchOutput:
             failed[key] = _error_text(record.get("error", "neither a prediction nor an error"))
             continue
         try:
-            answers[key] = _prediction(record["prediction"])
+            answers[key] = Prediction.from_dict(record["prediction"])
             failed.pop(key, None)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             failed[key] = f"its answer is not a prediction of the serving app ({exc!r})"
     return BatchOutput(answers, failed, unreadable)
-
-
-def _prediction(data: dict[str, Any]) -> Prediction:
-    """A prediction as the app wrote it; its ids as ints again (JSON through a protobuf Value holds every number as
-    a double)."""
-    top_k = [Suggestion(**{**s, "attribute_id": int(s["attribute_id"])}) for s in data.get("top_k", [])]
-    return Prediction(
-        **{
-            **data,
-            "attribute_id": int(data["attribute_id"]),
-            "tags": [int(tag) for tag in data.get("tags", [])],
-            "top_k": top_k,
-        }
-    )
 
 
 def _error_text(error: Any) -> str:
@@ -131,43 +131,58 @@ class ArchiveSubmission:
     """One submission's folder, the ids it sent and what its job answered."""
 
     folder: str
-    submitted: list[str]
+    submitted: dict[str, str]  # observation id → the fingerprint of the instance sent for it
     output: BatchOutput
     output_files: list[str]
 
-    def reasons(self, observation_ids: Iterable[str]) -> dict[str, str]:
-        """Why each of `observation_ids` has no answer (those with one are left out): the job failed on it, its
-        output holds no line for it, or it was not among the instances (an observation new since the job)."""
-        submitted = set(self.submitted)
-        reasons = {}
-        for observation_id in observation_ids:
-            if observation_id in self.output.answers:
-                continue
-            if observation_id in self.output.failed:
-                reasons[observation_id] = f"the batch job failed on it: {self.output.failed[observation_id]}"
-            elif observation_id in submitted:
-                reasons[observation_id] = "the batch job's output holds no answer for it"
-            else:
-                reasons[observation_id] = "not in the batch job's instances (new since it was submitted)"
-        return reasons
+    def reason(self, observation_id: str) -> str:
+        """Why this job gave the observation it was sent no answer."""
+        if observation_id in self.output.failed:
+            return f"{JOB_FAILED_ON_IT}: {self.output.failed[observation_id]}"
+        return "the batch job's output holds no answer for it"
 
 
-def newest_answered(storage: Storage, folder: str) -> ArchiveSubmission | None:
-    """The newest submission under `folder` (one sub-folder each, named so that the newest sorts last) whose job
-    wrote its output, read; None when no job there has answered yet."""
-    submissions: dict[str, list[str]] = {}
+def answered_submissions(storage: Storage, folder: str) -> list[ArchiveSubmission]:
+    """Every submission under `folder` (one sub-folder each, named so that the newest sorts last) whose job wrote
+    its output, read, oldest first."""
+    outputs: dict[str, list[str]] = {}
     for path in storage.list_files(folder):
         parts = path.removeprefix(f"{folder.rstrip('/')}/").split("/")
         if len(parts) >= 3 and parts[1] == OUTPUT_FOLDER and parts[-1].startswith(OUTPUT_FILES):
-            submissions.setdefault(parts[0], []).append(path)
-    if not submissions:
-        return None
-    name = max(submissions)
-    submission = f"{folder.rstrip('/')}/{name}"
-    files = _newest_output(submissions[name])
-    lines = [line for path in files for line in storage.read_bytes(path).splitlines()]
-    submitted = submitted_ids(storage.read_bytes(f"{submission}/{INSTANCES_FILE}"))
-    return ArchiveSubmission(submission, submitted, read_batch_output(lines), files)
+            outputs.setdefault(parts[0], []).append(path)
+    submissions = []
+    for name in sorted(outputs):
+        submission = f"{folder.rstrip('/')}/{name}"
+        files = _newest_output(outputs[name])
+        lines = [line for path in files for line in storage.read_bytes(path).splitlines()]
+        submitted = submitted_instances(storage.read_bytes(f"{submission}/{INSTANCES_FILE}"))
+        submissions.append(ArchiveSubmission(submission, submitted, read_batch_output(lines), files))
+    return submissions
+
+
+def held_answers(submissions: Sequence[ArchiveSubmission]) -> dict[str, KeptAnswer]:
+    """Each observation's newest answer across the submissions (oldest first), with the fingerprint of the instance
+    its job was sent: what a new submission need not send again."""
+    held = {}
+    for submission in submissions:
+        for observation_id, prediction in submission.output.answers.items():
+            if observation_id in submission.submitted:
+                held[observation_id] = KeptAnswer(submission.submitted[observation_id], prediction)
+    return held
+
+
+def why_unanswered(submissions: Sequence[ArchiveSubmission], wanted: Mapping[str, str]) -> dict[str, str]:
+    """Why each observation of `wanted` (its id → its instance's fingerprint now) has no answer for that instance:
+    what the newest job sent it did (failed on it, or wrote no line for it), or that no job was sent it."""
+    reasons = {}
+    for observation_id, fingerprint in wanted.items():
+        sent = [s for s in submissions if s.submitted.get(observation_id) == fingerprint]
+        reasons[observation_id] = (
+            sent[-1].reason(observation_id)
+            if sent
+            else "in no batch job's instances (new, or changed, since the last was submitted)"
+        )
+    return reasons
 
 
 def _newest_output(paths: list[str]) -> list[str]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 
 from obs_platform.evaluation.report import REPORT_FILE
-from obs_platform.predictions import Instance, Prediction
+from obs_platform.predictions import Instance, KeptAnswer, Prediction
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.training.registry import ModelRegistry
 
@@ -74,6 +75,73 @@ def archive_instances(observations: pd.DataFrame) -> list[Instance]:
     ]
 
 
+@dataclass(frozen=True)
+class ArchiveAnswers:
+    answers: dict[str, KeptAnswer]  # by observation id, for every observation
+    reused: int  # how many were kept answers, not asked again
+
+
+def answer_archive(
+    observations: pd.DataFrame,
+    predict: Callable[[list[Instance]], list[Prediction]],
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    kept: Mapping[str, KeptAnswer] | None = None,
+) -> ArchiveAnswers:
+    """The model's answer for every observation: an answer `kept` holds for the same instance is taken as it is,
+    every other observation is asked of `predict`, `batch_size` at a time (`progress` after each batch), so a new
+    drop of notes costs what it holds, not the whole archive."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    ids = observations["observation_id"].astype(str).tolist()
+    instances = archive_instances(observations)
+    fingerprints = [instance.fingerprint for instance in instances]
+    held = kept or {}
+    answers: dict[str, KeptAnswer] = {}
+    todo = []
+    for k, (observation_id, fingerprint) in enumerate(zip(ids, fingerprints)):
+        answer = held.get(observation_id)
+        if answer is not None and answer.fingerprint == fingerprint:
+            answers[observation_id] = answer
+        else:
+            todo.append(k)
+    started = time.monotonic()
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        answered = predict([instances[k] for k in batch])
+        if len(answered) != len(batch):
+            raise ValueError(f"the predictor answered {len(answered)} of a batch of {len(batch)} observations")
+        answers.update((ids[k], KeptAnswer(fingerprints[k], p)) for k, p in zip(batch, answered))
+        if progress is not None:
+            progress(start + len(batch), len(todo), time.monotonic() - started)
+    return ArchiveAnswers(answers={i: answers[i] for i in ids}, reused=len(ids) - len(todo))
+
+
+def kept_answers_jsonl(answers: Mapping[str, KeptAnswer]) -> bytes:
+    """A version's answers as a file: one line per observation (its id, the instance's fingerprint, the
+    prediction as the serving app writes it)."""
+    return b"".join(
+        (
+            json.dumps({"observation_id": i, "fingerprint": a.fingerprint, "prediction": asdict(a.prediction)}) + "\n"
+        ).encode()
+        for i, a in answers.items()
+    )
+
+
+def read_kept_answers(data: bytes) -> dict[str, KeptAnswer]:
+    """`kept_answers_jsonl`'s answers; a line that is not one (a file cut short) is left out, and asked again."""
+    kept = {}
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+            kept[str(record["observation_id"])] = KeptAnswer(
+                str(record["fingerprint"]), Prediction.from_dict(record["prediction"])
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return kept
+
+
 def score_archive(
     observations: pd.DataFrame,
     predict: Callable[[list[Instance]], list[Prediction]],
@@ -86,20 +154,9 @@ def score_archive(
     `observation_date` are what the model reads) with the educator's primary tag, the model's top three ELGs with
     their probabilities, its level and confidence, and whether the two agree (`agrees`: the given ELG is the model's
     first; `given_in_top3`)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    instances = archive_instances(observations)
-    total, started = len(instances), time.monotonic()
-    predictions: list[Prediction] = []
-    for start in range(0, total, batch_size):
-        batch = instances[start : start + batch_size]
-        answered = predict(batch)
-        if len(answered) != len(batch):
-            raise ValueError(f"the predictor answered {len(answered)} of a batch of {len(batch)} observations")
-        predictions.extend(answered)
-        if progress is not None:
-            progress(len(predictions), total, time.monotonic() - started)
-    return _scored(observations, predictions, taxonomy, model_version)
+    answers = answer_archive(observations, predict, batch_size, progress).answers
+    ids = observations["observation_id"].astype(str)
+    return _scored(observations, [answers[i].prediction for i in ids], taxonomy, model_version)
 
 
 def score_answers(

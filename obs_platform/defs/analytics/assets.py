@@ -14,8 +14,10 @@ then built from the job's answers (the table follows the predictions there, not 
 observation left without an answer is counted and named.
 """
 
+import functools
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -23,11 +25,14 @@ import pandas as pd
 from obs_platform.cloud.endpoints import VertexModelHost
 from obs_platform.cloud.model_batch import (
     INSTANCES_FILE,
+    JOB_FAILED_ON_IT,
     OUTPUT_FOLDER,
     BatchJobRequest,
     VertexModelBatchBackend,
+    answered_submissions,
+    held_answers,
     instances_jsonl,
-    newest_answered,
+    why_unanswered,
 )
 from obs_platform.cloud.vertex import VertexConfigError, label_value
 from obs_platform.data.reports import markdown_preview
@@ -39,7 +44,13 @@ from obs_platform.defs.evaluation.resources import EvaluationResource
 from obs_platform.defs.metadata import submitted_job
 from obs_platform.defs.serving.resources import ServingResource
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
-from obs_platform.evaluation.archive import archive_instances, score_answers, score_archive
+from obs_platform.evaluation.archive import (
+    answer_archive,
+    archive_instances,
+    kept_answers_jsonl,
+    read_kept_answers,
+    score_answers,
+)
 from obs_platform.evaluation.archive import evaluation_history as history_table
 from obs_platform.settings import Settings
 from obs_platform.storage import LocalStorage, Storage
@@ -47,11 +58,15 @@ from obs_platform.training.backend import TrainingProgress
 from obs_platform.training.progress import progress_bar
 from obs_platform.training.registry import GEMINI_MODEL, OSS_MODEL, OSS_SFT_MODEL, ModelRegistry, ModelVersion
 
+if TYPE_CHECKING:
+    from obs_platform.serving.predictor import Predictor
+
 GROUP = "analytics"
 WAREHOUSE = "warehouse_io_manager"
 DISAGREEMENT_COLUMNS = ["observation_id", "given_elg", "top1_elg", "confidence"]
 ARCHIVE_BACKEND = VertexModelBatchBackend.name
 ARCHIVE_FOLDER = "archive"  # under the champion's version folder: one sub-folder per batch job submitted
+KEPT_ANSWERS_FILE = "answers.jsonl"  # beside them, locally: the champion's answers scored in process
 UNSCORED_SHOWN = 20  # observations without a row listed in the metadata (all are counted)
 # Other definition modules name these assets by key: a module without a `@dg.definitions` function hands Dagster
 # every definition it holds, and a bucket's copies of the assets (`deployment_assets`) are other objects.
@@ -97,11 +112,12 @@ def archive_batch_job(
     serving: ServingResource,
     analytics: AnalyticsResource,
 ) -> dg.MaterializeResult:
-    """A Vertex AI batch prediction job of the champion over every redacted observation (a bucket deployment's way
-    of scoring the archive): the instances (the redacted note, the age and the date, keyed by observation id; no
-    name) are written to the bucket, the job is submitted on the champion's Vertex Model (uploaded once per
-    revision, as its endpoint serves it) and this returns at once. `tuning_job_sensor` polls it and reports
-    `archive_predictions`."""
+    """A Vertex AI batch prediction job of the champion over the redacted observations it has no answer for yet (a
+    bucket deployment's way of scoring the archive): the instances (the redacted note, the age and the date, keyed by
+    observation id; no name) are written to the bucket, the job is submitted on the champion's Vertex Model (uploaded
+    once per revision, as its endpoint serves it) and this returns at once. `tuning_job_sensor` polls it and reports
+    `archive_predictions`. An observation the champion's earlier jobs answered, reading as it does now, is not sent
+    again; when none is left, no (billed) job is submitted."""
     home, models = storage.client(), registry.registry()
     if isinstance(home, LocalStorage):
         raise dg.Failure(
@@ -109,6 +125,14 @@ def archive_batch_job(
             "the archive in process there"
         )
     champion = _champion(models, tuning)
+    ids = redacted_observations["observation_id"].astype(str).tolist()
+    instances = archive_instances(redacted_observations)
+    held = held_answers(answered_submissions(home, archive_folder(champion)))
+    todo = [k for k, i in enumerate(ids) if (a := held.get(i)) is None or a.fingerprint != instances[k].fingerprint]
+    facts = {"model_version": champion.label, "observations": len(ids), "answers_held": len(ids) - len(todo)}
+    if not todo:
+        context.log.info(f"{champion.label} has answered every one of the {len(ids)} observations: no job submitted")
+        return dg.MaterializeResult(metadata={"outcome": "answered", "instances": 0, **facts})
     host = serving.host(storage, taxonomy, models)
     if not isinstance(host, VertexModelHost):
         raise dg.Failure("scoring the archive on Vertex AI needs OBS_PLATFORM_BACKEND=vertex")
@@ -117,9 +141,9 @@ def archive_batch_job(
         backend = tuning.archive_backend()
     except VertexConfigError as exc:
         raise dg.Failure(str(exc)) from exc
-    ids = redacted_observations["observation_id"].astype(str).tolist()
     submission = f"{archive_folder(champion)}/{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"  # the newest sorts last
-    home.write_bytes(f"{submission}/{INSTANCES_FILE}", instances_jsonl(ids, archive_instances(redacted_observations)))
+    sent = instances_jsonl([ids[k] for k in todo], [instances[k] for k in todo])
+    home.write_bytes(f"{submission}/{INSTANCES_FILE}", sent)
     job_id = backend.submit(
         BatchJobRequest(
             model=model,
@@ -127,20 +151,20 @@ def archive_batch_job(
             output_uri=home.uri(f"{submission}/{OUTPUT_FOLDER}"),
             display_name=f"obs-platform-archive-{champion.name}-v{champion.version}",
             labels={"model_version": label_value(champion.label)},
-            instances=len(ids),
+            instances=len(todo),
             batch_size=analytics.batch_size,
         )
     )
-    context.log.info(f"submitted batch prediction job {job_id}: {len(ids)} observations to {champion.label}")
+    context.log.info(f"submitted batch prediction job {job_id}: {len(todo)} observations to {champion.label}")
     return dg.MaterializeResult(
         metadata={
             **submitted_job(job_id, ARCHIVE_BACKEND),
             "model_name": "",  # the sensor registers no model for this job: its result is answers
-            "model_version": champion.label,
             "dataset_version": champion.dataset_version,
-            "instances": len(ids),
+            "instances": len(todo),
+            **facts,
             "spec": dg.MetadataValue.json(
-                {"model_version": champion.label, "dataset_version": champion.dataset_version, "instances": len(ids)}
+                {"model_version": champion.label, "dataset_version": champion.dataset_version, "instances": len(todo)}
             ),
             "vertex_model": model,
             "uploaded": uploaded,
@@ -221,22 +245,33 @@ def _scored_in_process(
 ) -> tuple[pd.DataFrame, dict]:
     from obs_platform.serving.predictor import load_predictor  # torch: only when the asset runs
 
-    model_dir = models.local_files(champion, evaluation_workspace(storage, evaluation) / "models")
-    predictor = load_predictor(model_dir, taxonomy.load(), runtime=analytics.runtime)  # type: ignore[arg-type]
+    @functools.cache
+    def predictor() -> "Predictor":  # loaded only when some observation has no kept answer
+        model_dir = models.local_files(champion, evaluation_workspace(storage, evaluation) / "models")
+        return load_predictor(model_dir, taxonomy.load(), runtime=analytics.runtime)  # type: ignore[arg-type]
+
+    home = storage.client()
+    kept_path = f"{archive_folder(champion)}/{KEPT_ANSWERS_FILE}"
+    kept = read_kept_answers(home.read_bytes(kept_path)) if home.exists(kept_path) else {}
     started = time.monotonic()
-    scored = score_archive(
+    answered = answer_archive(
         observations,
-        predictor.predict,
-        taxonomy.load(),
+        lambda batch: predictor().predict(batch),
         batch_size=analytics.batch_size,
         progress=ProgressLog(context.log, analytics.progress_every_seconds),
-        model_version=champion.label,
+        kept=kept,
     )
     seconds = time.monotonic() - started
+    home.write_bytes(kept_path, kept_answers_jsonl(answered.answers))
+    answers = {observation_id: answer.prediction for observation_id, answer in answered.answers.items()}
+    scored, _ = score_answers(observations, answers, taxonomy.load(), model_version=champion.label)
+    asked = len(scored) - answered.reused
     return scored, {
         "runtime": analytics.runtime,
+        "answers_reused": answered.reused,
+        "observations_scored": asked,
         "seconds": round(seconds, 1),
-        "observations_per_second": round(len(scored) / seconds, 1) if seconds > 0 else None,
+        "observations_per_second": round(asked / seconds, 1) if asked and seconds > 0 else None,
     }
 
 
@@ -248,39 +283,41 @@ def _scored_from_predictions(
     champion: ModelVersion,
 ) -> tuple[pd.DataFrame, dict]:
     folder = archive_folder(champion)
-    submission = newest_answered(home, folder)
-    if submission is None:
+    submissions = answered_submissions(home, folder)
+    if not submissions:
         raise dg.Failure(
             f"no batch prediction job of {champion.label} has answered the archive yet (nothing under "
             f"{home.uri(folder)}): `archive_batch_job` submits one after each new champion, `tuning_job_sensor` "
             "reports `archive_predictions` when it succeeds, and this table follows"
         )
     ids = observations["observation_id"].astype(str).tolist()
+    wanted = dict(zip(ids, (instance.fingerprint for instance in archive_instances(observations))))
+    held = held_answers(submissions)
+    answers = {i: a.prediction for i, a in held.items() if i in wanted and a.fingerprint == wanted[i]}
+    reasons = why_unanswered(submissions, {i: f for i, f in wanted.items() if i not in answers})
     scored, unscored = score_answers(
-        observations,
-        submission.output.answers,
-        taxonomy.load(),
-        model_version=champion.label,
-        reasons=submission.reasons(ids),
+        observations, answers, taxonomy.load(), model_version=champion.label, reasons=reasons
     )
     if scored.empty:
         raise dg.Failure(
-            f"the batch job under {home.uri(submission.folder)} answered none of the {len(ids)} observations: "
+            f"the batch jobs under {home.uri(folder)} answered none of the {len(ids)} observations: "
             + "; ".join(list(dict.fromkeys(unscored.values()))[:3])
         )
     if unscored:
         context.log.warning(
-            f"{len(unscored)} of {len(ids)} observations have no row (no answer from the batch job): "
+            f"{len(unscored)} of {len(ids)} observations have no row (no answer from the batch jobs): "
             + ", ".join(list(unscored)[:UNSCORED_SHOWN])
             + (" …" if len(unscored) > UNSCORED_SHOWN else "")
         )
     shown = pd.DataFrame({"observation_id": list(unscored), "reason": list(unscored.values())})
+    newest = submissions[-1]
     return scored, {
         "scored_by": "Vertex AI batch prediction job",
-        "batch_output": dg.MetadataValue.path(home.uri(submission.output_files[0].rsplit("/", 1)[0])),
-        "submitted": len(submission.submitted),
-        "failed_instances": len(submission.output.failed),
-        "unreadable_lines": submission.output.unreadable,
+        "batch_output": dg.MetadataValue.path(home.uri(newest.output_files[0].rsplit("/", 1)[0])),
+        "batch_jobs_read": len(submissions),
+        "submitted": len(newest.submitted),
+        "failed_instances": sum(reason.startswith(JOB_FAILED_ON_IT) for reason in unscored.values()),
+        "unreadable_lines": sum(s.output.unreadable for s in submissions),
         "unscored": len(unscored),
         "unscored_observations": dg.MetadataValue.md(
             markdown_preview(shown, ["observation_id", "reason"], rows=UNSCORED_SHOWN, width=120)
