@@ -112,7 +112,21 @@ def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
             )
         )
         landed_storage.write_bytes("landing/new_drop.jsonl", extra)
-        assert run_data_group(defs, instance).success
+        result = run_data_group(defs, instance)
+        assert result.success
+        # the checks judged the new lines only: the others were passed by the first run, reading the same
+        judged = {
+            (e.asset_check_key.asset_key.to_user_string(), e.asset_check_key.name): e.metadata["lines_judged"].value
+            for e in result.get_asset_check_evaluations()
+            if "lines_judged" in e.metadata
+        }
+        gemini_new = 60 - metadata(instance, "training_splits")["test_rows"] + before["split"].eq("test").sum()
+        assert judged == {
+            ("training_splits", "no_personal_data"): 60,
+            ("oss_sft_jsonl", "no_personal_data"): 60,
+            ("gemini_sft_jsonl", "no_personal_data"): gemini_new,
+            ("gemini_sft_jsonl", "gemini_lines_valid"): gemini_new,
+        }
         after = pd.read_parquet(landed_storage.root / "assets" / "training_splits.parquet").set_index("observation_id")
         assert len(after) == len(before) + 60
         assert (after.loc[before.index, "split"] == before["split"]).all()

@@ -53,14 +53,15 @@ _DATE_VERDICT = "implausible_date"
 MIN_BYTES_FOR_WORKERS = 20 * 2**20  # below this, starting worker processes costs more than it saves
 
 
-def _code_version(modules: Iterable[object]) -> str:
+def source_digest(modules: Iterable[object]) -> str:
+    """A digest of the modules' source: what a cached result made by their code is valid for."""
     digest = hashlib.sha256()
     for module in modules:
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
-CODE_VERSION = _code_version([aliases, canonical, coercion, quarantine, raw, schema, secondary_tags, values])
+CODE_VERSION = source_digest([aliases, canonical, coercion, quarantine, raw, schema, secondary_tags, values])
 
 
 class LandedExport(BaseModel, frozen=True):

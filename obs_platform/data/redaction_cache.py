@@ -94,8 +94,8 @@ def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster)
         redo = np.empty(0, dtype=np.int64)
         if used != roster_digest:
             if used not in changes:
-                changes[used] = _changed_tokens(storage, used, roster)
-            redo = np.flatnonzero(_mentioning(_rows(canonical["notes"], positions), changes[used]))
+                changes[used] = changed_tokens_since(storage, used, roster)
+            redo = np.flatnonzero(mentioning(_rows(canonical["notes"], positions), changes[used]))
         entries.append(_Entry(path, positions, (part, part_keys), redo, write=used != roster_digest))
 
     order = np.concatenate([e.positions[e.redo] for e in entries]) if entries else np.empty(0, dtype=np.int64)
@@ -190,15 +190,16 @@ def _store_roster(storage: Storage, roster: Roster, digest: str) -> None:
         storage.write_bytes(path, roster.to_json())
 
 
-def _changed_tokens(storage: Storage, used: str, roster: Roster) -> frozenset[str] | None:
-    """None when the roster used is no longer known: redact every note of the entry again."""
+def changed_tokens_since(storage: Storage, used: str, roster: Roster) -> frozenset[str] | None:
+    """The tokens `roster` and the stored roster of digest `used` treat differently; None when that roster is no
+    longer known (then every note must be looked at again)."""
     path = f"{ROSTER_PREFIX}/{used}.json"
     if not storage.exists(path):
         return None
     return Roster.from_json(storage.read_bytes(path)).changed_tokens(roster)
 
 
-def _mentioning(notes: pd.Series, tokens: frozenset[str] | None) -> np.ndarray:
+def mentioning(notes: pd.Series, tokens: frozenset[str] | None) -> np.ndarray:
     """Which notes hold any of `tokens` (lower case, apostrophes of either kind), as a substring: a superset of
     the notes whose redaction the tokens change ("kofis" holds "kofi")."""
     if tokens is None:

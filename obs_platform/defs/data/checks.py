@@ -5,12 +5,15 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import orjson
 import pandas as pd
 
-from obs_platform.data import prepare
+from obs_platform.data import formats, prepare, redaction_cache
 from obs_platform.data.artifacts import TrainingFiles
+from obs_platform.data.checked_lines import line_hashes, read_passed, write_passed
 from obs_platform.data.formats import gemini_line_problems, written_texts
+from obs_platform.data.parts import source_digest
 from obs_platform.data.redaction import Redactor, contains_contact_details
 from obs_platform.defs.data.assets import (
     gemini_sft_jsonl,
@@ -21,10 +24,10 @@ from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.metadata import table
 from obs_platform.storage.base import MANIFEST
 
-
-def _jsonl_texts(storage: StorageResource, files: TrainingFiles) -> dict[str, list[str]]:
-    client = storage.client()
-    return {name: client.read_bytes(f"{files.folder}/{name}").decode().splitlines() for name in files.files}
+# What a personal-data verdict on a line depends on, the roster aside: the detector (its code and word lists) and
+# how a line's written texts are read. A line passed before under the same is not judged again.
+PERSONAL_DATA_VERDICTS = f"{redaction_cache.CODE_VERSION}-{source_digest([formats])}"
+GEMINI_LINES_CACHE = "gemini_sft_jsonl-gemini_lines_valid"
 
 
 def _no_personal_data_check(
@@ -38,7 +41,9 @@ def _no_personal_data_check(
     It reads the files themselves with the redactor's whole detector (the roster, the lexicon and the rules
     for names no list knows), not only the roster; on failure the bundle is removed, manifest first, so that
     neither the next asset nor a person picks up the files (the next materialisation writes them anew). Where the
-    files are and how many lines they hold come from the asset's value (`value_type`, through `written`)."""
+    files are and how many lines they hold come from the asset's value (`value_type`, through `written`). A line it
+    passed last time, reading the same, is not judged again unless it mentions a word the roster now treats
+    differently (`obs_platform.data.checked_lines`): after a drop, the new lines are what is judged."""
 
     @dg.asset_check(
         asset=asset,
@@ -58,24 +63,37 @@ def _no_personal_data_check(
         quarantined_observations: pd.DataFrame,
         checked: value_type,  # the checked asset's value
     ) -> dg.AssetCheckResult:
-        redactor = Redactor(prepare.build_roster(canonical_observations, quarantined_observations))
+        roster = prepare.build_roster(canonical_observations, quarantined_observations)
+        redactor = Redactor(roster)
+        client = storage.client()
         folder, expected_lines = written(checked, taxonomy)
         files = _files_in(storage, folder)
+        before = read_passed(client, cache_name)
         leaks: dict[str, dict[str, object]] = {}
         contacts: dict[str, int] = {}
-        lines = 0
+        clean: list[np.ndarray] = []
+        lines = judged = 0
         for file_name, file_lines in files.items():
             lines += len(file_lines)
-            texts = [written_texts(line) for line in file_lines]
-            line_of = [n for n, line_texts in enumerate(texts, start=1) for _ in line_texts]
+            hashes = line_hashes(file_lines)
+            todo = np.flatnonzero(before.to_judge(client, file_lines, hashes, PERSONAL_DATA_VERDICTS, roster))
+            judged += len(todo)
+            texts = [written_texts(file_lines[k]) for k in todo]
+            line_of = [int(todo[n]) + 1 for n, line_texts in enumerate(texts) for _ in line_texts]
             found = redactor.names_per_text([t for line_texts in texts for t in line_texts])
             named = sorted({line_of[k] for k, names in enumerate(found) if names})
             if named:
                 # Line numbers and counts only: the names themselves would leak into the event log.
                 leaks[file_name] = {"lines": named[:20], "lines_with_names": len(named)}
-            contact_lines = sum(any(contains_contact_details(t) for t in line_texts) for line_texts in texts)
-            if contact_lines:
-                contacts[file_name] = contact_lines
+            with_contacts = [
+                int(todo[n]) + 1 for n, line_texts in enumerate(texts) if any(map(contains_contact_details, line_texts))
+            ]
+            if with_contacts:
+                contacts[file_name] = len(with_contacts)
+            passed = np.ones(len(file_lines), dtype=bool)
+            passed[[number - 1 for number in {*named, *with_contacts}]] = False
+            clean.append(hashes[passed])
+        write_passed(client, cache_name, _joined(clean), PERSONAL_DATA_VERDICTS, roster)
         # Every line must have been read: a check that found no files proves nothing.
         passed = not leaks and not contacts and lines == expected_lines
         removed = _remove_bundle(storage, folder) if files and (leaks or contacts) else []
@@ -83,6 +101,7 @@ def _no_personal_data_check(
             passed=passed,
             metadata={
                 "lines_scanned": lines,
+                "lines_judged": judged,  # the others were passed before, reading the same
                 "lines_expected": expected_lines,
                 "roster_people": len(redactor.roster),
                 "lines_with_names": dg.MetadataValue.json(leaks),
@@ -91,6 +110,7 @@ def _no_personal_data_check(
             },
         )
 
+    cache_name = f"{asset.key.to_python_identifier()}-{name}"
     return _check
 
 
@@ -101,6 +121,10 @@ def _split_files_written(splits: pd.DataFrame, taxonomy: TaxonomyResource) -> tu
 
 def _training_files_written(files: TrainingFiles, _taxonomy: TaxonomyResource) -> tuple[str, int]:
     return files.folder, sum(files.rows.values())
+
+
+def _joined(hashes: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
 
 
 def _remove_bundle(storage: StorageResource, folder: str) -> list[str]:
@@ -143,21 +167,33 @@ oss_jsonl_has_no_personal_data = _no_personal_data_check(
 def gemini_lines_valid(
     gemini_sft_jsonl: TrainingFiles, storage: StorageResource, taxonomy: TaxonomyResource
 ) -> dg.AssetCheckResult:
-    tax = taxonomy.load()
+    tax, client = taxonomy.load(), storage.client()
+    verdicts = f"{source_digest([formats])}-{tax.sha256}"
+    before = read_passed(client, GEMINI_LINES_CACHE)
     problems: list[dict[str, object]] = []
-    lines = 0
-    for file_name, texts in _jsonl_texts(storage, gemini_sft_jsonl).items():
-        for number, text in enumerate(texts, start=1):
-            lines += 1
+    clean: list[np.ndarray] = []
+    lines = judged = 0
+    for file_name in gemini_sft_jsonl.files:
+        file_lines = client.read_bytes(f"{gemini_sft_jsonl.folder}/{file_name}").splitlines()
+        lines += len(file_lines)
+        hashes = line_hashes(file_lines)
+        todo = np.flatnonzero(before.to_judge(client, file_lines, hashes, verdicts, None))
+        judged += len(todo)
+        passed = np.ones(len(file_lines), dtype=bool)
+        for k in todo.tolist():
             try:
-                found = gemini_line_problems(orjson.loads(text), tax)
+                found = gemini_line_problems(orjson.loads(file_lines[k]), tax)
             except orjson.JSONDecodeError as exc:
                 found = [f"not JSON: {exc}"]
-            problems.extend({"file": file_name, "line": number, "problem": p} for p in found)
+            problems.extend({"file": file_name, "line": k + 1, "problem": p} for p in found)
+            passed[k] = not found
+        clean.append(hashes[passed])
+    write_passed(client, GEMINI_LINES_CACHE, _joined(clean), verdicts, None)
     return dg.AssetCheckResult(
         passed=not problems and lines == sum(gemini_sft_jsonl.rows.values()),
         metadata={
             "lines_checked": lines,
+            "lines_judged": judged,  # the others were valid before, reading the same
             "problems": table(pd.DataFrame(problems, columns=["file", "line", "problem"])),
         },
     )
