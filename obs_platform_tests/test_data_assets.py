@@ -98,6 +98,9 @@ def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_data_group(defs, instance).success
         before = pd.read_parquet(landed_storage.root / "assets" / "training_splits.parquet").set_index("observation_id")
+        # the stored frame says where its split files are: checks and training find them without rendering again
+        version = metadata(instance, "training_splits")["dataset_version"]
+        assert before.attrs == {"split_bundle": f"splits/{version}"}
         extra = b"".join(
             orjson.dumps(
                 {

@@ -56,6 +56,7 @@ SPLIT_RECORD_COLUMNS = list(SPLIT_RECORD_KINDS)
 CHUNK_ROWS = 20_000
 TAXONOMY_TEXTS_FILE = "taxonomy.jsonl"
 SPLITS_BASE = "splits"  # split bundles are content-addressed folders under it
+SPLIT_BUNDLE_ATTR = "split_bundle"  # a split frame's `attrs`: the folder its bundle was written to
 
 
 def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
@@ -226,9 +227,10 @@ def split_bundle(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[
 
 
 def split_bundle_folder(frame: pd.DataFrame, taxonomy: Taxonomy) -> str:
-    """Where the frame's split bundle is written, found from the frame alone (its name is its content's digest,
-    also the dataset version): what training and the checks of `training_splits` read, without writing."""
-    return content_addressed_folder(SPLITS_BASE, split_bundle(frame, taxonomy))
+    """Where the frame's split bundle is written (its name is its content's digest, also the dataset version): what
+    training and the checks of `training_splits` read. A frame `training_splits` made says so itself
+    (`SPLIT_BUNDLE_ATTR`); any other is rendered again to be hashed, without writing."""
+    return frame.attrs.get(SPLIT_BUNDLE_ATTR) or content_addressed_folder(SPLITS_BASE, split_bundle(frame, taxonomy))
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:

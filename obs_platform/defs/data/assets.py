@@ -174,6 +174,7 @@ def training_splits(
         client.write_bytes(LEDGER_PATH, buffer.getvalue())
 
     counts = outcome.frame["split"].value_counts().to_dict()
+    outcome.frame.attrs[prepare.SPLIT_BUNDLE_ATTR] = written.folder  # the value says where its files are
     return dg.Output(
         outcome.frame,
         data_version=dg.DataVersion(written.version),
