@@ -1,18 +1,23 @@
 import copy
 import datetime as dt
+import random
 
+import numpy as np
 import orjson
+import pandas as pd
 import pytest
 
 from obs_platform.data.formats import (
     AnswerError,
     TrainingExample,
+    TrainingLineRenderer,
     chat_line,
     gemini_line,
     gemini_line_problems,
     parse_answer,
     system_instruction,
 )
+from obs_platform.data.json_lines import render_lines
 from obs_platform.taxonomy import Label
 
 
@@ -85,3 +90,45 @@ def test_chat_line(eyfs, example):
     messages = chat_line(example, eyfs)["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert parse_answer(messages[2]["content"], eyfs)[0] == example.label
+
+
+def test_training_lines_column_by_column_are_the_line_renderers_bytes(eyfs):
+    """The data assets render Gemini and chat files column by column (`gemini_pieces`, `chat_pieces`); every line
+    must be the bytes the row-by-row renderer writes, whatever the note, age, date, photos and tags."""
+    rng = random.Random(5)
+    attributes = [(a.domain_id, a.id) for a in eyfs.attributes]
+    levels = [level.title for level in eyfs.levels]
+    notes = ['say "hi"', "back\\slash", "tab\there\nline\r\x00\x1f", "Zoë 😀 \u2028", "", "[CHILD] ran"]
+    rows = []
+    for k in range(120):
+        domain_id, attribute_id = rng.choice(attributes)
+        other_domain, other_attribute = rng.choice(attributes)
+        rows.append(
+            {
+                "text": rng.choice(notes) + str(k),
+                "child_age_months": rng.choice([None, float("nan"), 36.0, 40.5, 41.5, 59.6]),
+                "observation_date": rng.choice([None, "2025-09-01", "2026-02-17"]),
+                "domain_id": domain_id,
+                "attribute_id": attribute_id,
+                "progression_title": rng.choice(levels),
+                "secondary_tags": rng.choice(
+                    [[], None, [{"domain_id": other_domain, "attribute_id": other_attribute, "level": levels[0]}]]
+                ),
+                "photo_uris": rng.choice([[], ["gs://p/a.jpg"], ["gs://p/a.jpg", "http://x/b.png", "gs://p/c.txt"]]),
+            }
+        )
+    frame = pd.DataFrame(rows).assign(observation_date=lambda f: pd.to_datetime(f["observation_date"]))
+    renderer = TrainingLineRenderer(eyfs)
+    order = np.random.default_rng(5).permutation(len(frame))
+    gemini = b"".join(render_lines(renderer.gemini_pieces(frame), order, chunk_rows=32))
+    chat = b"".join(render_lines(renderer.chat_pieces(frame), order, chunk_rows=32))
+
+    def row_args(row):
+        age = None if pd.isna(row.child_age_months) else row.child_age_months
+        day = None if pd.isna(row.observation_date) else row.observation_date.date()
+        tags = tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in row.secondary_tags or ())
+        return row.text, age, day, (row.domain_id, row.attribute_id, row.progression_title), tags, row.photo_uris
+
+    expected = [row_args(frame.iloc[k]) for k in order]
+    assert gemini == b"".join(renderer.gemini(*args) for args in expected)
+    assert chat == b"".join(renderer.chat(*args[:5]) for args in expected)

@@ -15,9 +15,11 @@ from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
+from obs_platform.data.json_lines import Coded, Fragments, Text
 from obs_platform.data.redaction import Redactor, Roster, name_tokens
 from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
@@ -57,12 +59,22 @@ def system_instruction(taxonomy: Taxonomy) -> str:
 def user_text(notes: str, child_age_months: float | None, observation_date: dt.date | str | None = None) -> str:
     """What a model reads: the note, then the child's age and the observation's date when known. The hybrid
     classifier reads the two as numbers (the level depends on the child's school year and the term)."""
-    text = f"Observation: {notes}"
+    return f"{OBSERVATION_PREFIX}{notes}{age_line(child_age_months)}{date_line(observation_date)}"
+
+
+OBSERVATION_PREFIX = "Observation: "
+
+
+def age_line(child_age_months: float | None) -> str:
     if child_age_months is not None and child_age_months == child_age_months and child_age_months is not pd.NA:
-        text += f"\nChild's age: {int(round(child_age_months))} months"
+        return f"\nChild's age: {int(round(child_age_months))} months"
+    return ""
+
+
+def date_line(observation_date: dt.date | str | None) -> str:
     if observation_date is not None and not pd.isna(observation_date):
-        text += f"\nObserved on: {str(observation_date)[:10]}"  # a date, a timestamp or an ISO string
-    return text
+        return f"\nObserved on: {str(observation_date)[:10]}"  # a date, a timestamp or an ISO string
+    return ""
 
 
 def gemini_user_turn(prompt: str, photos: Sequence[str] = ()) -> dict[str, Any]:
@@ -152,6 +164,48 @@ class TrainingLineRenderer:
         self._chat_assistant = b'},{"role":"assistant","content":'
         self._answers: dict[tuple[LabelKey, tuple[LabelKey, ...]], bytes] = {}
 
+    def gemini_pieces(self, frame: pd.DataFrame) -> list[str | Fragments]:
+        """The Gemini lines of a frame of split records as `json_lines.render_lines` puts them together, column by
+        column: the bytes `gemini` writes row by row (a test holds the two to it)."""
+        note = self._note_pieces(frame)
+        photos = Coded.lists(frame["photo_uris"], _file_parts, "")
+        head, model = self._gemini_head.decode(), self._gemini_model.decode()
+        user = head + '{"role":"user","parts":[{"text":"' + note[0]
+        return [user, *note[1:], '"}', photos, "]}" + model, self._answers_of(frame), "}]}]}\n"]
+
+    def chat_pieces(self, frame: pd.DataFrame) -> list[str | Fragments]:
+        """The chat lines of a frame of split records, column by column: the bytes `chat` writes row by row."""
+        note = self._note_pieces(frame)
+        head, assistant = self._chat_head.decode(), self._chat_assistant.decode()
+        return [head + '"' + note[0], *note[1:], '"' + assistant, self._answers_of(frame), "}]}\n"]
+
+    @staticmethod
+    def _note_pieces(frame: pd.DataFrame) -> list[str | Fragments]:
+        """`user_text` inside a JSON string: its fixed start, then the note, the age line and the date line."""
+        return [
+            _inside_string(OBSERVATION_PREFIX),
+            Text.of(frame["text"], quoted=False),
+            Coded.values(frame["child_age_months"].astype("Float64"), lambda a: _inside_string(age_line(a)), ""),
+            Coded.days(frame["observation_date"], lambda day: _inside_string(date_line(day)), ""),
+        ]
+
+    def _answers_of(self, frame: pd.DataFrame) -> Coded:
+        """Each row's answer, rendered once per distinct label and secondary labels."""
+        labels, _ = pd.MultiIndex.from_arrays(
+            [frame["domain_id"].astype(int), frame["attribute_id"].astype(int), frame["progression_title"]]
+        ).factorize()
+        secondary = Coded.lists(frame["secondary_tags"], lambda tags: orjson.dumps(tags).decode(), "[]")
+        keys = labels.astype(np.int64) * len(secondary.rendered) + secondary.codes
+        domains, attributes = frame["domain_id"].to_numpy(), frame["attribute_id"].to_numpy()
+        levels, tags = frame["progression_title"].to_numpy(dtype=object), frame["secondary_tags"].to_numpy(dtype=object)
+
+        def render(row: int) -> str:
+            label = (int(domains[row]), int(attributes[row]), str(levels[row]))
+            others = tuple((t["domain_id"], t["attribute_id"], t["level"]) for t in tags[row] or ())
+            return self._answer(label, others).decode()
+
+        return Coded.by_key(keys, render)
+
     def _answer(self, label: LabelKey, secondary: tuple[LabelKey, ...]) -> bytes:
         key = (label, secondary)
         encoded = self._answers.get(key)
@@ -198,6 +252,16 @@ class TrainingLineRenderer:
                 b"}]}\n",
             )
         )
+
+
+def _inside_string(text: str) -> str:
+    """`text` as it reads between a JSON string's quotes."""
+    return orjson.dumps(text).decode()[1:-1]
+
+
+def _file_parts(photos: Sequence[str]) -> str:
+    """The file parts `gemini_user_turn` adds after the prompt, each after a comma."""
+    return "".join("," + orjson.dumps(part).decode() for part in gemini_user_turn("", photos)["parts"][1:])
 
 
 def _keys(example: TrainingExample) -> tuple[LabelKey, tuple[LabelKey, ...]]:

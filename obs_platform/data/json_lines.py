@@ -1,17 +1,20 @@
-"""JSON lines rendered column by column with Arrow: the bytes `orjson.dumps(row, option=OPT_APPEND_NEWLINE)`
-writes for each row's dict, without a Python pass over the rows.
+"""JSON lines rendered column by column with Arrow: the bytes orjson writes for each row, without a Python pass
+over the rows.
 
-A per-row `orjson.dumps` of a million split records costs about four seconds, most of a data run's writing. Here
-each distinct label, age or date is rendered once and looked up, notes that need no escaping are quoted by Arrow
-(orjson escapes only `"`, `\\` and control characters), and orjson renders the rest, the few notes that need it
-and the few non-empty lists, so the bytes are orjson's by construction.
+A per-row `orjson.dumps` of a million split records costs about four seconds, and the Gemini and chat lines twice
+that; most of a data run's writing. Here a line is literal text and per-row fragments put together by Arrow
+(`render_lines`). Each distinct label, age, date or answer is rendered once and looked up (`Coded`); notes that
+need no escaping are quoted by Arrow (orjson escapes only `"`, `\\` and control characters) and orjson renders the
+rest, the few notes that need it and the few non-empty lists, so the bytes are orjson's by construction.
+`JsonLines` renders a frame's columns as one JSON object per line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -21,11 +24,100 @@ import pyarrow.compute as pc
 
 _NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'  # RE2: what orjson escapes in a string
 _NULL = "null"
-_QUOTE, _EMPTY, _END = (pa.scalar(s, pa.large_string()) for s in ('"', "", "}\n"))
+_QUOTE, _EMPTY = (pa.scalar(s, pa.large_string()) for s in ('"', ""))
+
+
+class Fragments(Protocol):
+    def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
+        """One string per row at positions `rows`, in that order."""
+        ...
+
+
+@dataclass(frozen=True)
+class Text:
+    """Strings, most of them distinct (notes, ids), as JSON strings; `quoted=False` gives what goes between the
+    quotes, to be put inside a longer string (a null then reads `None`, as Python formats it)."""
+
+    values: pa.ChunkedArray
+    quoted: bool = True
+
+    @classmethod
+    def of(cls, series: pd.Series, quoted: bool = True) -> Text:
+        values = pa.array(series, type=pa.large_string(), from_pandas=True)
+        return cls(values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values]), quoted)
+
+    def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
+        values = take_texts(self.values, rows)
+        out = pc.binary_join_element_wise(_QUOTE, values, _QUOTE, _EMPTY) if self.quoted else values
+        escape = pc.match_substring_regex(values, _NEEDS_ESCAPE).fill_null(False)
+        if pc.any(escape).as_py():
+            escaped = [orjson.dumps(v).decode() for v in values.filter(escape).to_pylist()]
+            inner = escaped if self.quoted else [e[1:-1] for e in escaped]
+            out = pc.replace_with_mask(out, escape, pa.array(inner, type=pa.large_string()))
+        return out.fill_null(_NULL if self.quoted else "None")
+
+
+@dataclass(frozen=True)
+class Coded:
+    """Rows that render the same share a code: each distinct rendering is made once."""
+
+    codes: np.ndarray  # per row, its rendering's place in `rendered`
+    rendered: pa.LargeStringArray
+
+    @classmethod
+    def by_key(cls, keys: np.ndarray, render: Callable[[int], str]) -> Coded:
+        """Rows with equal `keys` render the same: `render(row)` is called once per distinct key, with the first
+        row holding it."""
+        _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
+        return cls(codes.reshape(-1), pa.array([render(int(row)) for row in first], type=pa.large_string()))
+
+    @classmethod
+    def values(cls, series: pd.Series, render: Callable[[Any], str], null: str) -> Coded:
+        """Few distinct values of one type (labels, ages): `render(value)` once per value; `null` for a missing
+        one."""
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        return cls._of(codes, [render(value) for value in uniques.tolist()], null)
+
+    @classmethod
+    def days(cls, series: pd.Series, render: Callable[[str], str], null: str) -> Coded:
+        """Datetimes by their day: `render(ISO day)` once per day; `null` for a missing one."""
+        codes, days = pd.factorize(pd.to_datetime(series).to_numpy(dtype="datetime64[D]"), use_na_sentinel=True)
+        return cls._of(codes, [render(day) for day in np.datetime_as_string(days, unit="D").tolist()], null)
+
+    @classmethod
+    def _of(cls, codes: np.ndarray, rendered: list[str], null: str) -> Coded:
+        return cls(np.where(codes < 0, len(rendered), codes), pa.array([*rendered, null], type=pa.large_string()))
+
+    @classmethod
+    def lists(cls, series: pd.Series, render: Callable[[Any], str], empty: str, null: str | None = None) -> Coded:
+        """Lists, most of them empty: `empty` for an empty list, `null` for a missing one (`empty` when not given),
+        and `render(value)` for the others, each distinct rendering kept once."""
+        rendered = {empty: 0}
+        null_code = rendered.setdefault(empty if null is None else null, len(rendered))
+        codes = np.zeros(len(series), dtype=np.int64)
+        for row, value in enumerate(series.to_numpy(dtype=object).tolist()):
+            if value is None:
+                codes[row] = null_code
+            elif value or not isinstance(value, list):
+                codes[row] = rendered.setdefault(render(value), len(rendered))
+        return cls(codes, pa.array(list(rendered), type=pa.large_string()))
+
+    def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
+        return self.rendered.take(self.codes[rows])
+
+
+def render_lines(pieces: Sequence[str | Fragments], rows: np.ndarray, chunk_rows: int) -> Iterator[bytes]:
+    """The lines of the rows at positions `rows`, in that order, `chunk_rows` lines at a time: each line the
+    `pieces` put together, a string as it is and the fragments of the row."""
+    literals = {id(p): pa.scalar(p, pa.large_string()) for p in pieces if isinstance(p, str)}
+    for start in range(0, len(rows), chunk_rows):
+        chunk = rows[start : start + chunk_rows]
+        parts = [literals[id(p)] if isinstance(p, str) else p.fragments(chunk) for p in pieces]
+        yield _data(pc.binary_join_element_wise(*parts, _EMPTY))
 
 
 class Kind(Enum):
-    """How a column's values are rendered."""
+    """How a column's values are rendered in a JSON object."""
 
     TEXT = "text"  # strings, most of them distinct (notes, ids)
     VALUE = "value"  # few distinct values of one type (labels, ages): each rendered once
@@ -33,56 +125,18 @@ class Kind(Enum):
     LIST = "list"  # lists, most of them empty
 
 
-@dataclass(frozen=True)
-class _TextColumn:
-    values: pa.ChunkedArray
-
-    def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
-        values = take_texts(self.values, rows)
-        quoted = pc.binary_join_element_wise(_QUOTE, values, _QUOTE, _EMPTY)
-        escape = pc.match_substring_regex(values, _NEEDS_ESCAPE).fill_null(False)
-        if pc.any(escape).as_py():
-            escaped = [orjson.dumps(v).decode() for v in values.filter(escape).to_pylist()]
-            quoted = pc.replace_with_mask(quoted, escape, pa.array(escaped, type=pa.large_string()))
-        return quoted.fill_null(_NULL)
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
-@dataclass(frozen=True)
-class _ValueColumn:
-    codes: np.ndarray  # per row, its value's place in `rendered`
-    rendered: pa.LargeStringArray  # each distinct value's JSON, then null's
-
-    def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
-        return self.rendered.take(self.codes[rows])
-
-
-def _rendered_lists(series: pd.Series) -> _ValueColumn:
-    """Lists as value codes: empty lists and nulls share one code each, and only the non-empty lists (a minority)
-    are rendered, each distinct rendering once."""
-    values = series.to_numpy(dtype=object)
-    rendered = {"[]": 0, _NULL: 1}
-    codes = np.zeros(len(values), dtype=np.int64)
-    for row, value in enumerate(values.tolist()):
-        if value is None:
-            codes[row] = 1
-        elif not isinstance(value, list) or value:
-            codes[row] = rendered.setdefault(orjson.dumps(value).decode(), len(rendered))
-    return _ValueColumn(codes, pa.array(list(rendered), type=pa.large_string()))
-
-
-def _column(series: pd.Series, kind: Kind) -> _TextColumn | _ValueColumn:
+def _column(series: pd.Series, kind: Kind) -> Fragments:
     if kind is Kind.TEXT:
-        values = pa.array(series, type=pa.large_string(), from_pandas=True)
-        return _TextColumn(values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values]))
+        return Text.of(series)
     if kind is Kind.LIST:
-        return _rendered_lists(series)
+        return Coded.lists(series, _json, "[]", _NULL)
     if kind is Kind.DATE:
-        codes, days = pd.factorize(pd.to_datetime(series).to_numpy(dtype="datetime64[D]"), use_na_sentinel=True)
-        uniques = np.datetime_as_string(days, unit="D")
-    else:
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    rendered = [orjson.dumps(value).decode() for value in uniques.tolist()] + [_NULL]
-    return _ValueColumn(np.where(codes < 0, len(uniques), codes), pa.array(rendered, type=pa.large_string()))
+        return Coded.days(series, _json, _NULL)
+    return Coded.values(series, _json, _NULL)
 
 
 def take_texts(values: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> pa.LargeStringArray:
@@ -110,20 +164,14 @@ class JsonLines:
     plain Python ones, as orjson takes them). The columns are prepared once; `render` is called per set of rows."""
 
     def __init__(self, frame: pd.DataFrame, kinds: Mapping[str, Kind]) -> None:
-        self._columns = [_column(frame[name], kind) for name, kind in kinds.items()]
-        self._prefixes = [
-            pa.scalar(("{" if k == 0 else ",") + orjson.dumps(name).decode() + ":", pa.large_string())
-            for k, name in enumerate(kinds)
-        ]
+        self._pieces: list[str | Fragments] = []
+        for k, (name, kind) in enumerate(kinds.items()):
+            self._pieces += [("{" if k == 0 else ",") + _json(name) + ":", _column(frame[name], kind)]
+        self._pieces.append("}\n")
 
     def render(self, rows: np.ndarray, chunk_rows: int) -> Iterator[bytes]:
         """The lines of the rows at positions `rows`, in that order, `chunk_rows` lines at a time."""
-        for start in range(0, len(rows), chunk_rows):
-            chunk = rows[start : start + chunk_rows]
-            pieces: list[object] = []
-            for prefix, column in zip(self._prefixes, self._columns):
-                pieces += [prefix, column.fragments(chunk)]
-            yield _data(pc.binary_join_element_wise(*pieces, _END, _EMPTY))
+        return render_lines(self._pieces, rows, chunk_rows)
 
 
 def _data(lines: pa.LargeStringArray) -> bytes:
