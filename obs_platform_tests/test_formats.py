@@ -132,3 +132,7 @@ def test_training_lines_column_by_column_are_the_line_renderers_bytes(eyfs):
     expected = [row_args(frame.iloc[k]) for k in order]
     assert gemini == b"".join(renderer.gemini(*args) for args in expected)
     assert chat == b"".join(renderer.chat(*args[:5]) for args in expected)
+    empty = frame.iloc[:0]
+    nothing = np.array([], dtype=np.int64)
+    assert b"".join(render_lines(renderer.gemini_pieces(empty), nothing, 32)) == b""
+    assert b"".join(render_lines(renderer.chat_pieces(empty), nothing, 32)) == b""

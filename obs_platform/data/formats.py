@@ -191,9 +191,8 @@ class TrainingLineRenderer:
 
     def _answers_of(self, frame: pd.DataFrame) -> Coded:
         """Each row's answer, rendered once per distinct label and secondary labels."""
-        labels, _ = pd.MultiIndex.from_arrays(
-            [frame["domain_id"].astype(int), frame["attribute_id"].astype(int), frame["progression_title"]]
-        ).factorize()
+        label_columns = ["domain_id", "attribute_id", "progression_title"]
+        labels = frame.groupby(label_columns, sort=False, dropna=False).ngroup().to_numpy()
         secondary = Coded.lists(frame["secondary_tags"], lambda tags: orjson.dumps(tags).decode(), "[]")
         keys = labels.astype(np.int64) * len(secondary.rendered) + secondary.codes
         domains, attributes = frame["domain_id"].to_numpy(), frame["attribute_id"].to_numpy()
