@@ -94,12 +94,11 @@ class Coded:
         and `render(value)` for the others, each distinct rendering kept once."""
         rendered = {empty: 0}
         null_code = rendered.setdefault(empty if null is None else null, len(rendered))
-        codes = np.zeros(len(series), dtype=np.int64)
-        for row, value in enumerate(series.to_numpy(dtype=object).tolist()):
-            if value is None:
-                codes[row] = null_code
-            elif value or not isinstance(value, list):
-                codes[row] = rendered.setdefault(render(value), len(rendered))
+        values = series.to_numpy(dtype=object)
+        lengths = series.str.len().to_numpy(dtype=float, na_value=np.nan)  # in C: a Python loop only for the others
+        codes = np.where(np.isnan(lengths), null_code, 0).astype(np.int64)
+        for row in np.flatnonzero(lengths > 0).tolist():
+            codes[row] = rendered.setdefault(render(values[row]), len(rendered))
         return cls(codes, pa.array(list(rendered), type=pa.large_string()))
 
     def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
