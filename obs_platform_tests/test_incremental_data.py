@@ -9,7 +9,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from obs_platform.data import parts, prepare
+from obs_platform.data import parts, prepare, redaction_cache
 from obs_platform.data.canonical import canonicalise
 from obs_platform.data.parts import canonical_from_parts, snapshot_landing
 from obs_platform.data.raw import read_landing
@@ -221,3 +221,43 @@ def test_exports_whose_rows_are_interleaved_get_their_notes_back_in_place(landed
     assert texts == expected and reuse.new == len(frame)
     texts, reuse = redacted(landed_storage, shuffled, roster)  # and from the cache, redacting nothing
     assert texts == expected and reuse.reused == len(frame)
+
+
+def test_the_caches_hold_what_the_landing_area_holds_now(landed_storage, monkeypatch):
+    def run():
+        result = built(landed_storage)
+        roster = prepare.build_roster(result.result.canonical, result.result.quarantined)
+        return result, redact_with_cache(landed_storage, result.result.canonical, roster).reuse
+
+    def cached():
+        return {p.split("/")[2] for p in landed_storage.list_files(parts.CACHE_PREFIX)}, len(
+            landed_storage.list_files(redaction_cache.CACHE_PREFIX)
+        )
+
+    first, _ = run()
+    parts_before, entries_before = cached()
+    assert first.pruned == 0 and len(parts_before) == 5 and entries_before == 5
+
+    landed_storage.delete("landing/setting_export_2025-26.jsonl")  # an export taken away
+    second, reuse = run()  # its entries are only marked: a run that began before may still read them
+    assert (second.pruned, reuse.pruned, reuse.new) == (0, 0, 0) and cached() == (parts_before, entries_before)
+    third, reuse = run()  # within the hour: still kept
+    assert (third.pruned, reuse.pruned) == (0, 0)
+
+    monkeypatch.setattr(parts, "PRUNE_AFTER_SECONDS", 0.0)  # as if an hour had gone by
+    fourth, reuse = run()
+    assert (fourth.pruned, reuse.pruned, reuse.new) == (1, 1, 0)
+    parts_after, entries_after = cached()
+    assert len(parts_after) == 4 and parts_after < parts_before and entries_after == 4
+    assert run()[0].reused == fourth.reused  # what is kept is still used
+
+    # an export landed again after its entries were marked: used again, no longer marked
+    monkeypatch.setattr(parts, "PRUNE_AFTER_SECONDS", 3600.0)
+    landed_storage.write_bytes("landing/back.jsonl", jsonl(record(observationId="obs-back")))
+    run()
+    landed_storage.delete("landing/back.jsonl")
+    run()  # marked
+    landed_storage.write_bytes("landing/back.jsonl", jsonl(record(observationId="obs-back")))
+    fifth, _ = run()
+    assert fifth.pruned == 0 and "landing/back.jsonl" in fifth.reused
+    assert orjson.loads(landed_storage.read_bytes(f"{parts.CACHE_PREFIX}.unused.json")) == {}

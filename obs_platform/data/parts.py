@@ -19,6 +19,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ _DIGESTS = "cache/landing-digests.json"  # path → [size, mtime_ns, sha256] of 
 _INFO = "part.json"  # written last: a part without it is incomplete and made again
 _DATE_VERDICT = "implausible_date"
 MIN_BYTES_FOR_WORKERS = 20 * 2**20  # below this, starting worker processes costs more than it saves
+PRUNE_AFTER_SECONDS = 3600.0  # a cache entry unused this long, by every run since, is deleted
 
 
 def source_digest(modules: Iterable[object]) -> str:
@@ -155,6 +157,7 @@ class IncrementalCanonical:
     result: CanonicalResult
     parts: list[PartInfo]
     duplicates_across_exports: int  # rows quarantined because another export holds the same observation id
+    pruned: int = 0  # cached parts deleted: unused for an hour (exports no longer landed, older taxonomy or code)
 
     @property
     def reused(self) -> list[str]:
@@ -250,7 +253,32 @@ def canonical_from_parts(
         result=CanonicalResult(canonical=kept, quarantined=quarantined, invisible_characters_removed=removed),
         parts=infos,
         duplicates_across_exports=0 if across is None else len(across),
+        pruned=prune_cache(storage, CACHE_PREFIX, {f"{CACHE_PREFIX}/{key}" for key in keys.values()}),
     )
+
+
+def prune_cache(storage: Storage, prefix: str, kept: set[str], now: float | None = None) -> int:
+    """Delete the entries under `prefix` (a file, or a folder of files) that this run did not use (those not in
+    `kept`) and that were already unused an hour before, so a cache holds what the landing area holds, not all it
+    ever held. A run that finds an entry unused only marks it (`<prefix>.unused.json`): another run still reading
+    it, one that started before the landing area changed, is never pulled from under. A folder's `part.json` goes
+    first, so a part half deleted is incomplete, never trusted. Returns how many entries went."""
+    now = time.time() if now is None else now
+    marks_path = f"{prefix}.unused.json"
+    marks: dict[str, float] = orjson.loads(storage.read_bytes(marks_path)) if storage.exists(marks_path) else {}
+    unused: dict[str, list[str]] = {}
+    for path in storage.list_files(prefix):
+        entry = "/".join(path.split("/")[: prefix.count("/") + 2])
+        if entry not in kept:
+            unused.setdefault(entry, []).append(path)
+    gone = [entry for entry in unused if now - marks.get(entry, now) >= PRUNE_AFTER_SECONDS]
+    for entry in gone:
+        for path in sorted(unused[entry], key=lambda p: not p.endswith(f"/{_INFO}")):
+            storage.delete(path)
+    still = {entry: marks.get(entry, now) for entry in unused if entry not in gone}
+    if still != marks:
+        storage.write_bytes(marks_path, orjson.dumps(still))
+    return len(gone)
 
 
 def _quarantined_whole(path: str, unreadable: UnreadableExport, taxonomy: Taxonomy) -> pd.DataFrame:

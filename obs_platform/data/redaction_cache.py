@@ -24,6 +24,7 @@ import pyarrow.feather as feather
 
 from obs_platform.data import names, redaction
 from obs_platform.data.json_lines import take_texts
+from obs_platform.data.parts import prune_cache
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import group_keys
 from obs_platform.gc_pause import without_gc_pauses
@@ -55,6 +56,7 @@ class RedactionReuse:
     reused: int  # notes taken as they were
     redone: int  # cached notes redacted again: they hold a name the roster now treats differently
     new: int  # notes never redacted before
+    pruned: int = 0  # cache entries deleted: unused for an hour (exports no longer in the data, or changed)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,12 @@ def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster)
     return CachedRedaction(
         texts=_in_frame_order(pieces, [e.positions for e in entries], len(canonical)),
         group_keys=keys,
-        reuse=RedactionReuse(reused=len(canonical) - to_redact, redone=redone, new=to_redact - redone),
+        reuse=RedactionReuse(
+            reused=len(canonical) - to_redact,
+            redone=redone,
+            new=to_redact - redone,
+            pruned=prune_cache(storage, CACHE_PREFIX, {entry.path for entry in entries}),
+        ),
     )
 
 

@@ -84,6 +84,7 @@ def canonical_and_quarantined_observations(
             "taxonomy_sha256": tax.sha256[:16],
             "exports_reused": len(built.reused),
             "exports_processed": dg.MetadataValue.json(built.processed),
+            "cached_parts_pruned": built.pruned,
             "rows_per_file": table(built.rows_per_file()),
             "labels": table(reports.label_distribution(canonical)),
             "levels": table(reports.level_distribution(canonical)),
@@ -145,6 +146,7 @@ def redacted_observations(
             "notes_reused": cached.reuse.reused,
             "notes_redacted_again": cached.reuse.redone,
             "notes_redacted_new": cached.reuse.new,
+            "cache_entries_pruned": cached.reuse.pruned,
             "notes_changed": changed,
             "preview": dg.MetadataValue.md(reports.markdown_preview(redacted, ["observation_id", "text"], width=120)),
         }
