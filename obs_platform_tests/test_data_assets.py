@@ -3,12 +3,15 @@
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import orjson
 import pytest
 
+from obs_platform.data import prepare
 from obs_platform.defs.jobs import DATA_JOB
+from obs_platform.taxonomy import load_taxonomy
 
 from .conftest import SEED_SAMPLE, SEED_TAXONOMY
 
@@ -100,7 +103,10 @@ def test_new_data_keeps_old_splits(monkeypatch, landed_storage):
         before = pd.read_parquet(landed_storage.root / "assets" / "training_splits.parquet").set_index("observation_id")
         # the stored frame says where its split files are: checks and training find them without rendering again
         version = metadata(instance, "training_splits")["dataset_version"]
-        assert before.attrs == {"split_bundle": f"splits/{version}"}
+        taxonomy = load_taxonomy()
+        assert before.attrs == {"split_bundle": {"folder": f"splits/{version}", "taxonomy_sha256": taxonomy.sha256}}
+        assert prepare.recorded_split_bundle(before.attrs, taxonomy) == f"splits/{version}"
+        assert prepare.recorded_split_bundle(before.attrs, SimpleNamespace(sha256="another taxonomy")) is None
         extra = b"".join(
             orjson.dumps(
                 {

@@ -5,8 +5,9 @@ Plain functions over DataFrames; the Dagster assets call them and add metadata.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,7 +20,6 @@ from obs_platform.data.json_lines import JsonLines, Kind, render_lines
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
 from obs_platform.gc_pause import without_gc_pauses
-from obs_platform.storage import content_addressed_folder
 from obs_platform.taxonomy import Taxonomy
 
 REDACTED_COLUMNS = [
@@ -56,7 +56,7 @@ SPLIT_RECORD_COLUMNS = list(SPLIT_RECORD_KINDS)
 CHUNK_ROWS = 20_000
 TAXONOMY_TEXTS_FILE = "taxonomy.jsonl"
 SPLITS_BASE = "splits"  # split bundles are content-addressed folders under it
-SPLIT_BUNDLE_ATTR = "split_bundle"  # a split frame's `attrs`: the folder its bundle was written to
+SPLIT_BUNDLE_ATTR = "split_bundle"  # a split frame's `attrs`: where its bundle was written (`split_bundle_record`)
 
 
 def build_roster(canonical: pd.DataFrame, quarantined: pd.DataFrame) -> Roster:
@@ -179,11 +179,20 @@ def split_bundle(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[
     return split_files(frame) | taxonomy_text_file(taxonomy)
 
 
-def split_bundle_folder(frame: pd.DataFrame, taxonomy: Taxonomy) -> str:
-    """Where the frame's split bundle is written (its name is its content's digest, also the dataset version): what
-    training and the checks of `training_splits` read. A frame `training_splits` made says so itself
-    (`SPLIT_BUNDLE_ATTR`); any other is rendered again to be hashed, without writing."""
-    return frame.attrs.get(SPLIT_BUNDLE_ATTR) or content_addressed_folder(SPLITS_BASE, split_bundle(frame, taxonomy))
+def split_bundle_record(folder: str, taxonomy: Taxonomy) -> dict[str, str]:
+    """What a split frame records of its bundle (`attrs[SPLIT_BUNDLE_ATTR]`): the folder it was written to (its name
+    is its content's digest, the dataset version) and the taxonomy it was written with (whose labelled texts it
+    holds)."""
+    return {"folder": folder, "taxonomy_sha256": taxonomy.sha256}
+
+
+def recorded_split_bundle(attrs: Mapping[str, Any], taxonomy: Taxonomy) -> str | None:
+    """The folder of a split frame's bundle, from the frame's `attrs` alone (training and the checks find it without
+    loading or rendering a million rows); None when the frame records none, or was written with another taxonomy."""
+    record = attrs.get(SPLIT_BUNDLE_ATTR)
+    if not isinstance(record, Mapping) or record.get("taxonomy_sha256") != taxonomy.sha256:
+        return None
+    return str(record["folder"])
 
 
 def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:

@@ -176,7 +176,8 @@ def training_splits(
         client.write_bytes(LEDGER_PATH, buffer.getvalue())
 
     counts = outcome.frame["split"].value_counts().to_dict()
-    outcome.frame.attrs[prepare.SPLIT_BUNDLE_ATTR] = written.folder  # the value says where its files are
+    # the value says where its files are
+    outcome.frame.attrs[prepare.SPLIT_BUNDLE_ATTR] = prepare.split_bundle_record(written.folder, taxonomy.load())
     return dg.Output(
         outcome.frame,
         data_version=dg.DataVersion(written.version),

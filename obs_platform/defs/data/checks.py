@@ -20,7 +20,7 @@ from obs_platform.defs.data.assets import (
     oss_sft_jsonl,
     training_splits,
 )
-from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
+from obs_platform.defs.data.resources import FrameSummary, StorageResource, TaxonomyResource
 from obs_platform.defs.metadata import table
 from obs_platform.storage.base import MANIFEST
 
@@ -114,9 +114,15 @@ def _no_personal_data_check(
     return _check
 
 
-def _split_files_written(splits: pd.DataFrame, taxonomy: TaxonomyResource) -> tuple[str, int]:
-    """The split bundle of the frame and its rows (each row is one line of a split file)."""
-    return prepare.split_bundle_folder(splits, taxonomy.load()), len(splits)
+def _split_files_written(splits: FrameSummary, taxonomy: TaxonomyResource) -> tuple[str, int]:
+    """The split bundle the frame records and its rows (each row is one line of a split file)."""
+    folder = prepare.recorded_split_bundle(splits.attrs, taxonomy.load())
+    if folder is None:
+        raise dg.Failure(
+            "training_splits records no split files written with the taxonomy in use (stored before it did, or the "
+            "taxonomy changed since): materialise `training_splits` again"
+        )
+    return folder, splits.rows
 
 
 def _training_files_written(files: TrainingFiles, _taxonomy: TaxonomyResource) -> tuple[str, int]:
@@ -149,7 +155,7 @@ def _files_in(storage: StorageResource, folder: str) -> dict[str, list[bytes]]:
 
 
 splits_have_no_personal_data = _no_personal_data_check(
-    training_splits, "no_personal_data", pd.DataFrame, _split_files_written
+    training_splits, "no_personal_data", FrameSummary, _split_files_written
 )
 gemini_jsonl_has_no_personal_data = _no_personal_data_check(
     gemini_sft_jsonl, "no_personal_data", TrainingFiles, _training_files_written

@@ -1,18 +1,25 @@
 """Resources of the data layer: the storage root, the taxonomy in use, and an IO manager on storage."""
 
 import io
+import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from obs_platform.data.values import frame_from_parquet
 from obs_platform.defs.config import from_env
 from obs_platform.settings import Settings
-from obs_platform.storage import Storage, storage_from_uri
+from obs_platform.storage import LocalStorage, Storage, storage_from_uri
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
+
+PANDAS_ATTRS = b"PANDAS_ATTRS"  # where pandas keeps a frame's `attrs` in a parquet file's metadata
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -44,11 +51,21 @@ def _taxonomy(path: str, _mtime_ns: int) -> Taxonomy:
     return load_taxonomy(path)
 
 
+@dataclass(frozen=True)
+class FrameSummary:
+    """A stored frame without its rows: how many it has and its `attrs`, read from the parquet footer. An input
+    annotated with it is loaded so, for an asset or a check that needs no row (where a split frame's files are)."""
+
+    rows: int
+    attrs: dict[str, Any]
+
+
 class StorageIOManager(dg.ConfigurableIOManager):
     """Asset values live under the storage root (`assets/<key>.parquet` or `.json`), beside the data files,
     so the local and the GCS deployment keep everything in one place.
 
-    Tables are parquet, readable by any analyst's tool; pydantic models are JSON.
+    Tables are parquet, readable by any analyst's tool; pydantic models are JSON. A table is loaded as a
+    `FrameSummary` where the input is annotated with one.
     """
 
     storage: dg.ResourceDependency[StorageResource]
@@ -73,6 +90,8 @@ class StorageIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> object:
         storage, base = self.storage.client(), self._base(context.asset_key)
         if storage.exists(f"{base}.parquet"):
+            if context.dagster_type.typing_type is FrameSummary:
+                return _frame_summary(storage, f"{base}.parquet")
             return frame_from_parquet(storage.read_bytes(f"{base}.parquet"))
         if storage.exists(f"{base}.json"):
             model = context.dagster_type.typing_type
@@ -82,6 +101,18 @@ class StorageIOManager(dg.ConfigurableIOManager):
         raise FileNotFoundError(
             f"{context.asset_key.to_user_string()} has not been materialised under {storage.root_uri} yet"
         )
+
+
+def _frame_summary(storage: Storage, path: str) -> FrameSummary:
+    """From the footer alone on a local disk; a bucket's file is fetched whole (the storage protocol reads whole
+    files) but not decoded."""
+    source = (
+        str(storage.local_path(path))
+        if isinstance(storage, LocalStorage)
+        else pa.BufferReader(storage.read_bytes(path))
+    )
+    footer = pq.read_metadata(source)
+    return FrameSummary(footer.num_rows, json.loads((footer.metadata or {}).get(PANDAS_ATTRS, b"{}")))
 
 
 def configured_storage(settings: Settings | None = None) -> StorageResource:

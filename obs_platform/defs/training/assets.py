@@ -2,13 +2,12 @@
 job-status sensor reports."""
 
 import dagster as dg
-import pandas as pd
 
 from obs_platform.cloud.costs import estimate_tuning_cost
 from obs_platform.cloud.vertex import VertexConfigError
 from obs_platform.data.artifacts import TrainingFiles
-from obs_platform.data.prepare import TAXONOMY_TEXTS_FILE, split_bundle_folder
-from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
+from obs_platform.data.prepare import TAXONOMY_TEXTS_FILE, recorded_split_bundle
+from obs_platform.defs.data.resources import FrameSummary, StorageResource, TaxonomyResource
 from obs_platform.defs.event_log import own_previous_metadata
 from obs_platform.defs.metadata import submitted_job
 from obs_platform.defs.training.resources import ModelRegistryResource, TuningBackendResource
@@ -21,7 +20,7 @@ GROUP = "model"
 
 
 def training_spec(
-    splits: pd.DataFrame,
+    splits: FrameSummary,
     chat_files: TrainingFiles,
     storage: StorageResource,
     taxonomy: TaxonomyResource,
@@ -33,8 +32,8 @@ def training_spec(
         folder, dataset_version = chat_files.folder_uri, chat_files.version
         return tuning.spec(f"{folder}/train.jsonl", f"{folder}/valid.jsonl", dataset_version)
     client = storage.client()
-    bundle = split_bundle_folder(splits, taxonomy.load())
-    if not client.exists(f"{bundle}/{MANIFEST}"):
+    bundle = recorded_split_bundle(splits.attrs, taxonomy.load())
+    if bundle is None or not client.exists(f"{bundle}/{MANIFEST}"):
         raise dg.Failure(
             f"the split files of these splits are not under {client.uri(bundle)} (removed by a failed check, or the "
             "taxonomy changed since): materialise `training_splits` again"
@@ -48,7 +47,7 @@ def training_spec(
 @dg.asset(group_name=GROUP, kinds={"pytorch", "huggingface"})
 def oss_tuning_job(
     context: dg.AssetExecutionContext,
-    training_splits: pd.DataFrame,
+    training_splits: FrameSummary,  # where its split files are: no row is read
     oss_sft_jsonl: TrainingFiles,
     storage: StorageResource,
     taxonomy: TaxonomyResource,
