@@ -232,3 +232,28 @@ def test_dagster_definitions_validate(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_a_stored_frame_loads_whole_as_named_columns_or_as_its_summary(where, request, tmp_path):
+    import pandas as pd
+
+    from obs_platform.defs.data.resources import FrameSummary, StorageIOManager, StorageResource
+    from obs_platform.storage import storage_from_uri
+
+    root = str(tmp_path) if where == "local" else f"gs://{request.getfixturevalue('gcs_emulator')}/{tmp_path.name}"
+    frame = pd.DataFrame({"child_name": ["Amara Okafor", None], "notes": ["a note", "another"], "n": [1, 2]})
+    frame.attrs["split_bundle"] = {"folder": "splits/x"}
+    storage = storage_from_uri(root)
+    storage.write_bytes("assets/frame.parquet", frame.to_parquet(index=False))
+    manager = StorageIOManager(storage=StorageResource(root_uri=root))
+
+    def load(typing_type=pd.DataFrame, **context):
+        kind = dg.DagsterType(lambda _, value: True, name=typing_type.__name__, typing_type=typing_type)
+        return manager.load_input(dg.build_input_context(asset_key="frame", dagster_type=kind, **context))
+
+    pd.testing.assert_frame_equal(load().astype(object), frame.astype(object))
+    names = load(definition_metadata={"columns": ["child_name", "educator_name"]})  # one is not stored: left out
+    assert list(names.columns) == ["child_name"] and names["child_name"].tolist()[0] == "Amara Okafor"
+    summary = load(FrameSummary)
+    assert summary == FrameSummary(rows=2, attrs={"split_bundle": {"folder": "splits/x"}})

@@ -28,6 +28,7 @@ from obs_platform.storage.base import MANIFEST
 # how a line's written texts are read. A line passed before under the same is not judged again.
 PERSONAL_DATA_VERDICTS = f"{redaction_cache.CODE_VERSION}-{source_digest([formats])}"
 GEMINI_LINES_CACHE = "gemini_sft_jsonl-gemini_lines_valid"
+ROSTER_COLUMNS = ["child_name", "educator_name"]  # what `prepare.build_roster` reads of a frame
 
 
 def _no_personal_data_check(
@@ -48,9 +49,9 @@ def _no_personal_data_check(
     @dg.asset_check(
         asset=asset,
         name=name,
-        additional_ins={
-            "canonical_observations": dg.AssetIn("canonical_observations"),
-            "quarantined_observations": dg.AssetIn("quarantined_observations"),
+        additional_ins={  # the roster is built from the name columns alone
+            "canonical_observations": dg.AssetIn("canonical_observations", metadata={"columns": ROSTER_COLUMNS}),
+            "quarantined_observations": dg.AssetIn("quarantined_observations", metadata={"columns": ROSTER_COLUMNS}),
         },
         blocking=True,
         description="No name (roster or not), e-mail address or phone number survives in any JSONL line; "

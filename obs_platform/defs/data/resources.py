@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from obs_platform.data.values import frame_from_parquet
+from obs_platform.data.values import frame_from_arrow, frame_from_parquet
 from obs_platform.defs.config import from_env
 from obs_platform.settings import Settings
 from obs_platform.storage import LocalStorage, Storage, storage_from_uri
@@ -65,7 +65,8 @@ class StorageIOManager(dg.ConfigurableIOManager):
     so the local and the GCS deployment keep everything in one place.
 
     Tables are parquet, readable by any analyst's tool; pydantic models are JSON. A table is loaded as a
-    `FrameSummary` where the input is annotated with one.
+    `FrameSummary` where the input is annotated with one, and only the columns an input names in its `columns`
+    metadata where it names some.
     """
 
     storage: dg.ResourceDependency[StorageResource]
@@ -92,6 +93,9 @@ class StorageIOManager(dg.ConfigurableIOManager):
         if storage.exists(f"{base}.parquet"):
             if context.dagster_type.typing_type is FrameSummary:
                 return _frame_summary(storage, f"{base}.parquet")
+            columns = (context.definition_metadata or {}).get("columns")
+            if columns is not None:
+                return _frame_columns(storage, f"{base}.parquet", list(columns))
             return frame_from_parquet(storage.read_bytes(f"{base}.parquet"))
         if storage.exists(f"{base}.json"):
             model = context.dagster_type.typing_type
@@ -113,6 +117,15 @@ def _frame_summary(storage: Storage, path: str) -> FrameSummary:
     )
     footer = pq.read_metadata(source)
     return FrameSummary(footer.num_rows, json.loads((footer.metadata or {}).get(PANDAS_ATTRS, b"{}")))
+
+
+def _frame_columns(storage: Storage, path: str, columns: list[str]) -> pd.DataFrame:
+    """Only the named columns a stored frame has (`AssetIn(metadata={"columns": [...]})`, as Dagster's warehouse I/O
+    managers take it): on a local disk only their column chunks are read."""
+    local = isinstance(storage, LocalStorage)
+    parquet = pq.ParquetFile(str(storage.local_path(path)) if local else pa.BufferReader(storage.read_bytes(path)))
+    present = set(parquet.schema_arrow.names)
+    return frame_from_arrow(parquet.read(columns=[c for c in columns if c in present]))
 
 
 def configured_storage(settings: Settings | None = None) -> StorageResource:
