@@ -45,6 +45,7 @@ def _no_personal_data_check(
     files are and how many lines they hold come from the asset's value (`value_type`, through `written`). A line it
     passed last time, reading the same, is not judged again unless it mentions a word the roster now treats
     differently (`obs_platform.data.checked_lines`): after a drop, the new lines are what is judged."""
+    cache_name = f"{asset.key.to_python_identifier()}-{name}"  # where its passed lines are kept
 
     @dg.asset_check(
         asset=asset,
@@ -91,9 +92,9 @@ def _no_personal_data_check(
             ]
             if with_contacts:
                 contacts[file_name] = len(with_contacts)
-            passed = np.ones(len(file_lines), dtype=bool)
-            passed[[number - 1 for number in {*named, *with_contacts}]] = False
-            clean.append(hashes[passed])
+            line_passed = np.ones(len(file_lines), dtype=bool)
+            line_passed[[number - 1 for number in {*named, *with_contacts}]] = False
+            clean.append(hashes[line_passed])
         write_passed(client, cache_name, _joined(clean), PERSONAL_DATA_VERDICTS, roster)
         # Every line must have been read: a check that found no files proves nothing.
         passed = not leaks and not contacts and lines == expected_lines
@@ -111,7 +112,6 @@ def _no_personal_data_check(
             },
         )
 
-    cache_name = f"{asset.key.to_python_identifier()}-{name}"
     return _check
 
 
