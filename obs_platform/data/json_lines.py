@@ -108,10 +108,10 @@ class Coded:
 def render_lines(pieces: Sequence[str | Fragments], rows: np.ndarray, chunk_rows: int) -> Iterator[bytes]:
     """The lines of the rows at positions `rows`, in that order, `chunk_rows` lines at a time: each line the
     `pieces` put together, a string as it is and the fragments of the row."""
-    literals = {id(p): pa.scalar(p, pa.large_string()) for p in pieces if isinstance(p, str)}
+    template = [pa.scalar(p, pa.large_string()) if isinstance(p, str) else p for p in pieces]
     for start in range(0, len(rows), chunk_rows):
         chunk = rows[start : start + chunk_rows]
-        parts = [literals[id(p)] if isinstance(p, str) else p.fragments(chunk) for p in pieces]
+        parts = [p if isinstance(p, pa.Scalar) else p.fragments(chunk) for p in template]
         yield _data(pc.binary_join_element_wise(*parts, _EMPTY))
 
 
