@@ -31,9 +31,10 @@ from tqdm import tqdm
 
 from obs_platform.cli import sample_data_files
 from obs_platform.data import prepare
+from obs_platform.data.line_files import write_line_files
 from obs_platform.data.parts import canonical_from_parts, snapshot_landing
 from obs_platform.data.redaction_cache import redact_with_cache
-from obs_platform.storage import LocalStorage, write_content_addressed
+from obs_platform.storage import LocalStorage
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
 
 ROSTER_SIZE = 500
@@ -143,7 +144,7 @@ def pipeline_steps(storage: LocalStorage, taxonomy: Taxonomy, state: dict) -> li
         state["splits"] = prepare.split_observations(state.pop("redacted"), ledger)
 
     def write_splits() -> None:
-        write_content_addressed(storage, "splits", prepare.split_bundle(state["splits"].frame, taxonomy))
+        state["split_lines"] = prepare.write_split_bundle(storage, state["splits"].frame, taxonomy)
         state["splits"].result.ledger.to_parquet(storage.local_path(LEDGER), index=False)
 
     return [
@@ -153,11 +154,11 @@ def pipeline_steps(storage: LocalStorage, taxonomy: Taxonomy, state: dict) -> li
         ("write split JSONL", write_splits),
         (
             "write Gemini JSONL",
-            lambda: write_content_addressed(storage, "gemini", prepare.gemini_files(state["splits"].frame, taxonomy)),
+            lambda: write_line_files(storage, "gemini", prepare.gemini_lines(state["splits"].frame, taxonomy)),
         ),
         (
             "write chat JSONL",
-            lambda: write_content_addressed(storage, "chat", prepare.chat_files(state["splits"].frame, taxonomy)),
+            lambda: write_line_files(storage, "chat", prepare.chat_lines(state["splits"].frame, taxonomy)),
         ),
     ]
 
@@ -193,6 +194,7 @@ def run_scenario(storage: LocalStorage, taxonomy: Taxonomy, label: str) -> list[
             scenario=label,
             exports_reused=f"{len(parts.reused)}/{len(parts.parts)}",
             notes_redacted=reuse.new + reuse.redone,
+            split_lines_reused=state["split_lines"].rows_reused,
         )
     return results
 
@@ -229,7 +231,9 @@ def main() -> None:
         if done.returncode != 0:
             sys.exit(f"{rows} rows failed:\n{done.stderr[-3000:]}")
         table += json.loads(done.stdout.strip().splitlines()[-1])
-    frame = pd.DataFrame(table)[["scenario", "stage", "seconds", "peak_rss_mb", "exports_reused", "notes_redacted"]]
+    frame = pd.DataFrame(table)[
+        ["scenario", "stage", "seconds", "peak_rss_mb", "exports_reused", "notes_redacted", "split_lines_reused"]
+    ]
     frame["seconds"] = frame["seconds"].round(2)
     frame["peak_rss_mb"] = frame["peak_rss_mb"].round(0).astype(int)
     print(f"data pipeline on {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")

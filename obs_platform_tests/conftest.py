@@ -164,13 +164,13 @@ def _write_files(folder: Path, files: dict[str, Any]) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def split_files(tmp_path_factory, split_frame) -> dict[str, Path]:
     """The split JSONL the classifier trains on."""
-    return _write_files(tmp_path_factory.mktemp("splits"), prepare.split_files(split_frame))
+    return _write_files(tmp_path_factory.mktemp("splits"), prepare.split_lines(split_frame).files())
 
 
 @pytest.fixture(scope="session")
 def chat_files(tmp_path_factory, split_frame, eyfs) -> dict[str, Path]:
     """The chat JSONL the causal LM trains on."""
-    return _write_files(tmp_path_factory.mktemp("chat"), prepare.chat_files(split_frame, eyfs))
+    return _write_files(tmp_path_factory.mktemp("chat"), prepare.chat_lines(split_frame, eyfs).files())
 
 
 CHATML_TEMPLATE = (

@@ -36,6 +36,17 @@ def test_round_trip_and_listing(any_storage):
     assert any_storage.uri("x/y").endswith("/root/x/y")
 
 
+def test_a_byte_range_is_read_alone_and_a_range_past_the_end_is_refused(any_storage):
+    any_storage.write_bytes("splits/train.jsonl", b"0123456789")
+    assert any_storage.read_range("splits/train.jsonl", 3, 4) == b"3456"
+    assert any_storage.read_range("splits/train.jsonl", 0, 10) == b"0123456789"
+    assert any_storage.read_range("splits/train.jsonl", 10, 0) == b""
+    with pytest.raises(StorageError, match="past its end"):
+        any_storage.read_range("splits/train.jsonl", 8, 4)
+    with pytest.raises(StorageError, match="cannot read"):
+        any_storage.read_range("splits/missing.jsonl", 0, 1)
+
+
 def test_content_addressed_writes_nothing_when_unchanged(any_storage):
     files = {"train.jsonl": [b'{"a": 1}\n', b'{"a": 2}\n'], "valid.jsonl": [b'{"a": 3}\n']}
     first = write_content_addressed(any_storage, "training-data/x", files)

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from obs_platform.data.json_lines import Coded, Fragments, Text
+from obs_platform.data.json_lines import Coded, Fragments, Lists, Text
 from obs_platform.data.redaction import Redactor, Roster, name_tokens
 from obs_platform.taxonomy import Label, Taxonomy
 from obs_platform.taxonomy.model import normalise_key
@@ -168,7 +168,7 @@ class TrainingLineRenderer:
         """The Gemini lines of a frame of split records as `json_lines.render_lines` puts them together, column by
         column: the bytes `gemini` writes row by row (a test holds the two to it)."""
         note = self._note_pieces(frame)
-        photos = Coded.lists(frame["photo_uris"], _file_parts, "")
+        photos = Lists.of(frame["photo_uris"], _file_parts, "")
         head, model = self._gemini_head.decode(), self._gemini_model.decode()
         user = head + '{"role":"user","parts":[{"text":"' + note[0]
         return [user, *note[1:], '"}', photos, "]}" + model, self._answers_of(frame), "}]}]}\n"]

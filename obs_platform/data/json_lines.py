@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,6 +22,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 _NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'  # RE2: what orjson escapes in a string
 _NULL = "null"
@@ -30,6 +32,10 @@ _QUOTE, _EMPTY = (pa.scalar(s, pa.large_string()) for s in ('"', ""))
 class Fragments(Protocol):
     def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
         """One string per row at positions `rows`, in that order."""
+        ...
+
+    def digest(self, start: int, stop: int) -> bytes:
+        """A digest of what the fragments of rows `start` to `stop` are made from: equal digests, equal fragments."""
         ...
 
 
@@ -55,6 +61,19 @@ class Text:
             inner = escaped if self.quoted else [e[1:-1] for e in escaped]
             out = pc.replace_with_mask(out, escape, pa.array(inner, type=pa.large_string()))
         return out.fill_null(_NULL if self.quoted else "None")
+
+    def digest(self, start: int, stop: int) -> bytes:
+        """The rows' lengths, text and nulls, each hashed alone: the same however the column is cut into chunks."""
+        lengths, text, valid = xxhash.xxh3_128(), xxhash.xxh3_128(), xxhash.xxh3_128()
+        for chunk in self.values.slice(start, stop - start).chunks:
+            if not len(chunk):
+                continue
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+            lengths.update(np.diff(offsets).tobytes())
+            if offsets[-1] > offsets[0]:
+                text.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
+            valid.update(np.asarray(chunk.is_valid()).tobytes())
+        return lengths.digest() + text.digest() + valid.digest() + (b"quoted" if self.quoted else b"inner")
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,46 @@ class Coded:
     def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
         return self.rendered.take(self.codes[rows])
 
+    def digest(self, start: int, stop: int) -> bytes:
+        """The rows' renderings (their digests, not their codes: a code depends on the other rows too)."""
+        return xxhash.xxh3_128_digest(self._rendering_digests[self.codes[start:stop]].tobytes())
+
+    @cached_property
+    def _rendering_digests(self) -> np.ndarray:
+        return np.array([xxhash.xxh3_64_intdigest(r.encode()) for r in self.rendered.to_pylist()], dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Lists, most of them empty, rendered only for the rows asked for: `empty` for an empty list, `null` for a
+    missing one and `render(value)` for the others. Nothing is done for the whole column up front, so lines read back
+    from the last bundle (`line_files`) cost no list rendering at all."""
+
+    values: np.ndarray  # object: a list (or array) per row, or a missing value
+    render: Callable[[Any], str]
+    empty: str
+    null: str
+
+    @classmethod
+    def of(cls, series: pd.Series, render: Callable[[Any], str], empty: str, null: str | None = None) -> Lists:
+        return cls(series.to_numpy(dtype=object), render, empty, empty if null is None else null)
+
+    def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
+        return pa.array([self._fragment(value) for value in self.values[rows].tolist()], type=pa.large_string())
+
+    def _fragment(self, value: Any) -> str:
+        try:
+            size = len(value)
+        except TypeError:  # None, NaN, pd.NA: no list at all
+            return self.null
+        return self.render(value) if size else self.empty
+
+    def digest(self, start: int, stop: int) -> bytes:
+        """The rows' values as JSON (a value JSON cannot hold by its `repr`); how they are rendered is code, part of
+        every key (`line_files.RENDER_CODE`)."""
+        values = self.values[start:stop].tolist()
+        return xxhash.xxh3_128_digest(orjson.dumps(values, default=repr, option=orjson.OPT_SERIALIZE_NUMPY))
+
 
 def render_lines(pieces: Sequence[str | Fragments], rows: np.ndarray, chunk_rows: int) -> Iterator[bytes]:
     """The lines of the rows at positions `rows`, in that order, `chunk_rows` lines at a time: each line the
@@ -132,7 +191,7 @@ def _column(series: pd.Series, kind: Kind) -> Fragments:
     if kind is Kind.TEXT:
         return Text.of(series)
     if kind is Kind.LIST:
-        return Coded.lists(series, _json, "[]", _NULL)
+        return Lists.of(series, _json, "[]", _NULL)
     if kind is Kind.DATE:
         return Coded.days(series, _json, _NULL)
     return Coded.values(series, _json, _NULL)
@@ -163,14 +222,14 @@ class JsonLines:
     plain Python ones, as orjson takes them). The columns are prepared once; `render` is called per set of rows."""
 
     def __init__(self, frame: pd.DataFrame, kinds: Mapping[str, Kind]) -> None:
-        self._pieces: list[str | Fragments] = []
+        self.pieces: list[str | Fragments] = []
         for k, (name, kind) in enumerate(kinds.items()):
-            self._pieces += [("{" if k == 0 else ",") + _json(name) + ":", _column(frame[name], kind)]
-        self._pieces.append("}\n")
+            self.pieces += [("{" if k == 0 else ",") + _json(name) + ":", _column(frame[name], kind)]
+        self.pieces.append("}\n")
 
     def render(self, rows: np.ndarray, chunk_rows: int) -> Iterator[bytes]:
         """The lines of the rows at positions `rows`, in that order, `chunk_rows` lines at a time."""
-        return render_lines(self._pieces, rows, chunk_rows)
+        return render_lines(self.pieces, rows, chunk_rows)
 
 
 def _data(lines: pa.LargeStringArray) -> bytes:

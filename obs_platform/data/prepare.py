@@ -5,7 +5,7 @@ Plain functions over DataFrames; the Dagster assets call them and add metadata.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,13 +13,14 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from obs_platform.data.formats import TrainingLineRenderer, photo_mime_type
-from obs_platform.data.json_lines import JsonLines, Kind, render_lines
+from obs_platform.data.json_lines import JsonLines, Kind
+from obs_platform.data.line_files import LineFiles, LineFilesWrite, write_line_files
 from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import SPLITS, SplitResult, assign_splits, group_keys
 from obs_platform.gc_pause import without_gc_pauses
+from obs_platform.storage import Storage
 from obs_platform.taxonomy import Taxonomy
 
 REDACTED_COLUMNS = [
@@ -53,7 +54,6 @@ SPLIT_RECORD_KINDS = {
     "observation_date": Kind.DATE,  # ISO date or null: with the age, it places the child in a school year and a term
 }
 SPLIT_RECORD_COLUMNS = list(SPLIT_RECORD_KINDS)
-CHUNK_ROWS = 20_000
 TAXONOMY_TEXTS_FILE = "taxonomy.jsonl"
 SPLITS_BASE = "splits"  # split bundles are content-addressed folders under it
 SPLIT_BUNDLE_ATTR = "split_bundle"  # a split frame's `attrs`: where its bundle was written (`split_bundle_record`)
@@ -111,31 +111,25 @@ def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> S
 # ----- rendering JSONL -----------------------------------------------------------------------------
 
 
-def _split_lines(frame: pd.DataFrame) -> dict[str, Iterator[bytes]]:
-    """Each split's records as JSON lines, in chunks, in observation-id order."""
+def _split_codes(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's split as its place in `SPLITS`."""
+    return pd.Categorical(frame["split"], categories=list(SPLITS)).codes
+
+
+def split_lines(frame: pd.DataFrame) -> LineFiles:
+    """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on), in frame
+    order."""
     labels = {c: frame[c].astype(int) for c in ("domain_id", "attribute_id", "level_index")}
     lines = JsonLines(frame[SPLIT_RECORD_COLUMNS].assign(**labels), SPLIT_RECORD_KINDS)
-    return {split: lines.render(rows, CHUNK_ROWS) for split, rows in _split_rows(frame).items()}
-
-
-def _split_rows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Each split's row positions, in observation-id order (Arrow sorts the ids; no reordered copy of the frame)."""
-    order = np.asarray(pc.sort_indices(pa.array(frame["observation_id"], type=pa.large_string())), dtype=np.int64)
-    codes = pd.Categorical(frame["split"], categories=list(SPLITS)).codes[order]
-    return {split: order[codes == k] for k, split in enumerate(SPLITS)}
+    return LineFiles(lines.pieces, frame["observation_id"], _split_codes(frame), tuple(f"{s}.jsonl" for s in SPLITS))
 
 
 def split_records(frame: pd.DataFrame) -> dict[str, list[dict]]:
     """The records of each split (`train`, `valid`, `test`) exactly as the split files hold them."""
     return {
-        split: [orjson.loads(line) for chunk in chunks for line in chunk.splitlines()]
-        for split, chunks in _split_lines(frame).items()
+        name.removesuffix(".jsonl"): [orjson.loads(line) for chunk in chunks for line in chunk.splitlines()]
+        for name, chunks in split_lines(frame).files().items()
     }
-
-
-def split_files(frame: pd.DataFrame) -> dict[str, Iterable[bytes]]:
-    """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on)."""
-    return {f"{split}.jsonl": chunks for split, chunks in _split_lines(frame).items()}
 
 
 def taxonomy_text_records(taxonomy: Taxonomy) -> list[dict]:
@@ -174,9 +168,10 @@ def taxonomy_text_file(taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
     }
 
 
-def split_bundle(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
-    """The files of one split bundle: the split files of the frame and, beside them, the taxonomy's own texts."""
-    return split_files(frame) | taxonomy_text_file(taxonomy)
+def write_split_bundle(storage: Storage, frame: pd.DataFrame, taxonomy: Taxonomy) -> LineFilesWrite:
+    """The split bundle under `splits/<version>/`: the split files of the frame and, beside them, the taxonomy's own
+    texts; the lines of rows unchanged since the last bundle are read from it (`line_files`)."""
+    return write_line_files(storage, SPLITS_BASE, split_lines(frame), beside=taxonomy_text_file(taxonomy))
 
 
 def split_bundle_record(folder: str, taxonomy: Taxonomy) -> dict[str, str]:
@@ -195,15 +190,16 @@ def recorded_split_bundle(attrs: Mapping[str, Any], taxonomy: Taxonomy) -> str |
     return str(record["folder"])
 
 
-def gemini_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
+def gemini_lines(frame: pd.DataFrame, taxonomy: Taxonomy) -> LineFiles:
     """Vertex Gemini tuning takes a training and a validation file (the test split stays for evaluation)."""
-    pieces, rows = TrainingLineRenderer(taxonomy).gemini_pieces(frame), _split_rows(frame)
-    return {f"{split}.jsonl": render_lines(pieces, rows[split], CHUNK_ROWS) for split in ("train", "valid")}
+    pieces = TrainingLineRenderer(taxonomy).gemini_pieces(frame)
+    return LineFiles(pieces, frame["observation_id"], _split_codes(frame), ("train.jsonl", "valid.jsonl"))
 
 
-def chat_files(frame: pd.DataFrame, taxonomy: Taxonomy) -> dict[str, Iterable[bytes]]:
+def chat_lines(frame: pd.DataFrame, taxonomy: Taxonomy) -> LineFiles:
+    """The same examples as chat `messages` (train, valid and test)."""
     pieces = TrainingLineRenderer(taxonomy).chat_pieces(frame)
-    return {f"{split}.jsonl": render_lines(pieces, rows, CHUNK_ROWS) for split, rows in _split_rows(frame).items()}
+    return LineFiles(pieces, frame["observation_id"], _split_codes(frame), tuple(f"{s}.jsonl" for s in SPLITS))
 
 
 def photo_counts(frame: pd.DataFrame) -> dict[str, int]:

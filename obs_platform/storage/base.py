@@ -6,7 +6,7 @@ import hashlib
 import json
 import queue
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,11 @@ class Storage(Protocol):
     def exists(self, path: str) -> bool: ...
 
     def read_bytes(self, path: str) -> bytes: ...
+
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        """`length` bytes from byte `start` (a block of a large file, without reading the rest); a range past the
+        end is a `StorageError`."""
+        ...
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Atomic: readers see the old content or the new, never half a file."""
@@ -96,29 +101,32 @@ def content_addressed_folder(base: str, files: Mapping[str, Iterable[bytes]]) ->
 
 
 def _hash_and_write(chunks: Iterable[bytes], handle: BinaryIO) -> tuple[str, int]:
-    """The chunks' sha256 and length, written to `handle` as they come. Hashing and writing run in a thread
-    (both release the GIL) while the next chunk is made: rendering a million JSON lines hides most of the cost of
-    writing them."""
+    """The chunks' sha256 and length, written to `handle` as they come. Hashing and writing each run in a thread of
+    their own (both release the GIL) while the next chunk is made: rendering a million JSON lines hides most of the
+    cost of writing them, and a file written at the disk's pace is hashed meanwhile, not after."""
     hasher, size = hashlib.sha256(), 0
-    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=2)  # at most two chunks made ahead
+    queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=2), queue.Queue(maxsize=2)]  # two chunks ahead
 
-    def consume() -> None:
+    def consume(pending: queue.Queue[bytes | None], use: Callable[[bytes], object]) -> None:
         while (chunk := pending.get()) is not None:
-            hasher.update(chunk)
-            handle.write(chunk)
+            use(chunk)
 
-    with ThreadPoolExecutor(1) as writer:
-        written = writer.submit(consume)
+    with ThreadPoolExecutor(2) as workers:
+        done = [workers.submit(consume, q, use) for q, use in zip(queues, (hasher.update, handle.write))]
         try:
             for chunk in chunks:
                 size += len(chunk)
-                while not _offered(pending, chunk):
-                    if written.done():
-                        written.result()  # the writer failed (a full disk): raise its error here
+                for pending in queues:
+                    while not _offered(pending, chunk):
+                        for worker in done:
+                            if worker.done():
+                                worker.result()  # a worker failed (a full disk): raise its error here
         finally:
-            while not _offered(pending, None) and not written.done():
-                pass
-        written.result()
+            for pending, worker in zip(queues, done):
+                while not _offered(pending, None) and not worker.done():
+                    pass
+        for worker in done:
+            worker.result()
     return hasher.hexdigest(), size
 
 

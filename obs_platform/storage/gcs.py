@@ -55,6 +55,17 @@ class GCSStorage:
         except gcloud_exceptions.GoogleAPIError as exc:
             raise StorageError(f"cannot read {self.uri(path)}: {exc}") from exc
 
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        try:  # an HTTP range request: `end` is inclusive
+            data = self.bucket.blob(self._key(path)).download_as_bytes(start=start, end=start + length - 1)
+        except gcloud_exceptions.GoogleAPIError as exc:
+            raise StorageError(f"cannot read {self.uri(path)}: {exc}") from exc
+        if len(data) != length:
+            raise StorageError(f"cannot read {self.uri(path)}: bytes {start}-{start + length} are past its end")
+        return data
+
     def write_bytes(self, path: str, data: bytes) -> None:
         # A GCS object becomes visible only once its upload completes: writes are atomic by nature.
         try:

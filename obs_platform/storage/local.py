@@ -43,6 +43,17 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot read {self.uri(path)}: {exc}") from exc
 
+    def read_range(self, path: str, start: int, length: int) -> bytes:
+        try:
+            with self._path(path).open("rb") as handle:
+                handle.seek(start)
+                data = handle.read(length)
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri(path)}: {exc}") from exc
+        if len(data) != length:
+            raise StorageError(f"cannot read {self.uri(path)}: bytes {start}-{start + length} are past its end")
+        return data
+
     def write_bytes(self, path: str, data: bytes) -> None:
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)

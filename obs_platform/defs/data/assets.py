@@ -8,6 +8,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from obs_platform.data import prepare, reports
 from obs_platform.data.artifacts import TrainingFiles
+from obs_platform.data.line_files import LineFiles, write_line_files
 from obs_platform.data.parts import LandingSnapshot, canonical_from_parts, snapshot_landing
 from obs_platform.data.redaction_cache import redact_with_cache
 from obs_platform.data.schema import CanonicalObservationsSchema
@@ -15,7 +16,6 @@ from obs_platform.data.splits import empty_ledger
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.metadata import table
 from obs_platform.settings import LANDING_PREFIX, ROSTER_PATH
-from obs_platform.storage import write_content_addressed
 
 GROUP = "data"
 LEDGER_PATH = "splits/ledger.parquet"
@@ -169,7 +169,8 @@ def training_splits(
         pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
     )
     outcome = prepare.split_observations(redacted_observations, ledger)
-    written = write_content_addressed(client, prepare.SPLITS_BASE, prepare.split_bundle(outcome.frame, taxonomy.load()))
+    lines = prepare.write_split_bundle(client, outcome.frame, taxonomy.load())
+    written = lines.written
     if outcome.result.added_to_ledger:  # unchanged data leaves the ledger file as it is
         buffer = io.BytesIO()
         outcome.result.ledger.to_parquet(buffer, index=False)
@@ -186,6 +187,8 @@ def training_splits(
             "dataset_version": written.version,
             "splits_uri": dg.MetadataValue.path(written.folder_uri),
             "written": written.written,
+            "lines_reused": lines.rows_reused,
+            "lines_rendered": lines.rows_rendered,
             **{f"{name}_rows": int(counts.get(name, 0)) for name in ("train", "valid", "test")},
             "label_distribution": table(reports.label_distribution(outcome.frame)),
             "attributes_missing_a_split": dg.MetadataValue.json(outcome.result.uncovered),
@@ -198,11 +201,12 @@ def training_splits(
 
 
 def _training_files_output(
-    fmt: str, files: dict, storage: StorageResource, frame: pd.DataFrame, extra: dict
+    fmt: str, lines: LineFiles, storage: StorageResource, extra: dict
 ) -> dg.Output[TrainingFiles]:
     client = storage.client()
-    counted = {name: int((frame["split"] == name.removesuffix(".jsonl")).sum()) for name in files}
-    written = write_content_addressed(client, f"training-data/{fmt}", files)
+    counted = {name: lines.rows_in(name) for name in lines.names}
+    write = write_line_files(client, f"training-data/{fmt}", lines)
+    written = write.written
     artefact = TrainingFiles.from_write(fmt, written, client, counted)
     return dg.Output(
         artefact,
@@ -212,6 +216,8 @@ def _training_files_output(
             "dataset_version": written.version,
             "folder_uri": dg.MetadataValue.path(written.folder_uri),
             "written": written.written,
+            "lines_reused": write.rows_reused,
+            "lines_rendered": write.rows_rendered,
             "bytes": dg.MetadataValue.json(dict(written.sizes)),
             **{f"{name} rows": rows for name, rows in counted.items()},
             **extra,
@@ -224,9 +230,9 @@ def gemini_sft_jsonl(
     training_splits: pd.DataFrame, storage: StorageResource, taxonomy: TaxonomyResource
 ) -> dg.Output[TrainingFiles]:
     """`train.jsonl` and `valid.jsonl` in Vertex AI's Gemini supervised-tuning format."""
-    files = prepare.gemini_files(training_splits, taxonomy.load())
+    lines = prepare.gemini_lines(training_splits, taxonomy.load())
     photos = prepare.photo_counts(training_splits[training_splits["split"].isin(["train", "valid"])])
-    return _training_files_output("gemini", files, storage, training_splits, photos)
+    return _training_files_output("gemini", lines, storage, photos)
 
 
 @dg.asset(group_name=GROUP, kinds={"json", "huggingface"})
@@ -234,5 +240,4 @@ def oss_sft_jsonl(
     training_splits: pd.DataFrame, storage: StorageResource, taxonomy: TaxonomyResource
 ) -> dg.Output[TrainingFiles]:
     """The same examples as chat `messages` for TRL's SFTTrainer (train, valid and test)."""
-    files = prepare.chat_files(training_splits, taxonomy.load())
-    return _training_files_output("oss-chat", files, storage, training_splits, {})
+    return _training_files_output("oss-chat", prepare.chat_lines(training_splits, taxonomy.load()), storage, {})
