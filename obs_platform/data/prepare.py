@@ -89,10 +89,11 @@ def with_redacted_text(
     dropped."""
     if isinstance(texts, pa.ChunkedArray):
         texts = pd.arrays.ArrowStringArray(texts)
-    kept = [c for c in REDACTED_COLUMNS if c != "text"]
-    redacted = canonical[kept].reset_index(drop=True)
+    redacted = canonical[[c for c in REDACTED_COLUMNS if c != "text"]].copy(deep=False)  # changed in place: no copy
+    redacted.index = pd.RangeIndex(len(redacted))
     redacted.insert(REDACTED_COLUMNS.index("text"), "text", texts)
-    return redacted.assign(group_key=group_keys(redacted["text"]) if keys is None else keys)
+    redacted["group_key"] = group_keys(redacted["text"]) if keys is None else keys
+    return redacted
 
 
 @dataclass

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
+import xxhash
 
 from obs_platform.data import names, redaction
 from obs_platform.data.json_lines import take_texts
@@ -177,7 +178,7 @@ def _digest(rows: pd.DataFrame) -> str:
     """The rows' content with the redactor's code version: per column, which values are missing, each value's length
     and the values' bytes, read from the Arrow buffers (no Python loop), so the same rows give the same digest however
     the frame was put together (a column's dtype, chunks and offsets depend on the exports it came from)."""
-    digest = hashlib.sha256(CODE_VERSION.encode())
+    digest = xxhash.xxh3_128(CODE_VERSION.encode())  # not sha256: a million notes' bytes in a tenth of the time
     for name in rows:
         array = pa.array(rows[name], type=pa.large_string(), from_pandas=True)
         if isinstance(array, pa.ChunkedArray):
