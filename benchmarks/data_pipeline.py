@@ -34,6 +34,7 @@ from obs_platform.data import prepare
 from obs_platform.data.line_files import write_line_files
 from obs_platform.data.parts import canonical_from_parts, snapshot_landing
 from obs_platform.data.redaction_cache import redact_with_cache
+from obs_platform.data.values import frame_from_parquet
 from obs_platform.storage import LocalStorage
 from obs_platform.taxonomy import Taxonomy, load_taxonomy
 
@@ -140,7 +141,7 @@ def pipeline_steps(storage: LocalStorage, taxonomy: Taxonomy, state: dict) -> li
         state["redacted"] = prepare.with_redacted_text(result.canonical, cached.texts, cached.group_keys)
 
     def split() -> None:
-        ledger = pd.read_parquet(storage.local_path(LEDGER)) if storage.exists(LEDGER) else None
+        ledger = frame_from_parquet(storage.read_bytes(LEDGER)) if storage.exists(LEDGER) else None
         state["splits"] = prepare.split_observations(state.pop("redacted"), ledger)
 
     def write_splits() -> None:

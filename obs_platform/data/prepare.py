@@ -104,9 +104,14 @@ class SplitOutcome:
 
 @without_gc_pauses
 def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> SplitOutcome:
-    keyed = redacted if "group_key" in redacted else redacted.assign(group_key=group_keys(redacted["text"]))
+    keyed = redacted.copy(
+        deep=False
+    )  # new columns go on a new frame sharing the columns' data: no copy of a million rows
+    if "group_key" not in keyed:
+        keyed["group_key"] = group_keys(keyed["text"])
     result = assign_splits(keyed, ledger)  # its assignments are row for row
-    return SplitOutcome(frame=keyed.assign(split=result.assignments["split"].to_numpy()), result=result)
+    keyed["split"] = result.assignments["split"].to_numpy()
+    return SplitOutcome(frame=keyed, result=result)
 
 
 # ----- rendering JSONL -----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from obs_platform.gc_pause import without_gc_pauses
+
 
 def plain_value(value: Any) -> Any:
     """Numpy arrays (Arrow lists, parquet list columns) become lists, recursively through dicts."""
@@ -25,6 +27,7 @@ def frame_from_parquet(data: bytes) -> pd.DataFrame:
     return frame_from_arrow(pq.read_table(io.BytesIO(data)))
 
 
+@without_gc_pauses  # a million lists made at once: the collector would walk them again and again
 def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     """A pandas frame as it was written: text columns that were Arrow-backed are again (a plain conversion makes
     them Python-backed, whose checks and kernels are the slow kind; these wrap the Arrow data without a copy) and

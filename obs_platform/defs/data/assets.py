@@ -13,6 +13,7 @@ from obs_platform.data.parts import LandingSnapshot, canonical_from_parts, snaps
 from obs_platform.data.redaction_cache import redact_with_cache
 from obs_platform.data.schema import CanonicalObservationsSchema
 from obs_platform.data.splits import empty_ledger
+from obs_platform.data.values import frame_from_parquet
 from obs_platform.defs.data.resources import StorageResource, TaxonomyResource
 from obs_platform.defs.metadata import table
 from obs_platform.settings import LANDING_PREFIX, ROSTER_PATH
@@ -165,9 +166,7 @@ def training_splits(
     notes share a split), written as redacted JSONL under `splits/<version>/`, with the taxonomy's own labelled
     texts beside them (`taxonomy.jsonl`, training rows of the hybrid classifier)."""
     client = storage.client()
-    ledger = (
-        pd.read_parquet(io.BytesIO(client.read_bytes(LEDGER_PATH))) if client.exists(LEDGER_PATH) else empty_ledger()
-    )
+    ledger = frame_from_parquet(client.read_bytes(LEDGER_PATH)) if client.exists(LEDGER_PATH) else empty_ledger()
     outcome = prepare.split_observations(redacted_observations, ledger)
     lines = prepare.write_split_bundle(client, outcome.frame, taxonomy.load())
     written = lines.written
