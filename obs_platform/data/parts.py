@@ -20,8 +20,9 @@ import io
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,12 +216,13 @@ def canonical_from_parts(
     today: dt.date | None = None,
 ) -> IncrementalCanonical:
     """The canonical set and the quarantine of everything landed, making only the parts not made before (in
-    worker processes when there is enough to share)."""
+    worker processes when there is enough to share, or while the cached parts are read)."""
     today_text = (today or dt.date.today()).isoformat()
     keys = {e.path: part_key(e, taxonomy) for e in snapshot.exports if e.sha256}
     cached = {path: info for path, key in keys.items() if (info := _cached_info(storage, key, today_text))}
     todo = [e for e in snapshot.exports if e.sha256 and e.path not in cached]
-    made = _make_parts(storage, todo, keys, taxonomy, workers)
+    with _making_parts(storage, todo, keys, taxonomy, workers, beside_other_work=bool(cached)) as made:
+        loaded = {path: _read_part(storage, keys[path]) for path in cached}
 
     infos: list[PartInfo] = []
     canonical_frames, quarantined_frames = [], []
@@ -230,9 +232,9 @@ def canonical_from_parts(
             quarantined_frames.append(_quarantined_whole(export.path, unreadable, taxonomy))
             infos.append(_whole_file_info(export.path, unreadable, today_text))
             continue
-        key = keys[export.path]
-        canonical_frames.append(_read_frame(storage, f"{CACHE_PREFIX}/{key}/canonical.arrow"))
-        quarantined_frames.append(_read_frame(storage, f"{CACHE_PREFIX}/{key}/quarantined.arrow"))
+        canonical_part, quarantined_part = loaded.get(export.path) or _read_part(storage, keys[export.path])
+        canonical_frames.append(canonical_part)
+        quarantined_frames.append(quarantined_part)
         infos.append(cached.get(export.path) or made[export.path])
     for link in snapshot.linked_folders:
         unreadable = UnreadableExport("symlink_refused", raw.link_message(storage, link))
@@ -304,24 +306,37 @@ def _cached_info(storage: Storage, key: str, today: str) -> PartInfo | None:
     return PartInfo(**{**body["info"], "reused": True})
 
 
-def _read_frame(storage: Storage, path: str) -> pd.DataFrame:
-    return frame_from_arrow(feather.read_table(io.BytesIO(storage.read_bytes(path))))
+def _read_part(storage: Storage, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A cached part's canonical and quarantined rows."""
+
+    def read(name: str) -> pd.DataFrame:
+        return frame_from_arrow(feather.read_table(io.BytesIO(storage.read_bytes(f"{CACHE_PREFIX}/{key}/{name}"))))
+
+    return read("canonical.arrow"), read("quarantined.arrow")
 
 
-def _make_parts(
+@contextmanager
+def _making_parts(
     storage: Storage,
     todo: list[LandedExport],
     keys: dict[str, str],
     taxonomy: Taxonomy,
     workers: int | None,
-) -> dict[str, PartInfo]:
+    *,
+    beside_other_work: bool,
+) -> Iterator[dict[str, PartInfo]]:
+    """Make and store the parts of `todo`; the dict yielded holds their infos once the block ends. They are made in
+    worker processes when they are big enough to share out, or when the block has work of its own to do meanwhile
+    (reading the cached parts: a drop's new export is canonicalised while a million cached rows are loaded), else
+    here, before the block runs."""
+    made: dict[str, PartInfo] = {}
     workers = min(workers or os.cpu_count() or 1, len(todo))
     big_enough = sum(e.size for e in todo) >= MIN_BYTES_FOR_WORKERS
-    made: dict[str, PartInfo] = {}
-    if workers < 2 or not big_enough:
+    if not todo or not (beside_other_work or (workers >= 2 and big_enough)):
         for export in todo:
             made[export.path] = _store_part(storage, keys[export.path], *_make_part(export.path, storage, taxonomy))
-        return made
+        yield made
+        return
     # Forked (no import of the caller's main module, no start-up cost); each worker reads its file itself
     # when the storage is a local folder, so only the finished part crosses between processes.
     local_root = str(storage.root) if isinstance(storage, LocalStorage) else None
@@ -336,9 +351,9 @@ def _make_parts(
             )
             for e in sorted(todo, key=lambda e: -e.size)  # the largest first: the workers finish together
         }
+        yield made
         for path, future in futures.items():
             made[path] = _store_part(storage, keys[path], *future.result())
-    return made
 
 
 def _make_part_in_worker(

@@ -44,7 +44,7 @@ def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     for name, kind in special.items():
         column = table.column(name)
         values = (
-            arrow_lists(column)
+            np.fromiter(arrow_lists(column), dtype=object, count=len(column))  # no shape guessing over nested lists
             if kind == "list"
             else pd.arrays.ArrowStringArray(column.combine_chunks().cast(pa.large_string()))
         )
