@@ -122,3 +122,13 @@ def test_lines_rendered_by_other_code_are_not_reused(storage, split_frame, monke
     write_line_files(storage, "splits", lines)
     monkeypatch.setattr(line_files, "RENDER_CODE", "another renderer")
     assert write_line_files(storage, "splits", small_pieces(prepare.split_lines(split_frame))).rows_reused == 0
+
+
+@pytest.mark.parametrize("index", [b"{not json", b'{"folder": "splits/x"}', b'{"folder": 1, "names": 2, "places": 3}'])
+def test_an_index_that_cannot_be_read_is_no_index(storage, split_frame, index):
+    lines = small_pieces(prepare.split_lines(split_frame))
+    first = write_line_files(storage, "splits", lines)
+    storage.write_bytes(f"{line_files.INDEX_PREFIX}/splits.json", index)
+    again = write_line_files(storage, "splits", lines)
+    assert again.rows_reused == 0 and again.written.folder == first.written.folder
+    assert write_line_files(storage, "splits", lines).rows_rendered == 0  # indexed afresh

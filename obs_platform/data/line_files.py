@@ -100,13 +100,19 @@ class PieceIndex:
 
     @classmethod
     def load(cls, storage: Storage, path: str, names: tuple[str, ...]) -> PieceIndex | None:
-        """The index at `path`, if it is for these file names and its bundle is still complete (has its manifest)."""
+        """The index at `path`, if it is for these file names and its bundle is still complete (has its manifest).
+        An index that cannot be read (another shape, hand-edited) is no index: every line is rendered."""
         if not storage.exists(path):
             return None
-        body = orjson.loads(storage.read_bytes(path))
-        if tuple(body["names"]) != names or not storage.exists(f"{body['folder']}/{MANIFEST}"):
+        try:
+            body = orjson.loads(storage.read_bytes(path))
+            places = {str(key): [(int(at), int(size)) for at, size in spots] for key, spots in body["places"].items()}
+            if tuple(body["names"]) != names or any(len(spots) != len(names) for spots in places.values()):
+                return None
+            folder = str(body["folder"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
-        return cls(body["folder"], names, {key: [tuple(p) for p in places] for key, places in body["places"].items()})
+        return cls(folder, names, places) if storage.exists(f"{folder}/{MANIFEST}") else None
 
     def to_json(self) -> bytes:
         return orjson.dumps({"folder": self.folder, "names": list(self.names), "places": self.places})
