@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from obs_platform.data.json_lines import JsonLines, Kind, take_texts
+from obs_platform.data.json_lines import JsonLines, Kind, render_lines, take_texts
 
 # Everything orjson escapes or passes through raw: quotes, backslashes, every control character, DEL, the line and
 # paragraph separators, letters outside ASCII, an emoji (outside the BMP), and the empty string.
@@ -63,7 +63,7 @@ def expected_lines(data: pd.DataFrame, rows: np.ndarray) -> bytes:
 def test_the_lines_are_orjsons_in_any_row_order_and_chunking(seed):
     data = frame(300, seed)
     rows = np.random.default_rng(seed).permutation(len(data))[:250]  # a subset, shuffled
-    rendered = b"".join(JsonLines(data, KINDS).render(rows, chunk_rows=64))
+    rendered = b"".join(render_lines(JsonLines(data, KINDS).pieces, rows, chunk_rows=64))
     assert rendered == expected_lines(data, rows)
     for line in rendered.splitlines():  # and each line is one JSON object
         assert isinstance(orjson.loads(line), dict)
@@ -76,7 +76,7 @@ def test_a_text_column_in_many_arrow_chunks_renders_the_same():
     )
     split_up = data.assign(note=pd.arrays.ArrowStringArray(chunked))
     rows = np.arange(199, -1, -1)
-    assert b"".join(JsonLines(split_up, KINDS).render(rows, 50)) == expected_lines(data, rows)
+    assert b"".join(render_lines(JsonLines(split_up, KINDS).pieces, rows, 50)) == expected_lines(data, rows)
 
 
 def test_taking_texts_chunk_by_chunk_equals_one_take():
@@ -89,4 +89,4 @@ def test_taking_texts_chunk_by_chunk_equals_one_take():
 
 
 def test_no_rows_no_bytes():
-    assert b"".join(JsonLines(frame(5, 1), KINDS).render(np.array([], dtype=np.int64), 10)) == b""
+    assert b"".join(render_lines(JsonLines(frame(5, 1), KINDS).pieces, np.array([], dtype=np.int64), 10)) == b""

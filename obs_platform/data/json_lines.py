@@ -63,17 +63,22 @@ class Text:
         return out.fill_null(_NULL if self.quoted else "None")
 
     def digest(self, start: int, stop: int) -> bytes:
-        """The rows' lengths, text and nulls, each hashed alone: the same however the column is cut into chunks."""
-        lengths, text, valid = xxhash.xxh3_128(), xxhash.xxh3_128(), xxhash.xxh3_128()
-        for chunk in self.values.slice(start, stop - start).chunks:
-            if not len(chunk):
-                continue
-            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
-            lengths.update(np.diff(offsets).tobytes())
-            if offsets[-1] > offsets[0]:
-                text.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
-            valid.update(np.asarray(chunk.is_valid()).tobytes())
-        return lengths.digest() + text.digest() + valid.digest() + (b"quoted" if self.quoted else b"inner")
+        return text_digest(self.values.slice(start, stop - start)) + (b"quoted" if self.quoted else b"inner")
+
+
+def text_digest(values: pa.Array | pa.ChunkedArray) -> bytes:
+    """A digest of large strings' lengths, bytes and nulls, read from the Arrow buffers (no Python loop), each hashed
+    alone so that the same strings give the same digest however the column is cut into chunks or offset."""
+    lengths, text, valid = xxhash.xxh3_128(), xxhash.xxh3_128(), xxhash.xxh3_128()
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        if not len(chunk):
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+        lengths.update(np.diff(offsets).tobytes())
+        if offsets[-1] > offsets[0]:
+            text.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
+        valid.update(np.asarray(chunk.is_valid()).tobytes())
+    return lengths.digest() + text.digest() + valid.digest()
 
 
 @dataclass(frozen=True)
@@ -219,17 +224,14 @@ def take_texts(values: pa.ChunkedArray | pa.Array, rows: np.ndarray) -> pa.Large
 
 class JsonLines:
     """The rows of a frame as one JSON object per line holding the columns of `kinds`, in its order (their values
-    plain Python ones, as orjson takes them). The columns are prepared once; `render` is called per set of rows."""
+    plain Python ones, as orjson takes them): the `pieces` that `render_lines` puts together, the columns prepared
+    once."""
 
     def __init__(self, frame: pd.DataFrame, kinds: Mapping[str, Kind]) -> None:
         self.pieces: list[str | Fragments] = []
         for k, (name, kind) in enumerate(kinds.items()):
             self.pieces += [("{" if k == 0 else ",") + _json(name) + ":", _column(frame[name], kind)]
         self.pieces.append("}\n")
-
-    def render(self, rows: np.ndarray, chunk_rows: int) -> Iterator[bytes]:
-        """The lines of the rows at positions `rows`, in that order, `chunk_rows` lines at a time."""
-        return render_lines(self.pieces, rows, chunk_rows)
 
 
 def _data(lines: pa.LargeStringArray) -> bytes:

@@ -135,16 +135,17 @@ class LineWriting:
         return {name: self._file(k) for k, name in enumerate(self.lines.names)}
 
     def _file(self, k: int) -> Iterator[bytes]:
-        lines, name, offset = self.lines, self.lines.names[k], 0
-        keys = lines.keys if self.storage else [None] * (len(lines.bounds) - 1)  # keys: only to reuse or index
+        lines, name, offset, storage = self.lines, self.lines.names[k], 0, self.storage
+        previous = self.previous if storage else None
+        keys = lines.keys if storage else [None] * (len(lines.bounds) - 1)  # keys: only to reuse or index
         for key, start, stop in zip(keys, lines.bounds[:-1].tolist(), lines.bounds[1:].tolist()):
             in_file = np.flatnonzero(lines.file_codes[start:stop] == k) + start
-            kept = self.previous.places.get(key) if self.previous and key else None
+            kept = previous.places.get(key) if previous and key else None
             size = 0
-            if kept and self.previous and self.storage:
+            if storage and previous and kept:
                 place, size = kept[k]
                 if size:
-                    yield self.storage.read_range(f"{self.previous.folder}/{name}", place, size)
+                    yield storage.read_range(f"{previous.folder}/{name}", place, size)
                 self.rows_reused += len(in_file)
             else:
                 for chunk in render_lines(lines.pieces, in_file, CHUNK_ROWS):

@@ -104,9 +104,8 @@ class SplitOutcome:
 
 @without_gc_pauses
 def split_observations(redacted: pd.DataFrame, ledger: pd.DataFrame | None) -> SplitOutcome:
-    keyed = redacted.copy(
-        deep=False
-    )  # new columns go on a new frame sharing the columns' data: no copy of a million rows
+    # New columns go on a new frame sharing the columns' data: no copy of a million rows.
+    keyed = redacted.copy(deep=False)
     if "group_key" not in keyed:
         keyed["group_key"] = group_keys(keyed["text"])
     result = assign_splits(keyed, ledger)  # its assignments are row for row
