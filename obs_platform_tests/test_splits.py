@@ -1,6 +1,9 @@
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 
-from obs_platform.data.splits import assign_splits, group_keys
+from obs_platform.data.splits import _positions_in, assign_splits, group_keys
 
 
 def word(i: int) -> str:
@@ -87,3 +90,33 @@ def test_old_rows_are_not_moved_for_coverage_and_gaps_are_reported():
     result = assign_splits(frame, ledger)
     assert (result.assignments["split"] == "train").all()
     assert result.uncovered == {"0": ["valid", "test"]}
+
+
+def arrow_ids(ids: list[str], chunks: int) -> pd.Series:
+    """Arrow-backed ids in `chunks` chunks, as frames put together from parts hold them."""
+    bounds = np.linspace(0, len(ids), chunks + 1).astype(int)
+    array = pa.chunked_array([pa.array(ids[a:b], type=pa.large_string()) for a, b in zip(bounds, bounds[1:])])
+    return pd.Series(pd.arrays.ArrowStringArray(array))
+
+
+@pytest.mark.parametrize(
+    "layout", ["appended", "removed_in_the_middle", "shuffled", "ledger_longer", "empty_ledger", "disjoint"]
+)
+def test_ledger_positions_match_a_lookup_whatever_the_order(layout: str):
+    rng = np.random.default_rng(5)
+    ledger = [f"obs-{i}" for i in range(500)]
+    ids = {
+        "appended": ledger + [f"new-{i}" for i in range(40)],
+        "removed_in_the_middle": ledger[:100] + ledger[130:] + ["new-1", "obs-120"],
+        "shuffled": list(rng.permutation(ledger[:300] + ["new-1", "new-2"])),
+        "ledger_longer": ledger[:50],
+        "empty_ledger": ledger[:20],
+        "disjoint": [f"new-{i}" for i in range(30)],
+    }[layout]
+    known = [] if layout == "empty_ledger" else ledger
+    where = {identifier: k for k, identifier in enumerate(known)}
+    expected = [where.get(identifier, -1) for identifier in ids]
+    assert _positions_in(pd.Series(ids), pd.Series(known, dtype=object)).tolist() == expected
+    assert _positions_in(arrow_ids(ids, 3), arrow_ids(known, 4) if known else pd.Series([], dtype=object)).tolist() == (
+        expected
+    )

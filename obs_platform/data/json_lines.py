@@ -105,7 +105,9 @@ class Coded:
     @classmethod
     def days(cls, series: pd.Series, render: Callable[[str], str], null: str) -> Coded:
         """Datetimes by their day: `render(ISO day)` once per day; `null` for a missing one."""
-        codes, days = pd.factorize(pd.to_datetime(series).to_numpy(dtype="datetime64[D]"), use_na_sentinel=True)
+        # No cache of distinct values: pandas would look for them over every row even when they are datetimes already.
+        days = pd.to_datetime(series, cache=False).to_numpy(dtype="datetime64[D]")
+        codes, days = pd.factorize(days, use_na_sentinel=True)
         return cls._of(codes, [render(day) for day in np.datetime_as_string(days, unit="D").tolist()], null)
 
     @classmethod
@@ -227,10 +229,12 @@ class JsonLines:
     plain Python ones, as orjson takes them): the `pieces` that `render_lines` puts together, the columns prepared
     once."""
 
-    def __init__(self, frame: pd.DataFrame, kinds: Mapping[str, Kind]) -> None:
+    def __init__(self, columns: pd.DataFrame | Mapping[str, pd.Series], kinds: Mapping[str, Kind]) -> None:
+        """`columns`: a frame, or its columns by name (no frame is made of them: a frame of a million rows copies
+        them)."""
         self.pieces: list[str | Fragments] = []
         for k, (name, kind) in enumerate(kinds.items()):
-            self.pieces += [("{" if k == 0 else ",") + _json(name) + ":", _column(frame[name], kind)]
+            self.pieces += [("{" if k == 0 else ",") + _json(name) + ":", _column(columns[name], kind)]
         self.pieces.append("}\n")
 
 

@@ -125,7 +125,7 @@ def split_lines(frame: pd.DataFrame) -> LineFiles:
     """`train.jsonl`, `valid.jsonl`, `test.jsonl` of redacted records (what the classifier trains on), in frame
     order."""
     labels = {c: frame[c].astype(int) for c in ("domain_id", "attribute_id", "level_index")}
-    lines = JsonLines(frame[SPLIT_RECORD_COLUMNS].assign(**labels), SPLIT_RECORD_KINDS)
+    lines = JsonLines({c: labels.get(c, frame[c]) for c in SPLIT_RECORD_COLUMNS}, SPLIT_RECORD_KINDS)
     return LineFiles(lines.pieces, frame["observation_id"], _split_codes(frame), tuple(f"{s}.jsonl" for s in SPLITS))
 
 

@@ -11,7 +11,6 @@ roster has changed since, only the notes holding a token the two rosters treat d
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.feather as feather
 import xxhash
 
 from obs_platform.data import names, redaction
@@ -30,6 +28,7 @@ from obs_platform.data.redaction import Redactor, Roster
 from obs_platform.data.splits import group_keys
 from obs_platform.gc_pause import without_gc_pauses
 from obs_platform.storage import Storage
+from obs_platform.storage.arrow_files import read_arrow_file, write_arrow_file
 
 CACHE_PREFIX = "cache/redacted"
 ROSTER_PREFIX = "cache/rosters"
@@ -219,7 +218,7 @@ def _literal(token: str) -> str:
 def _read_entry(storage: Storage, path: str) -> tuple[pa.ChunkedArray, np.ndarray, str] | None:
     if not storage.exists(path):
         return None
-    table = feather.read_table(io.BytesIO(storage.read_bytes(path)))
+    table = read_arrow_file(storage, path)
     keys = table.column("group_key").to_numpy()
     return table.column("text"), keys, table.schema.metadata[_ROSTER_KEY].decode()
 
@@ -230,6 +229,4 @@ def _write_entry(
     table = pa.table({"text": texts, "group_key": pa.array(keys, type=pa.int64())}).replace_schema_metadata(
         {_ROSTER_KEY: roster_digest.encode()}
     )
-    buffer = io.BytesIO()
-    feather.write_feather(table, buffer, compression="lz4")
-    storage.write_bytes(path, buffer.getvalue())
+    write_arrow_file(storage, path, table)

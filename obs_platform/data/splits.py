@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from obs_platform.data.json_lines import take_texts
 from obs_platform.parallel import map_slices
 
 SPLITS = ("train", "valid", "test")
@@ -165,10 +166,26 @@ def assign_splits(
 
 
 def _positions_in(ids: pd.Series, known: pd.Series) -> np.ndarray:
-    """Where each of `ids` is in `known` (unique), -1 where it is not: Arrow's hash lookup, without the copy to
-    Python strings a pandas index of Arrow-backed text makes."""
-    found = pc.index_in(pa.array(ids, type=pa.large_string()), value_set=pa.array(known, type=pa.large_string()))
-    return np.asarray(found.fill_null(-1), dtype=np.int64)
+    """Where each of `ids` is in `known` (unique), -1 where it is not.
+
+    The ledger grows in the order the frame's rows come (exports in landing order, new rows after the old), so most
+    ids are where the ledger has them: one comparison finds those, and only the others are looked up (Arrow's hash
+    lookup, without the copy to Python strings a pandas index of Arrow-backed text makes) among the ledger's rows not
+    found so. A drop onto a million rows hashes its new ids, not the million."""
+    ids_array, known_array = pa.array(ids, type=pa.large_string()), pa.array(known, type=pa.large_string())
+    common = min(len(ids), len(known))
+    in_place = np.zeros(len(ids), dtype=bool)
+    in_place[:common] = np.asarray(pc.equal(ids_array[:common], known_array[:common]).fill_null(False))
+    found = np.where(in_place, np.arange(len(ids)), -1)
+    rest = np.flatnonzero(~in_place)
+    unmatched = np.ones(len(known), dtype=bool)
+    unmatched[:common] = ~in_place[:common]
+    left = np.flatnonzero(unmatched)
+    if len(rest) and len(left):
+        hits = pc.index_in(take_texts(ids_array, rest), value_set=take_texts(known_array, left))
+        at = np.asarray(hits.fill_null(-1), dtype=np.int64)
+        found[rest] = np.where(at >= 0, left[at], -1)
+    return found
 
 
 def _split_counts(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:

@@ -1,0 +1,47 @@
+"""Arrow IPC files for the caches every data run reads back (parts, redacted notes); analysts' tables are parquet.
+
+On a local disk they are stored uncompressed and read memory-mapped: a column is the page cache's pages, neither
+decompressed nor copied, so a million cached rows load in hundredths of a second instead of one or two seconds
+(measured in docs/benchmarks.md), and nothing is spent compressing them either. Elsewhere (GCS) every byte read
+crosses the network, so they are LZ4-compressed. Either reader reads either kind.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+
+from obs_platform.storage.base import Storage, StorageError
+from obs_platform.storage.local import LocalStorage
+
+LOCAL = "uncompressed"
+REMOTE = "lz4"
+
+
+def arrow_compression(storage: Storage) -> str:
+    """How `storage` keeps Arrow files: uncompressed on a local disk (read mapped), LZ4 elsewhere."""
+    return LOCAL if isinstance(storage, LocalStorage) else REMOTE
+
+
+def arrow_file_bytes(table: pa.Table | pd.DataFrame, compression: str) -> bytes:
+    """An Arrow IPC file of `table` (a frame keeps its pandas metadata, not its index)."""
+    sink = pa.BufferOutputStream()
+    feather.write_feather(
+        table.reset_index(drop=True) if isinstance(table, pd.DataFrame) else table, sink, compression=compression
+    )
+    return sink.getvalue().to_pybytes()
+
+
+def write_arrow_file(storage: Storage, path: str, table: pa.Table | pd.DataFrame) -> None:
+    storage.write_bytes(path, arrow_file_bytes(table, arrow_compression(storage)))
+
+
+def read_arrow_file(storage: Storage, path: str) -> pa.Table:
+    """The table at `path`: mapped from a local file, else read whole."""
+    if isinstance(storage, LocalStorage):
+        try:
+            return feather.read_table(str(storage.local_path(path)), memory_map=True)
+        except OSError as exc:
+            raise StorageError(f"cannot read {storage.uri(path)}: {exc}") from exc
+    return feather.read_table(pa.BufferReader(storage.read_bytes(path)))
