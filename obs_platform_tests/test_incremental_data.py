@@ -16,6 +16,7 @@ from obs_platform.data.raw import read_landing
 from obs_platform.data.redaction import Roster
 from obs_platform.data.redaction_cache import redact_with_cache
 from obs_platform.data.splits import group_keys
+from obs_platform.storage import storage_from_uri
 from obs_platform.taxonomy import load_taxonomy
 
 from .conftest import record
@@ -132,11 +133,22 @@ def test_a_future_date_is_judged_again_on_a_later_day(storage):
     assert later.processed == ["landing/ahead.jsonl"] and later.reused == ["landing/fine.jsonl"]
 
 
-def test_worker_processes_give_the_same_parts(landed_storage, monkeypatch):
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_worker_processes_give_the_same_parts(landed_storage, monkeypatch, request, tmp_path, where):
+    """Locally a worker stores its part itself (an uncompressed Arrow file, read mapped); on GCS it hands the part
+    back (LZ4) and this process stores it."""
     monkeypatch.setattr(parts, "MIN_BYTES_FOR_WORKERS", 0)
-    result = built(landed_storage, workers=2)
+    storage = landed_storage
+    if where == "gcs":
+        storage = storage_from_uri(f"gs://{request.getfixturevalue('gcs_emulator')}/{tmp_path.name}")
+        for path in landed_storage.list_files("landing"):
+            storage.write_bytes(path, landed_storage.read_bytes(path))
+    result = built(storage, workers=2)
     assert len(result.processed) == 5
     assert_same(whole(landed_storage), result.result)
+    again = built(storage, workers=2)
+    assert len(again.reused) == 5
+    assert_same(whole(landed_storage), again.result)
 
 
 @pytest.fixture

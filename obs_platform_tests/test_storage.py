@@ -1,6 +1,9 @@
 import io
 import json
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from obs_platform.storage import (
@@ -12,6 +15,7 @@ from obs_platform.storage import (
     storage_from_uri,
     write_content_addressed,
 )
+from obs_platform.storage.arrow_files import arrow_file_bytes, read_arrow_file, write_arrow_file
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -111,3 +115,26 @@ def test_factory(tmp_path):
     assert storage_from_uri("gs://bucket/some/prefix").root_uri == "gs://bucket/some/prefix"
     with pytest.raises(ValueError):
         storage_from_uri("gs:///nobucket")
+
+
+def test_arrow_files_round_trip_mapped_locally_and_compressed_remotely(any_storage):
+    frame = pd.DataFrame(
+        {"note": ["built a tower"] * 5000, "tags": [[1, 2]] * 2500 + [[]] * 2500, "age": np.arange(5000.0)}
+    )
+    write_arrow_file(any_storage, "cache/part.arrow", frame)
+    before = pa.total_allocated_bytes()
+    table = read_arrow_file(any_storage, "cache/part.arrow")
+    pd.testing.assert_frame_equal(table.to_pandas(), frame)
+    stored = len(any_storage.read_bytes("cache/part.arrow"))
+    if isinstance(any_storage, LocalStorage):  # uncompressed and mapped: the columns are the file's pages
+        assert pa.total_allocated_bytes() == before and stored > table.nbytes
+    else:  # every byte crosses the network: LZ4
+        assert stored < table.nbytes / 2
+    with pytest.raises(StorageError, match="cannot read"):
+        read_arrow_file(any_storage, "cache/missing.arrow")
+
+
+def test_a_local_arrow_file_written_compressed_is_still_read(storage):
+    table = pa.table({"text": ["a note"] * 100})
+    storage.write_bytes("cache/old.arrow", arrow_file_bytes(table, "lz4"))
+    assert read_arrow_file(storage, "cache/old.arrow").equals(table)
