@@ -46,7 +46,7 @@ LEDGER = "splits/ledger.parquet"
 
 class PeakSampler:
     """Peak memory per stage: the most this process and its worker processes held together (this process's RSS
-    plus the workers' own pages, USS: a forked worker shares this process's pages), sampled every 100 ms, and at
+    plus the workers' own pages, USS: a forked worker shares this process's pages), sampled every 250 ms, and at
     least this process's own peak as the kernel keeps it (`VmHWM`, reset per stage), which no sample can miss.
     Linux only (/proc).
 
@@ -62,7 +62,7 @@ class PeakSampler:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(0.25):
             self._peak = max(self._peak, self._together())
 
     def _together(self) -> int:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from obs_platform.bulk_memory import arrow_from_jemalloc
 from obs_platform.data import names, redaction
 from obs_platform.data.json_lines import take_texts, text_digest
 from obs_platform.data.parts import prune_cache
@@ -77,6 +78,7 @@ class _Entry:
     write: bool  # the cache entry is new or was made with another roster
 
 
+@arrow_from_jemalloc
 @without_gc_pauses
 def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster) -> CachedRedaction:
     """`canonical["notes"]` redacted with `roster`, row for row, as `Redactor(roster).redact_many` would. Every
