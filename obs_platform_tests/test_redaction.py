@@ -121,6 +121,11 @@ def test_look_alikes_are_kept(redactor):
     assert redactor.redact(text, "Amara Okafor") == text
 
 
+def test_days_of_the_week_in_the_plural_are_kept(redactor):
+    text = "She sees the physio on Tuesdays and Fridays; on Mondays she paints."
+    assert redactor.redact(text, "Amara Okafor") == text
+
+
 def test_given_names_that_are_words_by_position(redactor):
     assert redactor.redact("Mark making. Will you help? Hope so.", None) == "Mark making. Will you help? Hope so."
     assert redactor.redact("Amara gave a rose to Rose. Grace poured.", "Amara Okafor") == (
