@@ -1,9 +1,9 @@
 """Arrow IPC files for the caches every data run reads back (parts, redacted notes); analysts' tables are parquet.
 
 On a local disk they are stored uncompressed and read memory-mapped: a column is the page cache's pages, neither
-decompressed nor copied, so a million cached rows load in hundredths of a second instead of one or two seconds
-(measured in docs/benchmarks.md), and nothing is spent compressing them either. Elsewhere (GCS) every byte read
-crosses the network, so they are LZ4-compressed. Either reader reads either kind.
+decompressed nor copied, so the tables of a million cached rows open in hundredths of a second instead of one to
+one and a half (measured in docs/benchmarks.md), and nothing is spent compressing them either. Elsewhere (GCS)
+every byte read crosses the network, so they are LZ4-compressed. Either reader reads either kind.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import pyarrow.feather as feather
 from obs_platform.storage.base import Storage, StorageError
 from obs_platform.storage.local import LocalStorage
 
-LOCAL = "uncompressed"
-REMOTE = "lz4"
+LOCAL_COMPRESSION = "uncompressed"
+REMOTE_COMPRESSION = "lz4"
 
 
 def arrow_compression(storage: Storage) -> str:
     """How `storage` keeps Arrow files: uncompressed on a local disk (read mapped), LZ4 elsewhere."""
-    return LOCAL if isinstance(storage, LocalStorage) else REMOTE
+    return LOCAL_COMPRESSION if isinstance(storage, LocalStorage) else REMOTE_COMPRESSION
 
 
 def arrow_file_bytes(table: pa.Table | pd.DataFrame, compression: str) -> bytes:
