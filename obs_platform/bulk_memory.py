@@ -31,16 +31,14 @@ _M_MMAP_MAX = -4
 _NEVER_TRIM = 2**31 - 1
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory() -> None:
     """Make this process keep the memory it frees (a `ProcessPoolExecutor` initializer). Only with glibc, whose
-    `mallopt` does it; elsewhere nothing changes. Returns whether it took effect."""
+    `mallopt` does it; elsewhere, or where glibc refuses, nothing changes."""
     if platform.libc_ver()[0] != "glibc":
-        return False
+        return
     libc = ctypes.CDLL(None)
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM)):
-        return False
-    pa.set_memory_pool(pa.system_memory_pool())
-    return True
+    if libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM):
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def arrow_from_jemalloc(function: Callable[P, R]) -> Callable[P, R]:

@@ -345,18 +345,18 @@ def _making_parts(
     a million rows and its copy-on-write faults cost."""
     made: dict[str, PartInfo] = {}
     workers = min(workers or os.cpu_count() or 1, len(todo))
+    compression = arrow_compression(storage)
     big_enough = sum(e.size for e in todo) >= MIN_BYTES_FOR_WORKERS
     if not todo or not big_enough or not (beside_other_work or workers >= 2):
         for export in todo:
             made[export.path] = _store_part(
-                storage, keys[export.path], *_make_part(export.path, storage, taxonomy, arrow_compression(storage))
+                storage, keys[export.path], *_make_part(export.path, storage, taxonomy, compression)
             )
         yield made
         return
     # Forked (no import of the caller's main module, no start-up cost); when the storage is a local folder each
     # worker reads its file and stores its part itself, so only the part's info crosses between processes.
     local_root = str(storage.root) if isinstance(storage, LocalStorage) else None
-    compression = arrow_compression(storage)
     # The workers keep what they free for their next export (`bulk_memory`): a third less time at a million rows.
     fork = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=fork, initializer=keep_freed_memory) as pool:
