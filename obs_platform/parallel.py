@@ -14,11 +14,13 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-T = TypeVar("T", pa.Array, np.ndarray)
+T = TypeVar("T", pa.Array, pa.ChunkedArray, np.ndarray)
 MIN_ROWS_PER_SLICE = 50_000
 
 
-def map_slices(array: pa.Array, kernel: Callable[[pa.Array], T], workers: int | None = None) -> T:
+def map_slices(
+    array: pa.Array | pa.ChunkedArray, kernel: Callable[[pa.Array | pa.ChunkedArray], T], workers: int | None = None
+) -> T:
     """`kernel` over contiguous slices of `array`, results concatenated in order."""
     workers = workers or os.cpu_count() or 1
     slices = min(workers, max(1, len(array) // MIN_ROWS_PER_SLICE))
@@ -30,4 +32,6 @@ def map_slices(array: pa.Array, kernel: Callable[[pa.Array], T], workers: int | 
         results = list(pool.map(kernel, parts))
     if isinstance(results[0], np.ndarray):
         return np.concatenate(results)
+    if isinstance(results[0], pa.ChunkedArray):
+        return pa.chunked_array([chunk for result in results for chunk in result.chunks], type=results[0].type)
     return pa.concat_arrays(results)

@@ -3,6 +3,7 @@ and redone only where the roster's change reaches; the results equal doing every
 
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 
 import orjson
@@ -12,7 +13,7 @@ import pytest
 from obs_platform.data import parts, prepare, redaction_cache
 from obs_platform.data.canonical import canonicalise
 from obs_platform.data.parts import canonical_from_parts, snapshot_landing
-from obs_platform.data.raw import read_landing
+from obs_platform.data.raw import export_sha256, read_landing
 from obs_platform.data.redaction import Roster
 from obs_platform.data.redaction_cache import redact_with_cache
 from obs_platform.data.splits import group_keys
@@ -204,12 +205,18 @@ def test_a_file_unchanged_on_disk_is_not_read_again_to_be_hashed(landed_storage,
     def refuse(storage, path):
         raise AssertionError(f"{path} was read again")
 
-    monkeypatch.setattr(parts, "read_export_bytes", refuse)
+    monkeypatch.setattr(parts, "export_sha256", refuse)
     assert snapshot_landing(landed_storage, "landing") == first
     path = landed_storage.local_path("landing/setting_export_2025-26.jsonl")
     path.write_bytes(path.read_bytes() + b"\n")  # touched: read and hashed again
     with pytest.raises(AssertionError, match="read again"):
         snapshot_landing(landed_storage, "landing")
+
+
+def test_a_local_export_is_hashed_as_its_bytes_are(landed_storage):
+    path = "landing/setting_export_2025-26.jsonl"
+    data = landed_storage.read_bytes(path)
+    assert export_sha256(landed_storage, path) == (hashlib.sha256(data).hexdigest(), len(data))
 
 
 def test_the_same_notes_find_their_redaction_however_the_frame_was_put_together(landed_storage, canonical):

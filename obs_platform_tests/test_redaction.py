@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from obs_platform.cli import sample_data_files
@@ -151,6 +152,32 @@ def test_surnames_without_apostrophes_and_all_caps(redactor):
 def test_the_marker_character_in_a_note_breaks_nothing(redactor):
     text = "Amara\x01 counted five ducks with \x01Lily-Mae\x01."
     assert redactor.redact(text, "Amara Okafor") == "[CHILD] counted five ducks with [CHILD_2]."
+
+
+def test_bulk_path_on_chunked_notes_agrees_with_the_request_path(redactor, monkeypatch):
+    """Notes as the canonical frame holds them (Arrow chunks, never put into one array), with what the bulk path
+    finds by a byte scan before any regex: e-mail addresses, control characters, letters outside ASCII, and
+    typographic punctuation that is not a letter."""
+    from obs_platform.data import redaction
+
+    notes = [
+        "Amara emailed amara.o@example.com today.",
+        "Lily-Mae\x01 said “hello” to Zoë and Łukasz.",
+        "Daisy’s coat – blue… again",
+        "w finn n amara at the sand",
+        "Jo rang 07700 900123 about Max.",
+        "Plain note about Amara Okafor.",
+        "tab\tseparated Max\x7f Muller",
+    ] * 3
+    subjects = ["Amara Okafor", "Lily-Mae Cooper", "Daisy Hall", "Finn O'Brien", "Max Muller", None, "Max Muller"] * 3
+    small = redactor.redact_many(notes, subjects)
+    monkeypatch.setattr(redaction, "BULK_ROWS", 0)
+    monkeypatch.setattr(redaction, "CHUNK_NOTES", 4)
+    monkeypatch.setattr(redaction, "BLOCK_NOTES", 5)
+    chunks = pa.chunked_array([pa.array(notes[:8], pa.large_string()), pa.array(notes[8:], pa.large_string())])
+    bulk = Redactor(redactor.roster).redact_many(pd.Series(pd.arrays.ArrowStringArray(chunks)), subjects)
+    assert bulk == small
+    assert "[EMAIL]" in bulk[0] and "\x01" not in bulk[1] and "\x7f" not in bulk[6]
 
 
 def test_name_mention_set_recall_and_over_redaction():

@@ -40,6 +40,13 @@ def test_group_keys_ignore_case_punctuation_names_and_numbers():
     assert keys[0] == keys[1] != keys[2]
 
 
+def test_group_keys_never_change_between_versions():
+    """The ledger keeps the splits of groups by these keys: a new version of the code computing them must give the
+    same numbers, or a near-duplicate of an old note could land in another split."""
+    notes = pd.Series(["[CHILD] built a tower of 5 bricks!", "Zoë ŁUCJA poured water", "a", "", "ab"])
+    assert group_keys(notes).tolist() == [-2825806515412577192, 7084770715434317635, 0, 0, -6003019395746496325]
+
+
 def test_roughly_80_10_10_and_deterministic():
     frame = observations(3000)
     first = assign_splits(frame).assignments

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from obs_platform.data.string_bytes import offsets_and_bytes
+
 
 def id_hashes(ids: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A 64-bit hash of each id from its length and three 8-byte windows (its first, middle and last bytes), read in
@@ -18,8 +20,7 @@ def id_hashes(ids: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
         array = array.combine_chunks()
     if not len(array):
         return np.zeros(0, dtype=np.uint64)
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if offsets[-1] > offsets[0] else np.zeros(0, np.uint8)
+    offsets, data = offsets_and_bytes(array)
     padded = np.concatenate([np.zeros(8, np.uint8), data[: offsets[-1]], np.zeros(8, np.uint8)])
     words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))  # the 8 bytes from each byte on
     starts, ends = offsets[:-1] + 8, offsets[1:] + 8

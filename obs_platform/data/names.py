@@ -185,12 +185,18 @@ class NameRules:
         """Whether a non-name phrase holds the word (else a NAME verdict needs no context)."""
         return bool(_phrases_with(core(token)))
 
+    @staticmethod
+    def never_a_name(verdict: Verdict, token: str) -> bool:
+        """Whether no context can make the word a name: a title ("Mrs": the name is the next word) or an everyday
+        word in lower case."""
+        return verdict is Verdict.WORD and (token[:1].islower() or core(token) in TITLES)
+
     def is_name(self, verdict: Verdict, token: str, before: str, after: str, after_name: bool) -> bool:
         """Context: `before`/`after` are the text around the word, `after_name` says a name precedes it with
         only a space between (a surname). Cheap checks first: this runs for a few words of most notes."""
         low = core(token)
-        if verdict is Verdict.WORD and (low in TITLES or token[:1].islower() or not before[-1:].isspace()):
-            return False  # a title, a lower-case word, or a word no title or name can precede
+        if self.never_a_name(verdict, token) or (verdict is Verdict.WORD and not before[-1:].isspace()):
+            return False  # a word no title or name can precede
         phrases = _phrases_with(low)
         if phrases and _in_phrase(phrases, _words(before[-40:])[-3:], low, _words(after[:40])[:3]):
             return False

@@ -37,6 +37,7 @@ from obs_platform.data.raw import (
     SUPPORTED_SUFFIXES,
     UnreadableExport,
     empty_raw_table,
+    export_sha256,
     linked_folders,
     parse_export,
     read_export_bytes,
@@ -125,10 +126,10 @@ def _fingerprint(
         recorded = known.get(path)
         if stat is not None and recorded and recorded[:2] == list(stat):
             return stat, stat[0], recorded[2]
-        data = read_export_bytes(storage, path)
+        digest, size = export_sha256(storage, path)
     except UnreadableExport as unreadable:
         return unreadable
-    return stat, len(data), hashlib.sha256(data).hexdigest()
+    return stat, size, digest
 
 
 def _known_digests(storage: Storage) -> dict[str, list]:

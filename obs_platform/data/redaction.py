@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from itertools import accumulate
+from itertools import accumulate, repeat
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,6 +48,7 @@ from obs_platform.data.names import (
     english_words,
     lower_case_given_names,
 )
+from obs_platform.data.string_bytes import rows_holding
 from obs_platform.parallel import map_slices
 
 # A name token: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae).
@@ -87,6 +89,7 @@ PLACEHOLDER = re.compile(r"\[(?:CHILD|ADULT|EMAIL|PHONE)(?:_\d+)?\]")
 BULK_ROWS = 2000  # from here on, Arrow's RE2 in threads beats Python's engine despite compiling per call
 CHUNK_NOTES = 20_000  # notes decided in one Python loop: one join and split instead of a call per note
 BLOCK_NOTES = 200_000  # notes marked at once (Arrow, two threads), then decided in chunks
+FIRST_BLOCK_CHUNKS = 2  # the first block is small: no core waits long for the first notes to decide
 MIN_PHONE_DIGITS = 10
 MAX_PHONE_DIGITS = 13
 
@@ -248,15 +251,17 @@ class Redactor:
         array = _as_array(texts)
         subjects = list(subject_names)
         out: list[str] = []
-        # Block by block, so that only two blocks' intermediate copies are alive at a time.
-        starts = range(0, len(array), BLOCK_NOTES)
-        blocks = [array.slice(start, BLOCK_NOTES) for start in starts]
+        # Block by block, so that only two blocks' intermediate copies are alive at a time. The first block is
+        # small: the processes deciding names wait for it alone.
+        first = FIRST_BLOCK_CHUNKS * CHUNK_NOTES
+        bounds = [0, *range(first, len(array), BLOCK_NOTES), len(array)]
+        blocks = [array.slice(start, end - start) for start, end in zip(bounds, bounds[1:]) if end > start]
         with _forked_helper(self, len(array)) as helper:
-            for start, marked in zip(starts, self._marked_blocks(blocks)):
-                out += self._replace_block(marked, subjects[start : start + BLOCK_NOTES], helper)
+            for start, block, marked in zip(bounds, blocks, self._marked_blocks(blocks)):
+                out += self._replace_block(marked, subjects[start : start + len(block)], helper)
         return out
 
-    def _marked_blocks(self, blocks: list[pa.Array]) -> Iterator[list[str]]:
+    def _marked_blocks(self, blocks: list[pa.ChunkedArray]) -> Iterator[list[str]]:
         """Each block marked; from the second block on, the next one is marked (Arrow, which releases the GIL) in
         a thread while Python decides the names of the one given."""
         if len(blocks) == 1:
@@ -270,7 +275,7 @@ class Redactor:
                 yield marked
             yield pending.result()
 
-    def _mark_block(self, block: pa.Array) -> list[str]:
+    def _mark_block(self, block: pa.ChunkedArray) -> list[str]:
         maybe_phone = pc.match_substring_regex(block, _MAYBE_PHONE).to_pylist()
         marked = self._mark_names(block)
         for i in [i for i, flag in enumerate(maybe_phone) if flag]:
@@ -296,20 +301,23 @@ class Redactor:
     def redact(self, text: str, subject_name: str | None = None) -> str:
         return self.redact_many([text], [subject_name])[0]
 
-    def _mark_names(self, array: pa.Array) -> list[str]:
+    def _mark_names(self, array: pa.ChunkedArray) -> list[str]:
         """The notes with every candidate word and e-mail address wrapped in markers."""
         if len(array) < BULK_ROWS:
             # Arrow compiles its RE2 pattern on every call: a request's few notes take Python's engine.
             return [self._mark_python(v) for v in array.to_pylist()]
         marked = map_slices(array, lambda part: _mark_candidates(part, self._ascii_passes))
-        outside = pc.match_substring_regex(array, _OUTSIDE_ASCII_LETTERS)
-        if pc.any(outside).as_py():
-            redone = _mark_candidates(pc.take(array, pc.indices_nonzero(outside)), self._unicode_passes)
-            marked = pc.replace_with_mask(marked, outside, redone)
-        hurried = pc.match_substring_regex(array, _HURRIED)
+        # Only notes with bytes outside ASCII can hold letters outside it (most such bytes are typographic quotes).
+        outside = rows_holding(array, _outside_ascii)
+        if outside.any():
+            outside[outside] = np.asarray(pc.match_substring_regex(array.filter(outside), _OUTSIDE_ASCII_LETTERS))
+        if outside.any():
+            redone = _mark_candidates(array.filter(outside), self._unicode_passes)
+            marked = pc.replace_with_mask(marked, pa.array(outside), redone.combine_chunks())
+        hurried = pc.match_substring_regex(array, _HURRIED).combine_chunks()
         if pc.any(hurried).as_py():
-            positions = _apply(pc.take(marked, pc.indices_nonzero(hurried)), _NAME_POSITIONS)
-            marked = pc.replace_with_mask(marked, hurried, positions)
+            positions = _apply(marked.filter(hurried), _NAME_POSITIONS)
+            marked = pc.replace_with_mask(marked, hurried, positions.combine_chunks())
         return marked.to_pylist()
 
     def _mark_python(self, text: str) -> str:
@@ -343,12 +351,16 @@ class Redactor:
         return any(low.endswith(ending) and low[: len(low) - len(ending)] in self._lower for ending in ("'s", "s", ""))
 
     def _word_state(self, word: str) -> Verdict | bool:
-        """`True`: a name whatever surrounds it; `Verdict.WORD`: a word unless a title or a name precedes it;
-        another verdict: the rules look at the context. Cached: words repeat across notes."""
+        """`True`: a name whatever surrounds it; `False`: a word whatever surrounds it; `Verdict.WORD`: a word
+        unless a title or a name precedes it; another verdict: the rules look at the context. Cached: words repeat
+        across notes."""
         state = self._states.get(word)
         if state is None:
             verdict = self.rules.verdict(word)
-            state = True if verdict is Verdict.NAME and not self.rules.in_any_phrase(word) else verdict
+            if verdict is Verdict.NAME and not self.rules.in_any_phrase(word):
+                state = True
+            else:
+                state = False if self.rules.never_a_name(verdict, word) else verdict
             self._states[word] = state
         return state
 
@@ -358,21 +370,21 @@ class Redactor:
         Many notes are decided at once, and most words by their cached state alone (list comprehensions, no
         Python loop per word): only words whose context could change the answer go through the rules."""
         words = parts[1::2]
-        states = self._states
-        known = [states.get(w) for w in words]
+        known = list(map(self._states.get, words))
         for j in [j for j, state in enumerate(known) if state is None]:
             known[j] = self._word_state(words[j])
         names = [state is True for state in known]
-        word_verdict = Verdict.WORD
-        # A word needs its context unless it is a name whatever surrounds it, or an everyday word with neither a
-        # possible name (for a surname) nor a title straight before it.
+        word_verdict, title_forms, words_alone = Verdict.WORD, _TITLE_FORMS, (Verdict.WORD, False)  # read per word
+        # A word needs its context unless it is a name or a word whatever surrounds it, or an everyday word with
+        # neither a possible name (for a surname) nor a title straight before it.
         undecided = [
             j
             for j, state in enumerate(known)
             if state is not True
+            and state is not False
             and (
                 state is not word_verdict
-                or (j and (words[j - 1] in _TITLE_FORMS or (known[j - 1] is not word_verdict and parts[2 * j] == " ")))
+                or (j and (words[j - 1] in title_forms or (known[j - 1] not in words_alone and parts[2 * j] == " ")))
             )
         ]
         for j in undecided:
@@ -394,6 +406,8 @@ class Redactor:
         labels: dict[tuple[str, ...], str] = {}
         counters: dict[str, int] = {}
         previous_label: str | None = None
+        # Locals: this loop runs for every name of a million notes.
+        endings, person_of, adults, children = self._endings, self._person_of, self.roster.adults, self.roster.children
         for j in [j for j, name in enumerate(is_name) if name]:
             i = 2 * j + 1
             if note_of[j] != note:
@@ -402,33 +416,30 @@ class Redactor:
                 # With no known subject, the first child named is taken to be the one observed.
                 labels, counters, previous_label = {}, {"CHILD": 1 if subject else 0, "ADULT": 0}, None
             word = parts[i]
-            ending = self._endings.get(word)
+            ending = endings.get(word)
             if ending is None:
-                ending = self._endings[word] = self._name_and_ending(word)
+                ending = endings[word] = self._name_and_ending(word)
             token, suffix = ending
             if token in subject:
                 parts[i] = "[CHILD]" + suffix
                 previous_label = "[CHILD]"
                 continue
-            person = self._person_of.get(token, (token,))
-            surname = j > 0 and is_name[j - 1] and parts[i - 1] == " " and token not in self._person_of
-            if person not in labels and surname and previous_label is not None:
-                labels[person] = previous_label  # a surname after a given name: one person
-            if person not in labels:
+            person = person_of.get(token) or (token,)
+            label = labels.get(person)
+            surname = j > 0 and is_name[j - 1] and parts[i - 1] == " " and token not in person_of
+            if label is None and surname and previous_label is not None:
+                label = labels[person] = previous_label  # a surname after a given name: one person
+            if label is None:
                 titled = self._after_adult_title(parts, i)
-                kind = (
-                    "ADULT"
-                    if token in self.roster.adults or (titled and token not in self.roster.children)
-                    else "CHILD"
-                )
+                kind = "ADULT" if token in adults or (titled and token not in children) else "CHILD"
                 counters[kind] += 1
-                labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
-            previous_label = labels[person]
-            parts[i] = labels[person] + suffix
-        text = "".join(parts)
-        if "] [" in text:
-            text = _REPEATED_PLACEHOLDER.sub(r"\1", text)
-        return text.split(_SEPARATOR)
+                label = labels[person] = f"[{kind}]" if counters[kind] == 1 else f"[{kind}_{counters[kind]}]"
+            previous_label = label
+            parts[i] = label + suffix
+        redacted = "".join(parts).split(_SEPARATOR)
+        # A placeholder repeated ("[CHILD] [CHILD]", a name and its surname) is written once: note by note, since a
+        # regex over the chunk's whole text costs far more than a look for "] [" in each note.
+        return [_REPEATED_PLACEHOLDER.sub(r"\1", text) if "] [" in text else text for text in redacted]
 
     @staticmethod
     def _after_adult_title(parts: list[str], i: int) -> bool:
@@ -482,7 +493,7 @@ def _split_marked(notes: list[str]) -> tuple[list[str], list[int]]:
     """Marked notes as one list of parts (the marked words at odd positions), and the note of each word: the
     separators counted in the text before it."""
     parts = _SEPARATOR.join(notes).split(_MARK)
-    return parts, list(accumulate(gap.count(_SEPARATOR) for gap in parts[0::2]))
+    return parts, list(accumulate(map(str.count, parts[0::2], repeat(_SEPARATOR))))
 
 
 _FORKED_REDACTOR: Redactor | None = None
@@ -511,31 +522,45 @@ def _forked_helper(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecuto
         _FORKED_REDACTOR = None
 
 
-def _mark_candidates(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
+def _mark_candidates(part: pa.ChunkedArray, passes: Sequence[tuple[str, str]]) -> pa.ChunkedArray:
     """E-mail addresses become `[EMAIL]` (in the notes that have an @ only: a replace costs far more than a
     match), then the marking passes."""
-    at = pc.match_substring(part, "@")
-    if pc.any(at).as_py():
-        emails = pc.replace_substring_regex(pc.filter(part, at), pattern=_EMAIL, replacement="[EMAIL]")
-        part = pc.replace_with_mask(part, at, emails)
+    at = rows_holding(part, _at_sign)
+    if at.any():
+        emails = pc.replace_substring_regex(part.filter(at), pattern=_EMAIL, replacement="[EMAIL]")
+        part = pc.replace_with_mask(part, pa.array(at), emails.combine_chunks())
     return _apply(part, passes)
 
 
-def _apply(part: pa.Array, passes: Sequence[tuple[str, str]]) -> pa.Array:
+def _apply(part: pa.ChunkedArray, passes: Sequence[tuple[str, str]]) -> pa.ChunkedArray:
     for pattern, replacement in passes:
         part = pc.replace_substring_regex(part, pattern=pattern, replacement=replacement)
     return part
 
 
-def _as_array(texts: Sequence[str] | pd.Series) -> pa.Array:
-    """The notes as one Arrow string array, with control characters removed: the marker is one of them, and a
-    note carrying it would otherwise split names from their markers."""
+def _as_array(texts: Sequence[str] | pd.Series) -> pa.ChunkedArray:
+    """The notes as Arrow strings, in the chunks they come in (putting a million notes into one array is a copy),
+    with control characters removed: the marker is one of them, and a note carrying it would otherwise split names
+    from their markers."""
     array = pa.array(texts, type=pa.large_string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pc.any(pc.match_substring_regex(array, _CONTROL)).as_py():
+    if isinstance(array, pa.Array):
+        array = pa.chunked_array([array])
+    maybe = rows_holding(array, _control_or_line_break)
+    if maybe.any() and pc.any(pc.match_substring_regex(array.filter(maybe), _CONTROL)).as_py():
         array = pc.replace_substring_regex(array, _CONTROL, "")
     return array
+
+
+def _control_or_line_break(utf8: np.ndarray) -> np.ndarray:
+    return (utf8 < 0x20) | (utf8 == 0x7F)
+
+
+def _outside_ascii(utf8: np.ndarray) -> np.ndarray:
+    return utf8 >= 0x80
+
+
+def _at_sign(utf8: np.ndarray) -> np.ndarray:
+    return utf8 == ord("@")
 
 
 @lru_cache(maxsize=4096)
