@@ -95,7 +95,7 @@ def test_bulk_and_request_paths_agree(eyfs, monkeypatch):
     subjects = [*result.canonical["child_name"].tolist(), "Zoë Łucja"]
     small = Redactor(roster).redact_many(notes, subjects)
     monkeypatch.setattr(redaction, "BULK_ROWS", 0)
-    monkeypatch.setattr(redaction, "CHUNK_NOTES", 100)  # several chunks: every other one in a forked process
+    monkeypatch.setattr(redaction, "CHUNK_NOTES", 100)  # several chunks, decided in forked processes
     monkeypatch.setattr(redaction, "BLOCK_NOTES", 350)
     bulk = Redactor(roster).redact_many(notes, subjects)
     assert bulk == small

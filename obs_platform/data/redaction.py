@@ -12,8 +12,8 @@ not per person across the data set, keeps placeholders from becoming a pseudonym
 
 Speed: a million notes must redact in seconds. RE2 passes over whole columns (pyarrow compute) wrap every
 candidate word in markers; Python decides which candidates are names for many notes at once (cached verdicts,
-list comprehensions; only words whose context matters go through the rules) and numbers them, with a forked
-process taking every other chunk on a machine with cores to spare.
+list comprehensions; only words whose context matters go through the rules) and numbers them, in forked processes,
+one per core, while this one marks the next block.
 """
 
 from __future__ import annotations
@@ -256,9 +256,9 @@ class Redactor:
         first = FIRST_BLOCK_CHUNKS * CHUNK_NOTES
         bounds = [0, *range(first, len(array), BLOCK_NOTES), len(array)]
         blocks = [array.slice(start, end - start) for start, end in zip(bounds, bounds[1:]) if end > start]
-        with _forked_helper(self, len(array)) as helper:
+        with _forked_deciders(self, len(array)) as deciders:
             for start, block, marked in zip(bounds, blocks, self._marked_blocks(blocks)):
-                out += self._replace_block(marked, subjects[start : start + len(block)], helper)
+                out += self._replace_block(marked, subjects[start : start + len(block)], deciders)
         return out
 
     def _marked_blocks(self, blocks: list[pa.ChunkedArray]) -> Iterator[list[str]]:
@@ -283,20 +283,16 @@ class Redactor:
         return marked
 
     def _replace_block(
-        self, marked: list[str], subjects: list[str | None], helper: ProcessPoolExecutor | None
+        self, marked: list[str], subjects: list[str | None], deciders: ProcessPoolExecutor | None
     ) -> list[str]:
-        chunks = [
-            (marked[start : start + CHUNK_NOTES], subjects[start : start + CHUNK_NOTES])
-            for start in range(0, len(marked), CHUNK_NOTES)
-        ]
-        # Python's share of the work holds the GIL: the forked helper takes every other chunk.
-        forked = {}
-        if helper is not None:
-            forked = {k: helper.submit(_replace_in_forked_process, *chunks[k]) for k in range(1, len(chunks), 2)}
-        out: list[str] = []
-        for k, (notes, note_subjects) in enumerate(chunks):
-            out += forked.pop(k).result() if k in forked else self._replace_names(notes, note_subjects)
-        return out
+        starts = range(0, len(marked), CHUNK_NOTES)
+        if deciders is None:
+            return [text for start in starts for text in self._replace_names(*_chunk(marked, subjects, start))]
+        # Python's share of the work holds the GIL: the forked processes decide every chunk, this one collects them
+        # in order while its thread marks the next block. (Deciding here as well left this process the slowest,
+        # its decisions contending with the marking, and the other process idle for a third of the time.)
+        decided = [deciders.submit(_replace_in_forked_process, *_chunk(marked, subjects, start)) for start in starts]
+        return [text for chunk in decided for text in chunk.result()]
 
     def redact(self, text: str, subject_name: str | None = None) -> str:
         return self.redact_many([text], [subject_name])[0]
@@ -496,6 +492,10 @@ def _split_marked(notes: list[str]) -> tuple[list[str], list[int]]:
     return parts, list(accumulate(map(str.count, parts[0::2], repeat(_SEPARATOR))))
 
 
+def _chunk(marked: list[str], subjects: list[str | None], start: int) -> tuple[list[str], list[str | None]]:
+    return marked[start : start + CHUNK_NOTES], subjects[start : start + CHUNK_NOTES]
+
+
 _FORKED_REDACTOR: Redactor | None = None
 
 
@@ -505,18 +505,19 @@ def _replace_in_forked_process(notes: list[str], subjects: list[str | None]) -> 
 
 
 @contextmanager
-def _forked_helper(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A one-process pool forked from this one, for batches worth it on a machine with cores to spare. Forked,
-    it holds this redactor without a copy being sent; it runs only Python (no Arrow, whose threads may hold
-    locks at the fork), and it is forked before this call starts Arrow's work."""
-    global _FORKED_REDACTOR  # noqa: PLW0603 (the forked process inherits it: nothing is pickled and sent)
-    if rows < 2 * CHUNK_NOTES or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+def _forked_deciders(redactor: Redactor, rows: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A pool of processes forked from this one, one per core, for batches worth it on a machine with more than one
+    core. Forked, they hold this redactor without a copy being sent; they run only Python (no Arrow, whose threads
+    may hold locks at the fork), and they are forked before this call starts Arrow's work."""
+    global _FORKED_REDACTOR  # noqa: PLW0603 (the forked processes inherit it: nothing is pickled and sent)
+    cores = os.cpu_count() or 1
+    if rows < 2 * CHUNK_NOTES or cores < 2 or "fork" not in multiprocessing.get_all_start_methods():
         yield None
         return
     _FORKED_REDACTOR = redactor
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-            pool.submit(int).result()  # the pool forks at its first task
+        with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("fork")) as pool:
+            pool.submit(int).result()  # a pool forks all its processes at its first task
             yield pool
     finally:
         _FORKED_REDACTOR = None
