@@ -82,7 +82,7 @@ class _Entry:
 @without_gc_pauses
 def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster) -> CachedRedaction:
     """`canonical["notes"]` redacted with `roster`, row for row, as `Redactor(roster).redact_many` would. Every
-    note to redact, new or redone, goes through one `redact_many` call (it shares the work out over the cores)."""
+    note to redact, new or redone, goes through one `redact_column` call (it shares the work out over the cores)."""
     roster_digest = roster.digest
     _store_roster(storage, roster, roster_digest)
     entries: list[_Entry] = []
@@ -110,7 +110,7 @@ def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster)
         wanted = [_rows(canonical[["notes", "child_name"]], e.positions).iloc[e.redo] for e in entries if len(e.redo)]
         chosen = pd.concat(wanted) if wanted else canonical[["notes", "child_name"]].iloc[:0]
         notes, subjects = chosen["notes"], chosen["child_name"].tolist()
-    fresh = pa.array(Redactor(roster).redact_many(notes, subjects) if to_redact else [], type=pa.large_string())
+    fresh = Redactor(roster).redact_column(notes, subjects)
 
     keys = np.zeros(len(canonical), dtype=np.int64)
     pieces: list[pa.Array | pa.ChunkedArray] = []
@@ -135,7 +135,7 @@ def redact_with_cache(storage: Storage, canonical: pd.DataFrame, roster: Roster)
     )
 
 
-def _merged(entry: _Entry, redone: pa.LargeStringArray) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray]:
+def _merged(entry: _Entry, redone: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
     """An export's texts and fingerprints: the cached ones with the notes redacted now put in their places."""
     fresh_keys = _fingerprints(redone)
     if entry.cached is None:
@@ -147,10 +147,10 @@ def _merged(entry: _Entry, redone: pa.LargeStringArray) -> tuple[pa.Array | pa.C
     mask[entry.redo] = True
     keys = keys.copy()
     keys[entry.redo] = fresh_keys
-    return pc.replace_with_mask(texts.combine_chunks(), pa.array(mask), redone), keys
+    return pc.replace_with_mask(texts, pa.array(mask), redone.combine_chunks()), keys
 
 
-def _fingerprints(texts: pa.LargeStringArray) -> np.ndarray:
+def _fingerprints(texts: pa.ChunkedArray) -> np.ndarray:
     return group_keys(pd.Series(pd.arrays.ArrowStringArray(texts), dtype="string[pyarrow]")).to_numpy()
 
 
