@@ -294,7 +294,7 @@ class Redactor:
             return [pa.array(self._replace_names(*_chunk(marked, subjects, s)), pa.large_string()) for s in starts]
         # Python's share of the work holds the GIL: the forked processes decide every chunk, this one collects them
         # in order while its thread marks the next block. (Deciding here as well left this process the slowest,
-        # its decisions contending with the marking, and the other process idle for a third of the time.)
+        # its decisions contending with the marking, and the other process idle nearly half the time.)
         decided = [deciders.submit(_replace_in_forked_process, *_chunk(marked, subjects, start)) for start in starts]
         return [_split_joined(chunk.result()) for chunk in decided]
 
