@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from obs_platform.data.string_bytes import offsets_and_bytes
+
 _NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'  # RE2: what orjson escapes in a string
 _NULL = "null"
 _QUOTE, _EMPTY = (pa.scalar(s, pa.large_string()) for s in ('"', ""))
@@ -73,10 +75,9 @@ def text_digest(values: pa.Array | pa.ChunkedArray) -> bytes:
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         if not len(chunk):
             continue
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+        offsets, data = offsets_and_bytes(chunk)
         lengths.update(np.diff(offsets).tobytes())
-        if offsets[-1] > offsets[0]:
-            text.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
+        text.update(data[offsets[0] : offsets[-1]])
         valid.update(np.asarray(chunk.is_valid()).tobytes())
     return lengths.digest() + text.digest() + valid.digest()
 
@@ -242,5 +243,5 @@ def _data(lines: pa.LargeStringArray) -> bytes:
     """The lines' bytes, end to end: they are the array's data buffer between its first and last offsets."""
     if not len(lines):
         return b""
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
-    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
+    offsets, data = offsets_and_bytes(lines)
+    return data[offsets[0] : offsets[-1]].tobytes()
