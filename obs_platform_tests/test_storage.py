@@ -51,6 +51,19 @@ def test_a_byte_range_is_read_alone_and_a_range_past_the_end_is_refused(any_stor
         any_storage.read_range("splits/missing.jsonl", 0, 1)
 
 
+def test_a_local_range_is_a_view_of_the_file_that_outlives_its_replacement_and_deletion(tmp_path):
+    storage = LocalStorage(tmp_path / "root")
+    storage.write_bytes("splits/train.jsonl", b"0123456789")
+    view = storage.read_range("splits/train.jsonl", 2, 5)
+    storage.write_bytes("splits/train.jsonl", b"abcdefghij")  # replaced, as every write here does
+    storage.delete("splits/train.jsonl")
+    assert isinstance(view, memoryview) and view.readonly and bytes(view) == b"23456"
+    storage.write_bytes("landing/empty", b"")  # nothing to map
+    assert storage.read_range("landing/empty", 0, 0) == b""
+    with pytest.raises(StorageError, match="past its end"):
+        storage.read_range("landing/empty", 0, 1)
+
+
 def test_content_addressed_writes_nothing_when_unchanged(any_storage):
     files = {"train.jsonl": [b'{"a": 1}\n', b'{"a": 2}\n'], "valid.jsonl": [b'{"a": 3}\n']}
     first = write_content_addressed(any_storage, "training-data/x", files)
@@ -132,6 +145,17 @@ def test_arrow_files_round_trip_mapped_locally_and_compressed_remotely(any_stora
         assert stored < table.nbytes / 2
     with pytest.raises(StorageError, match="cannot read"):
         read_arrow_file(any_storage, "cache/missing.arrow")
+
+
+def test_a_frame_in_many_small_chunks_is_written_in_batches_of_64k_rows(storage):
+    """A canonicalised export's text columns come in chunks of a few thousand rows; a file cut at each chunk's end
+    would be read back as that many chunks."""
+    notes = pa.chunked_array([[f"note {i}"] * 1000 for i in range(70)], type=pa.large_string())
+    frame = pd.DataFrame({"notes": pd.arrays.ArrowStringArray(notes), "row": np.arange(70_000)})
+    write_arrow_file(storage, "cache/part.arrow", frame)
+    table = read_arrow_file(storage, "cache/part.arrow")
+    assert [len(chunk) for chunk in table.column("notes").chunks] == [65_536, 4_464]
+    pd.testing.assert_frame_equal(table.to_pandas(), frame)
 
 
 def test_a_local_arrow_file_written_compressed_is_still_read(storage):

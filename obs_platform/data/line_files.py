@@ -30,7 +30,7 @@ from obs_platform.data.id_hashes import id_hashes
 from obs_platform.data.json_lines import Fragments, render_lines
 from obs_platform.data.parts import source_digest
 from obs_platform.storage import Storage, write_content_addressed
-from obs_platform.storage.base import MANIFEST, ContentAddressedWrite
+from obs_platform.storage.base import MANIFEST, Chunk, ContentAddressedWrite
 
 PIECE_ROWS = 1 << 14  # rows per piece on average: a piece ends where an id's hash has these low bits zero
 CHUNK_ROWS = 20_000  # lines rendered at a time
@@ -82,7 +82,7 @@ class LineFiles:
             keys.append(digest.hexdigest())
         return keys
 
-    def files(self) -> dict[str, Iterator[bytes]]:
+    def files(self) -> dict[str, Iterator[Chunk]]:
         """Every line rendered: name → chunks."""
         return LineWriting(self, previous=None).files
 
@@ -131,10 +131,10 @@ class LineWriting:
     rows_rendered: int = 0
 
     @property
-    def files(self) -> dict[str, Iterator[bytes]]:
+    def files(self) -> dict[str, Iterator[Chunk]]:
         return {name: self._file(k) for k, name in enumerate(self.lines.names)}
 
-    def _file(self, k: int) -> Iterator[bytes]:
+    def _file(self, k: int) -> Iterator[Chunk]:
         lines, name, offset, storage = self.lines, self.lines.names[k], 0, self.storage
         previous = self.previous if storage else None
         keys = lines.keys if storage else [None] * (len(lines.bounds) - 1)  # keys: only to reuse or index

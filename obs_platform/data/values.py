@@ -31,7 +31,8 @@ def frame_from_parquet(data: bytes) -> pd.DataFrame:
 def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     """A pandas frame as it was written: text columns that were Arrow-backed are again (a plain conversion makes
     them Python-backed, whose checks and kernels are the slow kind; these wrap the Arrow data without a copy) and
-    list columns are plain lists (not numpy arrays), built only for the lists that are not empty."""
+    list columns are plain lists (not numpy arrays), built only for the lists that are not empty. A text column keeps
+    the table's chunks: a mapped file's columns stay the page cache's pages, not copied into one."""
     written = {c["name"]: c["numpy_type"] for c in (table.schema.pandas_metadata or {}).get("columns", [])}
     special = {
         name: "list" if pa.types.is_list(kind) or pa.types.is_large_list(kind) else "string"
@@ -46,7 +47,7 @@ def frame_from_arrow(table: pa.Table) -> pd.DataFrame:
         values = (
             np.fromiter(arrow_lists(column), dtype=object, count=len(column))  # no shape guessing over nested lists
             if kind == "list"
-            else pd.arrays.ArrowStringArray(column.combine_chunks().cast(pa.large_string()))
+            else pd.arrays.ArrowStringArray(column.cast(pa.large_string()))
         )
         frame[name] = pd.Series(values, index=frame.index, dtype=object if kind == "list" else None)
     return frame[[name for name in table.schema.names if name in frame.columns]]  # not a stored index

@@ -14,6 +14,8 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from obs_platform.gc_pause import without_gc_pauses
 
+Chunk = bytes | memoryview  # a piece of a file: new bytes, or a view of a mapped file's (`read_range`)
+
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the path."""
@@ -36,9 +38,9 @@ class Storage(Protocol):
 
     def read_bytes(self, path: str) -> bytes: ...
 
-    def read_range(self, path: str, start: int, length: int) -> bytes:
+    def read_range(self, path: str, start: int, length: int) -> Chunk:
         """`length` bytes from byte `start` (a block of a large file, without reading the rest); a range past the
-        end is a `StorageError`."""
+        end is a `StorageError`. A local file's range is a read-only view of the mapped file, not a copy."""
         ...
 
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -88,7 +90,7 @@ def _bundle_folder(base: str, digest: str) -> str:
     return f"{base.rstrip('/')}/{digest[:16]}"
 
 
-def content_addressed_folder(base: str, files: Mapping[str, Iterable[bytes]]) -> str:
+def content_addressed_folder(base: str, files: Mapping[str, Iterable[Chunk]]) -> str:
     """The folder `write_content_addressed` writes (or wrote) these files to, found by hashing them alone: where
     the bundle of a value is, without writing anything."""
     digests = {}
@@ -100,14 +102,14 @@ def content_addressed_folder(base: str, files: Mapping[str, Iterable[bytes]]) ->
     return _bundle_folder(base, content_hash(digests))
 
 
-def _hash_and_write(chunks: Iterable[bytes], handle: BinaryIO) -> tuple[str, int]:
+def _hash_and_write(chunks: Iterable[Chunk], handle: BinaryIO) -> tuple[str, int]:
     """The chunks' sha256 and length, written to `handle` as they come. Hashing and writing each run in a thread of
     their own (both release the GIL) while the next chunk is made: rendering a million JSON lines hides most of the
     cost of writing them, and a file written at the disk's pace is hashed meanwhile, not after."""
     hasher, size = hashlib.sha256(), 0
-    queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=2), queue.Queue(maxsize=2)]  # two chunks ahead
+    queues: list[queue.Queue[Chunk | None]] = [queue.Queue(maxsize=2), queue.Queue(maxsize=2)]  # two chunks ahead
 
-    def consume(pending: queue.Queue[bytes | None], use: Callable[[bytes], object]) -> None:
+    def consume(pending: queue.Queue[Chunk | None], use: Callable[[Chunk], object]) -> None:
         while (chunk := pending.get()) is not None:
             use(chunk)
 
@@ -130,7 +132,7 @@ def _hash_and_write(chunks: Iterable[bytes], handle: BinaryIO) -> tuple[str, int
     return hasher.hexdigest(), size
 
 
-def _offered(pending: queue.Queue, item: bytes | None) -> bool:
+def _offered(pending: queue.Queue, item: Chunk | None) -> bool:
     try:
         pending.put(item, timeout=0.1)
     except queue.Full:
@@ -139,7 +141,7 @@ def _offered(pending: queue.Queue, item: bytes | None) -> bool:
 
 
 @without_gc_pauses
-def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Iterable[bytes]]) -> ContentAddressedWrite:
+def write_content_addressed(storage: Storage, base: str, files: Mapping[str, Iterable[Chunk]]) -> ContentAddressedWrite:
     """Stream `files` (name → chunks) to `base/<digest>/`; a bundle already there is left untouched.
 
     Chunks go to local scratch files while they are hashed, so a million-line file never sits in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -43,16 +44,21 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot read {self.uri(path)}: {exc}") from exc
 
-    def read_range(self, path: str, start: int, length: int) -> bytes:
+    def read_range(self, path: str, start: int, length: int) -> memoryview:
+        """A read-only view of the range in the mapped file, as the Arrow caches are read: the pages are the page
+        cache's, and a bundle's unchanged lines go on to be hashed and written without first being copied into
+        buffers of their own, whose fresh pages this VM faults in slowly (0.45 s of a 10k drop's 1.4 s writing the
+        split files of a million rows, docs/benchmarks.md). A file here is only ever replaced, never truncated in
+        place, so a view stays readable for as long as it is held."""
         try:
             with self._path(path).open("rb") as handle:
-                handle.seek(start)
-                data = handle.read(length)
+                size = os.fstat(handle.fileno()).st_size
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if length and size else None
         except OSError as exc:
             raise StorageError(f"cannot read {self.uri(path)}: {exc}") from exc
-        if len(data) != length:
+        if start < 0 or length < 0 or start + length > size:
             raise StorageError(f"cannot read {self.uri(path)}: bytes {start}-{start + length} are past its end")
-        return data
+        return memoryview(mapped)[start : start + length] if mapped is not None else memoryview(b"")
 
     def write_bytes(self, path: str, data: bytes) -> None:
         target = self._path(path)
