@@ -3,9 +3,10 @@ over the rows.
 
 A per-row `orjson.dumps` of a million split records costs about four seconds, and the Gemini and chat lines twice
 that; most of a data run's writing. Here a line is literal text and per-row fragments put together by Arrow
-(`render_lines`). Each distinct label, age, date or answer is rendered once and looked up (`Coded`); notes that
-need no escaping are quoted by Arrow (orjson escapes only `"`, `\\` and control characters) and orjson renders the
-rest, the few notes that need it and the few non-empty lists, so the bytes are orjson's by construction.
+(`render_lines`). Each distinct label, age, date or answer is rendered once and looked up (`Coded`); notes are
+quoted by Arrow, their `"` and `\\` escaped by Arrow's replaces (orjson escapes only those and control characters),
+and orjson renders the rest, the few notes with a control character and the few non-empty lists, so the bytes are
+orjson's (the tests compare them).
 `JsonLines` renders a frame's columns as one JSON object per line.
 """
 
@@ -24,9 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from obs_platform.data.string_bytes import offsets_and_bytes
+from obs_platform.data.string_bytes import offsets_and_bytes, rows_holding
 
-_NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'  # RE2: what orjson escapes in a string
 _NULL = "null"
 _QUOTE, _EMPTY = (pa.scalar(s, pa.large_string()) for s in ('"', ""))
 
@@ -55,17 +55,37 @@ class Text:
         return cls(values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values]), quoted)
 
     def fragments(self, rows: np.ndarray) -> pa.LargeStringArray:
-        values = take_texts(self.values, rows)
+        values = _escaped(take_texts(self.values, rows))
         out = pc.binary_join_element_wise(_QUOTE, values, _QUOTE, _EMPTY) if self.quoted else values
-        escape = pc.match_substring_regex(values, _NEEDS_ESCAPE).fill_null(False)
-        if pc.any(escape).as_py():
-            escaped = [orjson.dumps(v).decode() for v in values.filter(escape).to_pylist()]
-            inner = escaped if self.quoted else [e[1:-1] for e in escaped]
-            out = pc.replace_with_mask(out, escape, pa.array(inner, type=pa.large_string()))
         return out.fill_null(_NULL if self.quoted else "None")
 
     def digest(self, start: int, stop: int) -> bytes:
         return text_digest(self.values.slice(start, stop - start)) + (b"quoted" if self.quoted else b"inner")
+
+
+def _escaped(values: pa.LargeStringArray) -> pa.LargeStringArray:
+    """The strings as they read between a JSON string's quotes, as orjson escapes them. A fifth of the notes quote
+    speech, so `"` and `\\` are escaped by Arrow's literal replaces, and orjson renders only the few strings with
+    a control character (a line break); which strings need either is found by a byte scan, not a regex. A million
+    notes: 0.55 s instead of 0.9-1.5 s."""
+    escape = rows_holding(values, _needs_escape)
+    if not escape.any():
+        return values
+    flagged = values.filter(escape)
+    inner = pc.replace_substring(pc.replace_substring(flagged, "\\", "\\\\"), '"', '\\"')
+    control = rows_holding(flagged, _control)
+    if control.any():
+        rendered = [orjson.dumps(v).decode()[1:-1] for v in flagged.filter(control).to_pylist()]
+        inner = pc.replace_with_mask(inner, control, pa.array(rendered, type=pa.large_string()))
+    return pc.replace_with_mask(values, escape, inner)
+
+
+def _needs_escape(data: np.ndarray) -> np.ndarray:
+    return (data < 0x20) | (data == ord('"')) | (data == ord("\\"))
+
+
+def _control(data: np.ndarray) -> np.ndarray:
+    return data < 0x20
 
 
 def text_digest(values: pa.Array | pa.ChunkedArray) -> bytes:
