@@ -1,4 +1,6 @@
 import json
+import random
+import re
 
 import pandas as pd
 import pandera.pandas as pandera
@@ -6,8 +8,10 @@ import pytest
 
 from obs_platform.cli import sample_data_files
 from obs_platform.data.canonical import canonicalise
+from obs_platform.data.coercion import CLEANED_TEXT_FIELDS, without_invisible_characters
+from obs_platform.data.quarantine import Reasons
 from obs_platform.data.raw import parse_export, read_landing
-from obs_platform.data.schema import CanonicalObservationsSchema
+from obs_platform.data.schema import INVISIBLE_CHARACTERS, STRING_DTYPE, CanonicalObservationsSchema
 
 from .conftest import SEED_SAMPLE, jsonl, record
 
@@ -213,6 +217,22 @@ def test_notes_of_nothing_but_invisible_characters_are_quarantined(eyfs):
     assert reasons["a"] == ["invisible_notes: notes: only control or invisible characters (U+200B, U+0001)"]
     assert reasons["b"] == ["invisible_notes: notes: only control or invisible characters (U+2066, U+2069)"]
     assert reasons["c"] == ["empty_notes: notes: notes are empty or only white space (value '   ')"]
+
+
+def test_every_invisible_character_is_found_past_the_byte_scan():
+    """The byte scan before the pattern must flag every value the pattern matches: C0 and C1 controls, DEL, format
+    characters, tag characters, each alone or among letters, tab and line breaks that stay."""
+    rng = random.Random(11)
+    alphabet = [*"a \t\n\r", "é", "😀", "\u2028", "\x00", "\x1f", "\x7f", "\x85", "\x9f", "\u00ad", "\u200b"]
+    alphabet += ["\u2066", "\ufeff", "\U000e0041"]
+    values = ["".join(rng.choices(alphabet, k=rng.randrange(5))) for _ in range(3000)] + [None]
+    typed = pd.DataFrame({field: pd.array(values, dtype=STRING_DTYPE) for field in CLEANED_TEXT_FIELDS})
+    cleaned, removed = without_invisible_characters(typed, Reasons())
+    expected = [None if v is None else re.sub(INVISIBLE_CHARACTERS, "", v) for v in values]
+    changed = sum(v is not None and re.search(INVISIBLE_CHARACTERS, v) is not None for v in values)
+    for field in CLEANED_TEXT_FIELDS:
+        assert cleaned[field].astype(object).where(cleaned[field].notna(), None).tolist() == expected
+        assert removed[field] == changed
 
 
 def test_the_canonical_contract_refuses_invisible_characters(eyfs):
