@@ -11,7 +11,12 @@ from obs_platform.data.canonical import canonicalise
 from obs_platform.data.coercion import CLEANED_TEXT_FIELDS, without_invisible_characters
 from obs_platform.data.quarantine import Reasons
 from obs_platform.data.raw import parse_export, read_landing
-from obs_platform.data.schema import INVISIBLE_CHARACTERS, STRING_DTYPE, CanonicalObservationsSchema
+from obs_platform.data.schema import (
+    INVISIBLE_CHARACTERS,
+    STRING_DTYPE,
+    CanonicalObservationsSchema,
+    holding_invisible_characters,
+)
 
 from .conftest import SEED_SAMPLE, jsonl, record
 
@@ -233,6 +238,8 @@ def test_every_invisible_character_is_found_past_the_byte_scan():
     for field in CLEANED_TEXT_FIELDS:
         assert cleaned[field].astype(object).where(cleaned[field].notna(), None).tolist() == expected
         assert removed[field] == changed
+    mixed = pd.Series(["a\x01b", 3, None, "ok\u200b"], dtype=object)  # not all text: the pattern alone
+    assert holding_invisible_characters(mixed).tolist() == [True, False, False, True]
 
 
 def test_the_canonical_contract_refuses_invisible_characters(eyfs):
