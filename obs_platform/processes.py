@@ -9,9 +9,12 @@ file (this folder's, not a copy's).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +50,43 @@ def process_alive(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG)[0] == 0
     except ChildProcessError:  # not our child: kill(0) already said it runs
         return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group `pgid` runs: its leader (reaped here when it is this process's child, so
+    a finished one reads as gone) or any other member."""
+    if process_alive(pgid):
+        return True
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(pgid: int, grace_seconds: float, kill_wait_seconds: float = 5) -> None:
+    """SIGTERM to the group `pgid`, SIGKILL to what of it still runs `grace_seconds` later, and back once it is gone
+    (or `kill_wait_seconds` after the SIGKILL: a killed process is not gone at once either). A process can be deaf
+    to SIGTERM: a handler, or the signal ignored where it was started (a supervisor's setting, a shell's background
+    job), which every process it starts inherits; a trainer so started trained on through its cancel, for minutes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    if _gone_within(pgid, grace_seconds):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    _gone_within(pgid, kill_wait_seconds)
+
+
+def _gone_within(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def spawn_holding_lock(command: list[str], lock_file: Path, log_file: Path, env: dict[str, str]) -> Spawned:

@@ -1,7 +1,10 @@
 """The local tuning backend (a real trainer subprocess on a tiny BERT), the registry, and the model asset."""
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 from obs_platform.data.redaction import Roster
 from obs_platform.defs.training.job_log import job_records
 from obs_platform.local_run import run_whole_graph
+from obs_platform.processes import group_alive
 from obs_platform.serving import endpoint
 from obs_platform.storage import LocalStorage
 from obs_platform.training.backend import JobError, JobState, ModelArtifact, TrainingSpec
@@ -119,6 +123,25 @@ def test_cancel(tmp_path, split_files, tiny_bert):
     assert backend.status(job_id).state is JobState.CANCELLED
     with pytest.raises(JobError):
         backend.status("local-unknown")
+
+
+def test_cancel_stops_a_trainer_deaf_to_sigterm(tmp_path, split_files, tiny_bert):
+    """SIGTERM ignored where a job is started (a supervisor's setting, a shell's background job) is inherited by the
+    trainer: a cancel must stop it all the same, not leave it training through its whole schedule."""
+    backend = LocalSubprocessBackend(tmp_path)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        job_id = backend.submit(spec_for(split_files, tiny_bert, epochs=50))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    pgid = next(job["pid"] for job in backend.jobs() if job["id"] == job_id)
+    try:
+        backend.cancel(job_id)
+        assert not group_alive(pgid)
+        assert backend.status(job_id).state is JobState.CANCELLED
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def test_registry_versions_and_aliases(tmp_path):

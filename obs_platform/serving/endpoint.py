@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
 import time
@@ -27,10 +26,18 @@ from pathlib import Path
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from obs_platform.processes import LockHeld, NotOurProcess, lock_held, owned_process, process_alive, spawn_holding_lock
+from obs_platform.processes import (
+    LockHeld,
+    NotOurProcess,
+    lock_held,
+    owned_process,
+    spawn_holding_lock,
+    stop_process_group,
+)
 from obs_platform.training.registry import CALIBRATION_FILE
 
 STARTUP_SECONDS = 120
+STOP_GRACE_SECONDS = 20  # for the endpoint to finish the requests it holds before SIGKILL
 SERVING = "endpoint"
 EVALUATION = "endpoint-evaluation"
 ONNX_DIR_VARIABLE = "OBS_PLATFORM_ONNX_DIR"  # where the endpoint process keeps the model's ONNX export
@@ -152,10 +159,7 @@ def status(root: Path, name: str = SERVING) -> EndpointState | None:
         raise StaleEndpointState(f"{exc}; stopping the endpoint removes the state") from None
 
 
-KILL_WAIT_SECONDS = 5
-
-
-def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState | None:
+def stop(root: Path, timeout: float = STOP_GRACE_SECONDS, name: str = SERVING) -> EndpointState | None:
     """Stop the endpoint (its process group) and remove its state. A state naming another process is removed
     without signalling anything, and reported (`StaleEndpointState`)."""
     try:
@@ -165,17 +169,7 @@ def stop(root: Path, timeout: float = 20, name: str = SERVING) -> EndpointState 
         raise StaleEndpointState(f"{exc}; removed the state, signalled nothing") from None
     if state is None:
         return None
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(state.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process_alive(state.pid):
-        time.sleep(0.2)
-    if process_alive(state.pid):  # deaf to SIGTERM (a handler, or the signal blocked where it was started)
-        os.killpg(state.pid, signal.SIGKILL)
-        # SIGKILL is not instant either: return once the process is gone, so a caller never sees it running.
-        killed_by = time.monotonic() + KILL_WAIT_SECONDS
-        while time.monotonic() < killed_by and process_alive(state.pid):
-            time.sleep(0.05)
+    stop_process_group(state.pid, grace_seconds=timeout)
     _state_file(root, name).unlink(missing_ok=True)
     return state
 
@@ -243,7 +237,7 @@ def start(
             pass
         time.sleep(0.5)
     else:
-        os.killpg(process.pid, signal.SIGTERM)
+        stop_process_group(process.pid, grace_seconds=STOP_GRACE_SECONDS)
         raise EndpointError(f"endpoint did not answer /health within {STARTUP_SECONDS} s; see {log_file}")
     state = EndpointState(
         url,

@@ -8,10 +8,8 @@ status carries its progress as the trainer's progress file tells it (`trainer/ru
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from obs_platform.processes import process_alive
+from obs_platform.processes import process_alive, stop_process_group
 from obs_platform.training.backend import (
     BackendUnavailable,
     JobError,
@@ -33,6 +31,7 @@ from obs_platform.training.backend import (
 )
 
 LOG_TAIL_LINES = 20
+CANCEL_GRACE_SECONDS = 5  # the trainer has no SIGTERM handler to finish: what it writes then is discarded anyway
 PROGRESS_FILE = "progress.jsonl"  # the trainer's (trainer.runs.PROGRESS_FILE), in its output folder
 
 _SCHEMA = """
@@ -132,8 +131,7 @@ class LocalSubprocessBackend:
         if JobState(row["state"]).finished:
             return
         if row["pid"]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(row["pid"], signal.SIGTERM)
+            stop_process_group(row["pid"], grace_seconds=CANCEL_GRACE_SECONDS)
         self._update(job_id, JobState.CANCELLED, message="cancelled")
 
     # ----- listing, for the CLI and the sensors ---------------------------------------------------------
