@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 from obs_platform.data import string_bytes
-from obs_platform.data.string_bytes import rows_holding
+from obs_platform.data.string_bytes import rows_holding, rows_matching
 
 NOTES = ["", "plain", "mail me@here.org", "Zoë", "", "“quoted”", "tab\there", "@", "a\x01b", "last"]
 
@@ -32,3 +32,11 @@ def test_rows_holding_with_nulls_and_nothing():
     assert rows_holding(with_nulls, lambda b: b == ord("@")).tolist() == [True, False, True, False]
     assert rows_holding(pa.array([], type=pa.large_string()), lambda b: b == ord("@")).tolist() == []
     assert rows_holding(pa.array(["", ""], type=pa.large_string()), lambda b: b == ord("@")).tolist() == [False, False]
+
+
+def test_rows_matching_is_the_pattern_over_the_flagged_rows_only():
+    notes = pa.chunked_array([pa.array(["a@b.org", "no mail", None, "@ alone", "x@y.io"], type=pa.large_string())])
+    at = lambda b: b == ord("@")  # noqa: E731
+    assert rows_matching(notes, at, r"\w@\w").tolist() == [True, False, False, False, True]
+    # A pattern matching bytes the scan does not flag is not found: the flag must cover every match.
+    assert rows_matching(notes, at, "no").tolist() == [False] * 5

@@ -48,7 +48,7 @@ from obs_platform.data.names import (
     english_words,
     lower_case_given_names,
 )
-from obs_platform.data.string_bytes import rows_holding
+from obs_platform.data.string_bytes import rows_holding, rows_matching
 from obs_platform.parallel import map_slices
 
 # A name token: letters, optionally joined by an apostrophe or hyphen (O'Brien, Lily-Mae).
@@ -308,9 +308,7 @@ class Redactor:
             return [self._mark_python(v) for v in array.to_pylist()]
         marked = map_slices(array, lambda part: _mark_candidates(part, self._ascii_passes))
         # Only notes with bytes outside ASCII can hold letters outside it (most such bytes are typographic quotes).
-        outside = rows_holding(array, _outside_ascii)
-        if outside.any():
-            outside[outside] = np.asarray(pc.match_substring_regex(array.filter(outside), _OUTSIDE_ASCII_LETTERS))
+        outside = rows_matching(array, _outside_ascii, _OUTSIDE_ASCII_LETTERS)
         if outside.any():
             redone = _mark_candidates(array.filter(outside), self._unicode_passes)
             marked = pc.replace_with_mask(marked, pa.array(outside), redone.combine_chunks())
@@ -557,8 +555,7 @@ def _as_array(texts: Sequence[str] | pd.Series) -> pa.ChunkedArray:
     array = pa.array(texts, type=pa.large_string())
     if isinstance(array, pa.Array):
         array = pa.chunked_array([array])
-    maybe = rows_holding(array, _control_or_line_break)
-    if maybe.any() and pc.any(pc.match_substring_regex(array.filter(maybe), _CONTROL)).as_py():
+    if rows_matching(array, _control_or_line_break, _CONTROL).any():
         array = pc.replace_substring_regex(array, _CONTROL, "")
     return array
 

@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
-import pyarrow.compute
 from pandera.typing import Series
 
-from obs_platform.data.string_bytes import rows_holding
+from obs_platform.data.string_bytes import rows_matching
 from obs_platform.taxonomy import Taxonomy
 from obs_platform.taxonomy.model import normalise_level_title
 
@@ -47,11 +46,7 @@ def holding_invisible_characters(text: pd.Series) -> np.ndarray:
         strings = pyarrow.array(text, type=pyarrow.large_string(), from_pandas=True)
     except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
         return text.str.contains(INVISIBLE_CHARACTERS, regex=True, na=False).to_numpy(bool)
-    holds = rows_holding(strings, _outside_printable_ascii)
-    if holds.any():
-        found = pyarrow.compute.match_substring_regex(strings.filter(holds), INVISIBLE_CHARACTERS)
-        holds[holds] = np.asarray(found.fill_null(False))
-    return holds
+    return rows_matching(strings, _outside_printable_ascii, INVISIBLE_CHARACTERS)
 
 
 def _outside_printable_ascii(data: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _SCAN_ROWS = 65_536  # rows whose bytes are tested at once: the test's temporary array stays about 10 MB
 
@@ -34,4 +35,15 @@ def rows_holding(
                 hits = np.flatnonzero(flagged(data[bounds[0] : bounds[-1]])) + bounds[0]
                 found[row + start + np.searchsorted(bounds, hits, side="right") - 1] = True
         row += len(chunk)
+    return found
+
+
+def rows_matching(
+    strings: pa.LargeStringArray | pa.ChunkedArray, flagged: Callable[[np.ndarray], np.ndarray], pattern: str
+) -> np.ndarray:
+    """Which rows match the RE2 `pattern`, looked for only in the rows holding a byte `flagged` (`rows_holding`):
+    every byte a match can start with must be flagged, or a match is missed."""
+    found = rows_holding(strings, flagged)
+    if found.any():
+        found[found] = np.asarray(pc.match_substring_regex(strings.filter(found), pattern).fill_null(False))
     return found
